@@ -1,0 +1,1 @@
+"""Compatibility with the authors released code: checkpoint conversion and numerical parity."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: the pre-activation residual block, adaptive layers, spectral norm."""

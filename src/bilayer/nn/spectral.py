@@ -1,0 +1,83 @@
+"""Spectral normalisation of every convolution and linear layer (SPEC §2.7), and its exact removal.
+
+The released code used PyTorch's original hook-based spectral norm: one power-iteration step per training
+forward (v ← normalize(Wᵀu), u ← normalize(Wv)), σ = uᵀWv from the stored vectors in eval mode, eps 1e-7.
+We implement the same arithmetic as a ``torch.nn.utils.parametrize`` parametrization, so the weight stays an
+ordinary attribute and the layers stay ordinary ``nn.Conv2d`` / ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+class SpectralNorm(nn.Module):
+    """weight ↦ weight / σ, σ estimated by power iteration with persistent vectors ``u`` (out) and ``v`` (in)."""
+
+    def __init__(self, weight: torch.Tensor, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.eps = eps
+        out_features = weight.shape[0]
+        in_features = weight[0].numel()
+        # Same initialisation as the released code's PyTorch: normalised Gaussian vectors, no warm-up iterations.
+        self.register_buffer("u", F.normalize(weight.new_empty(out_features).normal_(0, 1), dim=0, eps=eps))
+        self.register_buffer("v", F.normalize(weight.new_empty(in_features).normal_(0, 1), dim=0, eps=eps))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        matrix = weight.flatten(1)  # (out, in·k·k)
+        u, v = self.u, self.v
+        if self.training:
+            with torch.no_grad():
+                v = F.normalize(matrix.t() @ u, dim=0, eps=self.eps)
+                u = F.normalize(matrix @ v, dim=0, eps=self.eps)
+                self.u.copy_(u)
+                self.v.copy_(v)
+            # Clones: a second forward before backward (the discriminator runs twice per iteration) updates the
+            # buffers in place, which must not touch what the first graph saved.
+            u, v = u.clone(), v.clone()
+        sigma = torch.dot(u, matrix @ v)
+        return weight / sigma
+
+
+def _is_spectral(module: nn.Module) -> bool:
+    return parametrize.is_parametrized(module, "weight") and any(
+        isinstance(p, SpectralNorm) for p in module.parametrizations["weight"]
+    )
+
+
+def apply_spectral_norm(root: nn.Module, eps: float = 1e-7) -> nn.Module:
+    """Add spectral norm to every ``nn.Conv2d`` and ``nn.Linear`` below ``root`` (in place); returns ``root``."""
+    for module in list(root.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not _is_spectral(module):
+            parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight.detach(), eps))
+    return root
+
+
+@torch.no_grad()
+def remove_spectral_norm(root: nn.Module) -> nn.Module:
+    """Fold spectral norm into plain weights, W = W_orig / σ(u, v) with the stored vectors (no new iteration).
+
+    Works in place and returns ``root``. Outputs in eval mode are unchanged (up to float rounding).
+    """
+    for module in list(root.modules()):
+        if _is_spectral(module):
+            for p in module.parametrizations["weight"]:
+                p.eval()  # eval: no power-iteration step while folding
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return root
+
+
+def has_spectral_norm(root: nn.Module) -> bool:
+    return any(_is_spectral(m) for m in root.modules())
+
+
+def fold_reference_weight(
+    weight_orig: torch.Tensor, weight_u: torch.Tensor, weight_v: torch.Tensor
+) -> torch.Tensor:
+    """The effective weight of a released-code spectral-norm layer from its stored ``u`` and ``v`` (SPEC §7.2)."""
+    matrix = weight_orig.flatten(1).double()
+    sigma = torch.dot(weight_u.double(), matrix @ weight_v.double())
+    return (weight_orig.double() / sigma).to(weight_orig.dtype)

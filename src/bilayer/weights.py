@@ -1,0 +1,159 @@
+"""Our weight format: a directory with ``config.json`` and ``model.safetensors`` (never pickles).
+
+Loading checks every tensor's name and shape against the model built from the config and says which tensor
+and which config section disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from .config import BilayerConfig, ConfigError
+
+if TYPE_CHECKING:
+    from .models.bilayer import BilayerModel
+
+FORMAT = "bilayer"
+FORMAT_VERSION = "1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+# Which config section builds the tensors under each top-level module name.
+_SECTION = {
+    "identity_embedder": "embedder",
+    "texture_projector": "texture (and embedder)",
+    "texture_generator": "texture",
+    "keypoints_embedder": "keypoints",
+    "inference_projector": "inference (and embedder)",
+    "inference_generator": "inference",
+    "texture_enhancer": "enhancer",
+    "stem": "discriminator",
+    "blocks": "discriminator",
+    "final_norm": "discriminator",
+    "score": "discriminator",
+}
+
+
+class WeightsError(ValueError):
+    """Weights do not fit the model; the message names the file, the tensor and the config section."""
+
+
+def state_for_saving(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist.")
+    try:
+        return load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}).") from None
+
+
+def check_state(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, config: BilayerConfig | None = None
+) -> None:
+    """Raise one sentence for the first missing, unexpected or mis-shaped tensor."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+
+    def section(name: str) -> str:
+        top = name.split(".", 1)[0]
+        sec = _SECTION.get(top, "?")
+        if config is not None and sec.split(" ")[0] in ("embedder", "texture", "keypoints", "inference", "enhancer", "discriminator"):
+            value = getattr(config, sec.split(" ")[0])
+            return f"config section '{sec}' ({value})"
+        return f"config section '{sec}'"
+
+    for name, tensor in state.items():
+        if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"{source}: tensor '{name}' has shape {tuple(tensor.shape)} but this config builds "
+                f"{tuple(expected[name].shape)}; check {section(name)}."
+            )
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]} ({section(missing[0])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+        hint = ""
+        if any(".parametrizations." in k for k in missing + unexpected):
+            hint = " (one side has spectral norm and the other not: check config field 'spectral_norm')"
+        raise WeightsError(f"{source}: " + "; ".join(parts) + hint + ".")
+
+
+def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[str, torch.nn.Module] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ ``<name>.safetensors`` for ``extra`` modules).
+
+    The directory is assembled under a temporary name and swapped in, so a crash never leaves a mix.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        config_json = model.config.to_json()
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config_json}
+        write_safetensors(state_for_saving(model), staging / WEIGHTS_FILE, meta)
+        for name, module in (extra or {}).items():
+            write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", {"format": FORMAT, "network": name})
+        (staging / CONFIG_FILE).write_text(config_json + "\n")
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(staging, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_config(directory: str | Path) -> BilayerConfig:
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise WeightsError(f"model directory {directory} does not exist.")
+    if not path.is_file():
+        raise WeightsError(f"{directory} has no {CONFIG_FILE}; expected a directory written by save_pretrained.")
+    try:
+        return BilayerConfig.load(path)
+    except (ConfigError, TypeError) as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+
+
+def load_pretrained(cls, directory: str | Path, map_location="cpu") -> "BilayerModel":
+    directory = Path(directory)
+    config = load_config(directory)
+    model = cls(config)
+    weights = directory / WEIGHTS_FILE
+    state = read_safetensors(weights)
+    check_state(model, state, str(weights), config)
+    model.load_state_dict(state)
+    return model.to(map_location)
