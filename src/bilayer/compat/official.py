@@ -112,15 +112,15 @@ def _indices(state: dict[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := rx.match(k))})
 
 
-def _name_table(net: str, state: dict[str, torch.Tensor], config: BilayerConfig) -> dict[str, str]:
-    """Released layer prefix → our layer prefix for one network."""
+def _name_table(net: str, config: BilayerConfig) -> dict[str, str]:
+    """Released layer prefix → our layer prefix for one network, from the config alone."""
     t: dict[str, str] = {}
     k_blocks = config.num_generator_blocks
     if net == "identity_embedder":
         t["net.enc.0"] = "identity_embedder.stem"
-        for i in _indices(state, r"net\.enc\.(\d+)\.")[1:]:
+        for i in range(1, len(config.embedder_encoder_channels)):
             _block(t, f"net.enc.{i}", f"identity_embedder.down.{i - 1}", norm=False, up=False, down=True, efficient=False)
-        for k in _indices(state, r"net\.dec_blocks\.(\d+)\."):
+        for k in range(k_blocks):
             _block(t, f"net.dec_blocks.{k}", f"identity_embedder.decoder.{k}", norm=False, up=False, down=False, efficient=False)
     elif net == "texture_generator":
         t["gen_tex_input"] = "texture_generator.input"
@@ -130,8 +130,8 @@ def _name_table(net: str, state: dict[str, torch.Tensor], config: BilayerConfig)
         t["gen_tex.heads.0.0"] = "texture_generator.head"
         t["prj_tex.fc_blocks"] = "texture_projector.heads"
     elif net == "keypoints_embedder":
-        for i, idx in enumerate(_indices(state, r"net\.mlp\.(\d+)\.")):
-            t[f"net.mlp.{idx}"] = f"keypoints_embedder.layers.{i}"
+        for i in range(config.keypoints.num_layers):
+            t[f"net.mlp.{2 * i}"] = f"keypoints_embedder.layers.{i}"
     elif net == "inference_generator":
         eff = config.inference.efficient_upsampling
         for k in range(k_blocks):
@@ -156,10 +156,11 @@ def _name_table(net: str, state: dict[str, torch.Tensor], config: BilayerConfig)
             idx += 1
         t[f"net.blocks.{idx + 2}"] = "texture_enhancer.head"  # after an Identity (norm 'none') and the LReLU
     elif net == "discriminator":
+        d = config.discriminator
+        n_down = int(math.log2(config.image_size // d.output_size))
         t["net.first_conv"] = "stem"
-        for i in _indices(state, r"net\.blocks\.(\d+)\."):
-            down = f"net.blocks.{i}.skip.0.weight_orig" in state or f"net.blocks.{i}.skip.0.weight" in state
-            _block(t, f"net.blocks.{i}", f"blocks.{i}", norm=True, up=False, down=down, efficient=False)
+        for i in range(d.num_blocks):
+            _block(t, f"net.blocks.{i}", f"blocks.{i}", norm=True, up=False, down=i < n_down, efficient=False)
         t["net.final_block.0"] = "final_norm"
         t["net.linear"] = "score"
     return t
@@ -169,7 +170,7 @@ _DERIVED = {"identity_grid", "frequencies"}  # buffers we compute instead of sto
 
 
 def _translate(net: str, state: dict[str, torch.Tensor], config: BilayerConfig, out: dict, conv: Conversion) -> None:
-    table = _name_table(net, state, config)
+    table = _name_table(net, config)
     prefixes = sorted(table, key=len, reverse=True)
     layers: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -396,3 +397,57 @@ def convert_official(runs_dir: str | Path, out_dir: str | Path, epoch: int | Non
         extra["discriminator"] = dis
     save_pretrained(model, out_dir, extra)
     return conv
+
+
+# ------------------------------------------------------------------------------------------- export
+def export_released_states(model, discriminator=None) -> dict[str, dict[str, torch.Tensor]]:
+    """Our spectral-normalised model as the released code's state dicts (the inverse of the conversion).
+
+    Used to build parity vectors for configurations the authors never shipped (other sizes, n > 1, harmonics)
+    and to test the converter. Requires ``config.spectral_norm``: the released format stores weight_orig/u/v.
+    """
+    from ..models.bilayer import identity_grid
+    from ..nn.adaptive import AdaptiveBatchNorm2d, AdaptiveSpadeBatchNorm2d
+
+    config = model.config
+    if not config.spectral_norm:
+        raise ConversionError("export_released_states needs a model with spectral norm (config.spectral_norm=True).")
+    nets = [n for n in NETWORKS if n != "discriminator" and (n != "texture_enhancer" or model.texture_enhancer is not None)]
+    modules = dict(model.named_modules())
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    sources = [(net, model, _name_table(net, config)) for net in nets]
+    if discriminator is not None:
+        modules.update({k: v for k, v in discriminator.named_modules() if k})
+        sources.append(("discriminator", discriminator, _name_table("discriminator", config)))
+    for net, root, table in sources:
+        inverse = {ours: ref for ref, ours in table.items()}
+        prefixes = sorted(inverse, key=len, reverse=True)
+        owned = tuple(p.split(".")[0] for p in inverse)
+        state: dict[str, torch.Tensor] = {}
+        for key, value in root.state_dict().items():
+            if root is model and not key.startswith(owned):
+                continue
+            if key in inverse:  # a bare parameter, e.g. the texture generator's learned input
+                state[inverse[key]] = value.detach().clone()
+                continue
+            ours = next((p for p in prefixes if key.startswith(p + ".")), None)
+            if ours is None:
+                raise ConversionError(f"no released name for {key}.")
+            rest = key[len(ours) + 1 :]
+            rest = (
+                rest.replace("parametrizations.weight.original", "weight_orig")
+                .replace("parametrizations.weight.0.u", "weight_u")
+                .replace("parametrizations.weight.0.v", "weight_v")
+            )
+            layer, _, param = rest.rpartition(".")
+            module_name = ours + ("." + layer if layer else "")
+            module = modules.get(module_name)
+            if isinstance(module, (AdaptiveBatchNorm2d, AdaptiveSpadeBatchNorm2d)) and param != "pixel_feats":
+                rest = (layer + "." if layer else "") + "norm_layer." + param
+            state[inverse[ours] + "." + rest] = value.detach().clone()
+        out[net] = state
+    out["inference_generator"]["identity_grid"] = identity_grid(config.image_size)
+    if config.keypoints.num_harmonics:
+        h = config.keypoints.num_harmonics
+        out["keypoints_embedder"]["frequencies"] = torch.tensor([math.pi * 2.0**i for i in range(h)]).view(1, 1, -1)
+    return out

@@ -110,6 +110,43 @@ def compare(npz_path: str | Path, json_path: str | Path | None = None) -> list[t
     return results
 
 
+def random_inputs(config, batch: int, sources: int, targets: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Inputs in the vector format: images and stickmen in [-1, 1], poses in [-1, 1], masks in [0, 1]."""
+    size, pose = config.image_size, config.pose_dim
+    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    inputs = {}
+    for role, count in (("source", sources), ("target", targets)):
+        inputs[f"{role}_imgs"] = u(batch, count, 3, size, size) * 2 - 1
+        inputs[f"{role}_stickmen"] = u(batch, count, 3, size, size) * 2 - 1
+        inputs[f"{role}_poses"] = u(batch, count, pose) * 2 - 1
+        inputs[f"{role}_segs"] = u(batch, count, 1, size, size)
+    return inputs
+
+
+def write_vector(model, npz_path: str | Path, json_path: str | Path, inputs: dict[str, torch.Tensor], discriminator=None) -> None:
+    """Write a parity vector of *our* spectral-normalised model in the released format (for configurations the
+    authors never shipped: other sizes, n > 1 sources, harmonic encoding). Outputs come from eval mode."""
+    from .official import export_released_states
+
+    model.eval()
+    arrays = {}
+    for net, state in export_released_states(model, discriminator).items():
+        arrays.update({f"state/{net}/{k}": v.numpy() for k, v in state.items()})
+    arrays.update({f"input/{k}": v.numpy() for k, v in inputs.items()})
+    options = {
+        "eps": model.config.eps, "num_keypoints": model.config.num_keypoints,
+        "emb_apply_masks": model.config.embedder.apply_masks, "inf_apply_masks": False, "enh_apply_masks": False,
+        "pse_use_harmonic_enc": bool(model.config.keypoints.num_harmonics),
+        "pse_num_harmonics": model.config.keypoints.num_harmonics,
+    }
+    if model.config.enhancer is not None:
+        options.update(enh_unrolling_depth=model.config.enhancer.steps, enh_guiding_rgb_loss_type=model.config.enhancer.guiding_loss)
+    outputs = run_reference_order(model, inputs, options)
+    arrays.update({f"output/{k}": v.detach().numpy() for k, v in outputs.items()})
+    np.savez(npz_path, **arrays)
+    Path(json_path).write_text(json.dumps(options, indent=1, sort_keys=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bilayer.compat.parity", description=__doc__.split("\n\n")[0])
     parser.add_argument("vector", help="parity vector .npz (state/, input/, output/)")

@@ -1,0 +1,1 @@
+"""Evaluation: complexity accounting now; metrics arrive with the evaluation issue."""
