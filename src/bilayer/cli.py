@@ -18,9 +18,12 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .compat.official import ConversionError
     from .config import ConfigError
+    from .data.dataset import DatasetError
+    from .preprocess.errors import PreprocessError
+    from .train.loop import TrainingError
     from .weights import WeightsError
 
-    return (UserError, ConfigError, WeightsError, ConversionError)
+    return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError)
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -80,6 +83,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from .train import Perceptual, train, train_config
+
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = train_config(args.config)
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers), ("seed", args.seed),
+                                   ("precision", args.precision), ("lr", args.lr)) if v is not None}
+    if overrides:
+        config = config.replace(**overrides)
+    if args.perceptual_init == "random" and args.perceptual_weights:
+        raise UserError("give either --perceptual-weights or --perceptual-init random, not both.")
+    vgg19, vggface = args.perceptual_weights or (None, None)
+    perceptual = Perceptual(vgg19, vggface, allow_random=args.perceptual_init == "random")
+    record = train(args.stage, config, args.data, args.run, resume=args.resume, init=args.init,
+                   perceptual=perceptual, steps=args.steps, device=args.device, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"finished at step {record.get('step')}; weights in {args.run}/model")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synth import command
+
+    try:
+        return command(args)
+    except ValueError as exc:  # bad option values: one sentence
+        raise UserError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import PRESETS
@@ -99,6 +135,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (save_pretrained format)")
     p.add_argument("--epoch", type=int, default=None, help="epoch of the base networks (default: the latest found)")
     p.set_defaults(func=cmd_convert_official)
+
+    from .preprocess.cli import configure_parser as preprocess_parser
+
+    preprocess_parser(sub.add_parser("preprocess", help="videos or images → the training layout (crops, keypoints, masks)"))
+
+    p = sub.add_parser("train", help="train the base model or the texture enhancer (torchrun for several processes)")
+    p.add_argument("stage", choices=["base", "enhancer"])
+    p.add_argument("--config", default="synth-quick", help="a training preset (synth-quick, paper-base, paper-enhancer, tiny) or a .json file")
+    p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with train/ and test/)")
+    p.add_argument("--run", required=True, help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
+    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --run")
+    p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
+    p.add_argument("--perceptual-weights", nargs=2, metavar=("VGG19", "VGGFACE"), default=None,
+                   help="torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth (read with weights_only=True)")
+    p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (accumulated over processes and micro-batches)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    from .data.synth import configure_parser as synth_parser
+
+    p = sub.add_parser("synth", help="generate SynthHeads: procedural talking-head videos with keypoints and masks")
+    synth_parser(p)
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="render a random-weight tiny avatar end to end (shows the data flow)")
     p.add_argument("--out", default="demo", help="output folder (default demo/)")

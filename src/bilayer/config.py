@@ -272,5 +272,10 @@ def preset(name: str, image_size: int | None = None) -> BilayerConfig:
         if enhancer is not None:  # keep the enhancer's bottleneck at the same fraction of the image
             bottleneck = max(1, enhancer.bottleneck_size * image_size // config.image_size)
             enhancer = dataclasses.replace(enhancer, bottleneck_size=bottleneck)
-        config = config.replace(image_size=image_size, enhancer=enhancer)
+        # keep the discriminator's blocks at its output size: as many down blocks as the new size needs
+        d = config.discriminator
+        plain = d.num_blocks - (config.image_size // d.output_size).bit_length() + 1
+        down = max(0, (image_size // d.output_size).bit_length() - 1)
+        discriminator = dataclasses.replace(d, num_blocks=down + plain)
+        config = config.replace(image_size=image_size, enhancer=enhancer, discriminator=discriminator)
     return config

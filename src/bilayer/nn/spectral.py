@@ -60,13 +60,22 @@ def apply_spectral_norm(root: nn.Module, eps: float = 1e-7) -> nn.Module:
 def remove_spectral_norm(root: nn.Module) -> nn.Module:
     """Fold spectral norm into plain weights, W = W_orig / σ(u, v) with the stored vectors (no new iteration).
 
-    Works in place and returns ``root``. Outputs in eval mode are unchanged (up to float rounding).
+    Works in place and returns ``root``. Outputs in eval mode are unchanged (up to float rounding). Unlike
+    ``parametrize.remove_parametrizations`` this never edits the injected class, which ``copy.deepcopy`` shares
+    between a module and its copy (so folding a copy, as baking does, leaves the original intact).
     """
     for module in list(root.modules()):
-        if _is_spectral(module):
-            for p in module.parametrizations["weight"]:
-                p.eval()  # eval: no power-iteration step while folding
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        if not _is_spectral(module):
+            continue
+        plist = module.parametrizations["weight"]
+        for p in plist:
+            p.eval()  # eval: no power-iteration step while folding
+        weight = module.weight.detach().clone()
+        original = plist.original
+        module.__class__ = module.__class__.__bases__[0]  # the plain nn.Conv2d / nn.Linear class
+        del module._modules["parametrizations"]
+        original.copy_(weight)  # keep the Parameter object (optimisers may hold it)
+        module.register_parameter("weight", original)
     return root
 
 

@@ -1,0 +1,102 @@
+"""The training objectives: weighted, named loss terms (paper eq. 2–14, SPEC §3).
+
+``GeneratorObjective`` returns (total, {name: value}) for the generator side; ``discriminator_objective`` the
+same for D. Names follow the released logs: G_ADV, G_FM, G_VGG19, G_VGGFace, G_L1, G_BCE, G_WPR, D_ADV.
+Masking (paper §3.4, SPEC §2.8): ground truth and predictions are shown on a black background using the
+*detached predicted* mask; the perceptual loss sees stop-gradient(LF) + HF, so it trains only the HF path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models.texture_enhancer import apply_mask
+from . import adversarial
+from .perceptual import PerceptualLoss
+from .pixelwise import WarpSchedule, lf_l1_loss, mask_bce_loss, warp_regulariser
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Paper defaults: adversarial 0.5, others 10, VGGFace 0.01; the warping regulariser follows a schedule."""
+
+    adversarial: float = 0.5
+    feature_matching: float = 10.0
+    vgg19: float = 10.0
+    vggface: float = 0.01
+    lf_l1: float = 10.0
+    mask_bce: float = 10.0
+    warp: WarpSchedule = field(default_factory=WarpSchedule)
+
+
+@dataclass
+class GeneratorTerms:
+    """What the generator objective needs for one batch of B·t rendered targets, all (N, C, H, W)."""
+
+    target_images: torch.Tensor
+    target_masks: torch.Tensor  # ground-truth soft masks (for the BCE)
+    target_stickmen: torch.Tensor
+    image: torch.Tensor  # LF + HF, unmasked
+    lf: torch.Tensor
+    hf: torch.Tensor
+    mask_logits: torch.Tensor  # predicted; its detached sigmoid masks everything (paper §3.4)
+    delta_uv: torch.Tensor | None  # for the warping regulariser; None when the warp is not trained
+    pixel_terms: bool = True  # G_L1 and G_BCE (constants when the base networks are frozen: enhancer stage)
+    uv: torch.Tensor | None = None  # (N, H, W, 2), for visuals
+    texture: torch.Tensor | None = None  # (B, 3, H, W), for visuals
+
+
+class GeneratorObjective(nn.Module):
+    def __init__(self, weights: LossWeights, perceptual_layer_weights: str = "released") -> None:
+        super().__init__()
+        self.weights = weights
+        self.vgg19 = PerceptualLoss("vgg19_imagenet", perceptual_layer_weights)
+        self.vggface = PerceptualLoss("vgg16_face", perceptual_layer_weights)
+        self.requires_grad_(False)  # loss networks are frozen (the released code forgot to, SPEC §3.1)
+
+    def masked(self, terms: GeneratorTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(real, fake, fake with stop-gradient LF, LF), each on a black background (detached predicted mask)."""
+        mask = torch.sigmoid(terms.mask_logits).detach()
+        return (
+            apply_mask(terms.target_images, mask),
+            apply_mask(terms.image, mask),
+            apply_mask(terms.lf.detach() + terms.hf, mask),
+            apply_mask(terms.lf, mask),
+        )
+
+    def forward(
+        self, terms: GeneratorTerms, discriminator, iteration: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Returns (total G loss, named terms, masked real, masked fake); the caller feeds D with the last two."""
+        w = self.weights
+        real, fake, fake_lf_detached, lf = self.masked(terms)
+        # D is frozen by the caller for this pass: gradients reach only the generators (SPEC §2.9 pass 2).
+        # One batch of real and fake so BatchNorm statistics mix both (paper §3.4, SPEC §2.9).
+        scores, feats = discriminator(torch.cat([real, fake]), torch.cat([terms.target_stickmen] * 2))
+        real_scores, fake_scores = scores.chunk(2)
+        real_feats, fake_feats = zip(*(f.chunk(2) for f in feats))
+        named = {
+            "G_ADV": adversarial.generator_loss(real_scores, fake_scores) * w.adversarial,
+            "G_FM": adversarial.feature_matching_loss(fake_feats, real_feats) * w.feature_matching,
+            "G_VGG19": self.vgg19(fake_lf_detached, real) * w.vgg19,
+            "G_VGGFace": self.vggface(fake_lf_detached, real) * w.vggface,
+        }
+        if terms.pixel_terms:
+            named["G_L1"] = lf_l1_loss(lf, real) * w.lf_l1
+            named["G_BCE"] = mask_bce_loss(terms.mask_logits, terms.target_masks) * w.mask_bce
+        warp_weight = w.warp.weight(iteration)
+        if terms.delta_uv is not None and warp_weight > 0:
+            named["G_WPR"] = warp_regulariser(terms.delta_uv) * warp_weight
+        total = sum(named.values())
+        return total, named, real, fake
+
+
+def discriminator_objective(discriminator, real: torch.Tensor, fake: torch.Tensor, stickmen: torch.Tensor, weight: float):
+    """D_ADV on real and *detached* fake images, one batch so BatchNorm sees both (SPEC §2.9 pass 1)."""
+    scores, _ = discriminator(torch.cat([real.detach(), fake.detach()]), torch.cat([stickmen, stickmen]))
+    real_scores, fake_scores = scores.chunk(2)
+    loss = adversarial.discriminator_loss(real_scores, fake_scores) * weight
+    return loss, {"D_ADV": loss}

@@ -1,0 +1,68 @@
+"""Perceptual loss on VGG19 (ImageNet) and VGGFace (VGG16) features (paper eq. 4, SPEC §3.1).
+
+Σ_l w_l · mean|φ_l(fake) − φ_l(real)| with the released layer weights (1/32, 1/16, 1/8, 1/4, 1) at relu1_1 …
+relu5_1, average pooling instead of max pooling, and each network's own input normalisation. The paper's
+variant averages the layers with equal weights (``layer_weights="paper"``). Real features carry no gradient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .vgg import VGGFeatures, load_foreign_state
+
+RELEASED_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+NETWORKS = {
+    # name: (arch, relu*_1 indices in torchvision's features)
+    "vgg19_imagenet": ("vgg19", (1, 6, 11, 20, 29)),
+    "vgg16_face": ("vgg16", (1, 6, 11, 18, 25)),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN = (103.939, 116.779, 123.680)  # applied to RGB channels in this order, as released (no BGR swap)
+
+
+class PerceptualLoss(nn.Module):
+    def __init__(self, network: str, layer_weights: str | tuple[float, ...] = "released") -> None:
+        super().__init__()
+        if network not in NETWORKS:
+            raise ValueError(f"unknown perceptual network {network!r}; expected one of {sorted(NETWORKS)}.")
+        arch, taps = NETWORKS[network]
+        self.network = network
+        self.vgg = VGGFeatures(arch, taps, avg_pool=True)
+        if layer_weights == "released":
+            weights = RELEASED_LAYER_WEIGHTS
+        elif layer_weights == "paper":
+            weights = (1.0 / len(taps),) * len(taps)
+        else:
+            weights = tuple(layer_weights)
+        if len(weights) != len(taps):
+            raise ValueError(f"{network} needs {len(taps)} layer weights, got {len(weights)}.")
+        self.layer_weights = weights
+        if network == "vgg19_imagenet":
+            mean = torch.tensor(IMAGENET_MEAN) * 2 - 1  # x in [-1, 1]: ((x+1)/2 − m)/s = (x − (2m−1)) / 2s
+            std = torch.tensor(IMAGENET_STD) * 2
+        else:
+            mean = torch.tensor(CAFFE_MEAN) / 127.5 - 1  # (x+1)·127.5 − c = (x − (c/127.5 − 1)) · 127.5
+            std = torch.full((3,), 1 / 127.5)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self.pretrained = False
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load torchvision-format VGG weights from a local file (read with weights_only=True)."""
+        self.vgg.load_torchvision_state(load_foreign_state(path), str(path))
+        self.pretrained = True
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.vgg((x - self.mean) / self.std)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # fake, real: (N, 3, H, W) in [-1, 1]
+        with torch.no_grad():
+            real_feats = self.features(real)
+        fake_feats = self.features(fake)
+        return sum(w * (f - r).abs().mean() for w, f, r in zip(self.layer_weights, fake_feats, real_feats))

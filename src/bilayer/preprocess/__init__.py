@@ -1,0 +1,54 @@
+"""Preprocessing: videos or images → 68 keypoints, stabilised reference crops and masks (the training layout).
+
+Library::
+
+    from bilayer.preprocess import preprocess
+    summary = preprocess("videos/", "data/", size=256, fps=25, workers=2)
+    print(summary.report())
+
+Reusable pieces (also used by the runtime: an avatar from a photo, keypoints of a driving video):
+``decode_frames``, ``detect_keypoints`` and the backends (``create_landmark_backend``), ``crop_box``,
+``stabilise_boxes``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``, ``smooth_keypoints``,
+``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer preprocess``).
+See docs/preprocessing.md.
+"""
+
+from .cli import command, configure_parser
+from .crop import CropBox, crop_box, crop_image, is_static, keypoints_from_crop, keypoints_to_crop, stabilise_boxes
+from .errors import MissingWeightsError, PreprocessError, UnknownBackendError, VideoReadError
+from .index_map import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
+from .landmarks import (
+    LANDMARK_BACKENDS,
+    Face,
+    FaceAlignmentLandmarks,
+    FileLandmarks,
+    LandmarkBackend,
+    MainFaceTracker,
+    MediaPipeLandmarks,
+    create_landmark_backend,
+    detect_keypoints,
+    register_landmark_backend,
+)
+from .pipeline import SequenceResult, Settings, Summary, preprocess, process_sequence
+from .segmentation import (
+    SEGMENTATION_BACKENDS,
+    MediaPipeSegmentation,
+    SegmentationBackend,
+    create_segmentation_backend,
+    register_segmentation_backend,
+)
+from .smoothing import BOX_SMOOTHING, KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams, smooth_keypoints
+from .sources import SequenceJob, discover
+from .video import Frame, decode_frames, iter_frames, video_fps
+
+__all__ = [
+    "BOX_SMOOTHING", "KEYPOINT_SMOOTHING", "LANDMARK_BACKENDS", "MEDIAPIPE_TO_IBUG68", "SEGMENTATION_BACKENDS",
+    "CropBox", "Face", "FaceAlignmentLandmarks", "FileLandmarks", "Frame", "LandmarkBackend", "MainFaceTracker",
+    "MediaPipeLandmarks", "MediaPipeSegmentation", "MissingWeightsError", "OneEuroFilter", "OneEuroParams",
+    "PreprocessError", "SegmentationBackend", "SequenceJob", "SequenceResult", "Settings", "Summary",
+    "UnknownBackendError", "VideoReadError", "command", "configure_parser", "create_landmark_backend",
+    "create_segmentation_backend", "crop_box", "crop_image", "decode_frames", "detect_keypoints", "discover",
+    "is_static", "iter_frames", "keypoints_from_crop", "keypoints_to_crop", "mesh_to_ibug68", "preprocess",
+    "process_sequence", "register_landmark_backend", "register_segmentation_backend", "smooth_keypoints",
+    "stabilise_boxes", "video_fps",
+]

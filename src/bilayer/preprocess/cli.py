@@ -1,0 +1,84 @@
+"""``bilayer preprocess`` glue: ``configure_parser(subparser)`` adds the options, ``command(args)`` runs them.
+
+``command`` raises ``PreprocessError`` (a ``ValueError``) with one sentence for a user error (missing input,
+unknown backend, missing face-alignment weights) and returns 1 only when nothing could be processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .crop import BOX_MODES
+from .landmarks import LANDMARK_BACKENDS
+from .pipeline import SPLITS, preprocess
+from .segmentation import SEGMENTATION_BACKENDS
+from .smoothing import SMOOTHING_METHODS
+
+
+def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``preprocess`` arguments to ``p`` (a subparser) and set ``func=command``."""
+    p.description = (
+        "Turn a video, a folder of videos (PERSON/VIDEO/CLIP.mp4) or a folder of images into the training layout "
+        "ROOT/{imgs,keypoints,segs}/SPLIT/PERSON/VIDEO/SEQ/FRAME.{jpg,npy,png}: 68 keypoints, stabilised "
+        "reference crops, segmentation masks. Finished sequences are skipped when the command is run again."
+    )
+    p.add_argument("input", help="a video file, an image, a folder of images, or a folder tree of videos")
+    p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write into")
+    p.add_argument("--size", type=int, default=256, help="side of the saved crops in pixels (default 256)")
+    p.add_argument("--fps", type=float, default=None, help="subsample videos to at most this frame rate")
+    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per sequence")
+    p.add_argument("--landmarks", default="mediapipe", metavar="NAME",
+                   help=f"keypoint backend: {', '.join(sorted(LANDMARK_BACKENDS))} (default mediapipe)")
+    p.add_argument("--landmark-weights", default=None, metavar="DIR",
+                   help="folder holding the face-alignment weight files (FAN and S3FD); nothing is downloaded")
+    p.add_argument("--keypoints", default=None, metavar="PATH",
+                   help="file backend: a .npy (one sequence) or a folder of them (default: the .npy beside each video)")
+    p.add_argument("--segmentation", default="mediapipe", metavar="NAME",
+                   help=f"segmentation backend: {', '.join(sorted(SEGMENTATION_BACKENDS))} "
+                        "(default mediapipe; none writes no segs folder)")
+    p.add_argument("--smoothing", default="one-euro", choices=SMOOTHING_METHODS,
+                   help="temporal smoothing of the keypoints (default one-euro)")
+    p.add_argument("--crop-box", dest="box_mode", default="auto", choices=BOX_MODES,
+                   help="crop-box stabilisation: auto (one box when the head barely moves, else smoothed), smooth, "
+                        "fixed (one box per sequence) or none (the reference per-frame crop) (default auto)")
+    p.add_argument("--min-frames", type=int, default=10,
+                   help="skip sequences with fewer frames that show a face (default 10)")
+    p.add_argument("--split", default="train", choices=SPLITS, help="dataset split to write (default train)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the saved crops (default 95)")
+    p.add_argument("--overwrite", action="store_true", help="redo sequences that are already finished")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``preprocess`` from parsed arguments; print the summary. 0 if anything is finished, else 1."""
+    summary = preprocess(
+        args.input, args.out, size=args.size, fps=args.fps, max_frames=args.max_frames, landmarks=args.landmarks,
+        segmentation=args.segmentation, smoothing=args.smoothing, min_frames=args.min_frames, workers=args.workers,
+        split=args.split, progress=args.progress, landmark_weights=args.landmark_weights, keypoints=args.keypoints,
+        box_mode=args.box_mode, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+    )
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.report())
+    return 0 if summary.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m bilayer.preprocess``) until the lead wires ``bilayer preprocess``."""
+    import sys
+
+    from .errors import PreprocessError
+
+    parser = configure_parser(argparse.ArgumentParser(prog="bilayer preprocess"))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PreprocessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,20 @@
+"""Errors of the preprocessing package."""
+
+from __future__ import annotations
+
+
+class PreprocessError(ValueError):
+    """A mistake in the user's request (missing input, unknown backend, missing weights): one sentence."""
+
+
+class UnknownBackendError(PreprocessError):
+    """A backend name that is not registered; the message lists the valid names."""
+
+
+class MissingWeightsError(PreprocessError):
+    """A backend's weight files are not where they were expected; the message names the file and the folder."""
+
+
+class VideoReadError(Exception):
+    """A video or image that cannot be decoded (missing, truncated, corrupt). Not a user error: the run reports
+    the sequence as unreadable and goes on with the next one."""

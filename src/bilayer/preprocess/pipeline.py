@@ -1,0 +1,574 @@
+"""The preprocessing pipeline: videos / images → the reference training layout (SPEC §1.1).
+
+``ROOT/{imgs,keypoints,segs}/SPLIT/PERSON/VIDEO/SEQ/FRAME.{jpg,npy,png}`` where FRAME is the frame's index in
+the source (zero-padded to 6 digits), imgs are ``size``² RGB JPEGs, keypoints (68, 2) float32 pixel coordinates of
+the saved crop, segs single-channel 8-bit PNGs.
+
+Per sequence:
+
+1. decode (PyAV), detect the faces of every frame, keep the main face (``MainFaceTracker``); frames without a face
+   are dropped;
+2. if fewer than ``min_frames`` frames remain, skip the sequence;
+3. smooth the keypoints over time (zero-phase One-Euro), compute the reference crop box of every frame and
+   stabilise the boxes over the sequence (``stabilise_boxes``);
+4. decode again (or reuse the frames cached in memory), crop, map the keypoints into the crop, segment the crop;
+5. write every file atomically (temporary name, then ``os.replace``) and finally the marker
+   ``ROOT/.preprocess/SPLIT/PERSON/VIDEO/SEQ.json`` with the sequence's statistics. A sequence with a marker
+   written with the same settings is skipped by the next run, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .crop import BOX_MODES, CropBox, crop_box, crop_image, is_static, keypoints_to_crop, stabilise_boxes
+from .errors import PreprocessError, VideoReadError
+from .landmarks import (
+    FileLandmarks,
+    LandmarkBackend,
+    MainFaceTracker,
+    check_face_alignment_weights,
+    check_landmark_backend,
+    create_landmark_backend,
+)
+from .segmentation import SegmentationBackend, check_segmentation_backend, create_segmentation_backend, mask_to_uint8
+from .smoothing import SMOOTHING_METHODS, smooth_keypoints
+from .sources import SequenceJob, discover
+from .video import Frame, iter_frames, video_fps
+
+MARKER_DIR = ".preprocess"
+SPLITS = ("train", "test")
+
+# Why frames are dropped and sequences skipped (the keys of the summary).
+NO_FACE = "no face"
+TOO_FEW = "too few valid frames"
+UNREADABLE = "unreadable video"
+NO_KEYPOINT_FILE = "missing keypoint file"
+BAD_KEYPOINT_FILE = "bad keypoint file"
+
+#: Decoded frames are kept in memory between the two passes up to this many bytes per sequence (then re-decoded).
+FRAME_CACHE_BYTES = 512 * 1024**2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes the written files. A finished sequence is redone when these differ."""
+
+    size: int = 256
+    fps: float | None = None
+    max_frames: int | None = None
+    landmarks: str = "mediapipe"
+    segmentation: str = "mediapipe"
+    smoothing: str = "one-euro"
+    box_mode: str = "auto"
+    min_frames: int = 10
+    jpeg_quality: int = 95
+
+    def validate(self) -> None:
+        check_landmark_backend(self.landmarks)
+        check_segmentation_backend(self.segmentation)
+        if self.smoothing not in SMOOTHING_METHODS:
+            raise PreprocessError(f"unknown smoothing {self.smoothing!r}; valid: {', '.join(SMOOTHING_METHODS)}.")
+        if self.box_mode not in BOX_MODES:
+            raise PreprocessError(f"unknown crop-box mode {self.box_mode!r}; valid: {', '.join(BOX_MODES)}.")
+        if self.size < 8:
+            raise PreprocessError(f"--size must be at least 8 pixels, got {self.size}.")
+        if self.fps is not None and self.fps <= 0:
+            raise PreprocessError(f"--fps must be positive, got {self.fps}.")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise PreprocessError(f"--max-frames must be at least 1, got {self.max_frames}.")
+        if self.min_frames < 1:
+            raise PreprocessError(f"--min-frames must be at least 1, got {self.min_frames}.")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise PreprocessError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}.")
+
+
+@dataclass
+class SequenceResult:
+    """What happened to one sequence. ``status``: done (written by this run), already done (finished by an
+    earlier run with the same settings), skipped (too few valid frames) or failed (unreadable video, missing
+    keypoint file, unexpected error). ``reason`` is the category (the summary's key), ``detail`` the specifics."""
+
+    name: str
+    source: str
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    frames_read: int = 0
+    frames_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    box_mode: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Summary:
+    """The outcome of a ``preprocess`` run."""
+
+    out_root: Path
+    split: str
+    sequences: list[SequenceResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.sequences)
+
+    @property
+    def frames_kept(self) -> int:
+        """Frames written by this run."""
+        return sum(r.frames_kept for r in self.sequences if r.status == "done")
+
+    @property
+    def frames_dropped(self) -> Counter:
+        """Frames not written by this run, by reason."""
+        total: Counter = Counter()
+        for r in self.sequences:
+            if r.status != "already done":
+                total.update(r.dropped)
+        return total
+
+    @property
+    def reasons(self) -> Counter:
+        """Skipped and failed sequences, by reason."""
+        return Counter(r.reason or "?" for r in self.sequences if r.status in ("skipped", "failed"))
+
+    @property
+    def ok(self) -> bool:
+        """True when at least one sequence is finished (by this run or an earlier one)."""
+        return any(r.status in ("done", "already done") for r in self.sequences)
+
+    def report(self) -> str:
+        """A few human-readable lines."""
+        dropped = self.frames_dropped
+        lines = [
+            f"preprocess → {self.out_root} (split {self.split}): {len(self.sequences)} sequence(s): "
+            f"{self.count('done')} done, {self.count('already done')} already done, "
+            f"{self.count('skipped')} skipped, {self.count('failed')} failed",
+            f"frames kept {self.frames_kept}, dropped {sum(dropped.values())}"
+            + (f" ({_fmt_counter(dropped)})" if dropped else ""),
+        ]
+        if self.reasons:
+            lines.append(f"sequences not written: {_fmt_counter(self.reasons)}")
+            for r in self.sequences:
+                if r.status in ("skipped", "failed"):
+                    detail = f" ({r.detail})" if r.detail else ""
+                    lines.append(f"  {r.status:<8} {r.name}: {r.reason}{detail}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_root": str(self.out_root),
+            "split": self.split,
+            "sequences": {s: self.count(s) for s in ("done", "already done", "skipped", "failed")},
+            "frames_kept": self.frames_kept,
+            "frames_dropped": dict(self.frames_dropped),
+            "reasons": dict(self.reasons),
+            "results": [asdict(r) for r in self.sequences],
+        }
+
+
+def _fmt_counter(c: Counter) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(c.items()))
+
+
+# --------------------------------------------------------------------------------------------- file output
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _encode(ext: str, img: np.ndarray, params: list[int] | None = None) -> bytes:
+    ok, buf = cv2.imencode(ext, img, params or [])
+    if not ok:  # pragma: no cover - OpenCV always encodes these
+        raise RuntimeError(f"could not encode {ext}")
+    return buf.tobytes()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sequence_dirs(out_root: Path, split: str, key: tuple[str, str, str]) -> dict[str, Path]:
+    """The imgs / keypoints / segs folders of one sequence."""
+    return {kind: out_root.joinpath(kind, split, *key) for kind in ("imgs", "keypoints", "segs")}
+
+
+def marker_path(out_root: Path, split: str, key: tuple[str, str, str]) -> Path:
+    """The ``.json`` file that marks a sequence as finished (outside imgs/keypoints/segs, so no loader sees it)."""
+    return out_root.joinpath(MARKER_DIR, split, key[0], key[1], key[2] + ".json")
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ one sequence
+@contextlib.contextmanager
+def _maybe_cache(job: SequenceJob, settings: Settings) -> Iterator[Callable[[], Iterator[Frame]]]:
+    """Yields a function that iterates over the job's frames; the first pass fills a memory cache that the second
+    pass reuses, unless the frames exceed ``FRAME_CACHE_BYTES`` (the second pass then decodes again)."""
+    cache: list[Frame] = []
+    state = {"complete": False, "overflow": False}
+
+    def frames() -> Iterator[Frame]:
+        if state["complete"]:
+            yield from cache
+            return
+        used = 0
+        for frame in iter_frames(job.source, settings.fps, settings.max_frames):
+            if not state["overflow"]:
+                used += frame.image.nbytes
+                if used <= FRAME_CACHE_BYTES:
+                    cache.append(frame)
+                else:
+                    state["overflow"] = True
+                    cache.clear()
+            yield frame
+        state["complete"] = not state["overflow"]
+
+    try:
+        yield frames
+    finally:
+        cache.clear()
+
+
+def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split: str,
+                     landmarks: LandmarkBackend, segmentation: SegmentationBackend, *,
+                     keypoints_file: Path | None = None, overwrite: bool = False,
+                     on_frame: Callable[[], None] | None = None) -> SequenceResult:
+    """Process one sequence with the given backends; see the module docstring. Never raises for a bad video."""
+    start = time.perf_counter()
+    out_root = Path(out_root)
+    result = SequenceResult(job.name, str(job.source), "done")
+    marker = marker_path(out_root, split, job.key)
+    fingerprint = asdict(settings)
+    if not overwrite:
+        old = _read_marker(marker)
+        if old is not None and old.get("settings") == fingerprint:
+            if old.get("status") == "done":
+                result.status = "already done"
+                result.frames_kept = int(old.get("frames_kept", 0))
+            else:  # skipped by an earlier run with the same settings: still skipped
+                result.status, result.reason = "skipped", old.get("reason")
+                result.detail = f"{old.get('detail')}, decided by an earlier run"
+            return result
+
+    def finish(status: str, reason: str | None = None, detail: str | None = None) -> SequenceResult:
+        result.status, result.reason, result.detail = status, reason, detail
+        result.seconds = round(time.perf_counter() - start, 3)
+        return result
+
+    # From here on the sequence is (re)done: an old marker must not vouch for half-rewritten folders.
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
+    try:
+        landmarks.start_sequence(job.source, keypoints_file)
+    except PreprocessError as exc:
+        if isinstance(landmarks, FileLandmarks):
+            missing = keypoints_file is not None and not Path(keypoints_file).is_file()
+            return finish("failed", NO_KEYPOINT_FILE if missing else BAD_KEYPOINT_FILE, str(exc))
+        return finish("failed", "backend error", str(exc))
+
+    with _maybe_cache(job, settings) as frames:
+        # pass 1: keypoints of the main face
+        tracker = MainFaceTracker()
+        indices, times, points = [], [], []
+        source_size = None
+        try:
+            for frame in frames():
+                result.frames_read += 1
+                source_size = frame.image.shape[1::-1]
+                face = tracker(landmarks.detect(frame.image, frame.index))
+                if face is None:
+                    result.dropped[NO_FACE] = result.dropped.get(NO_FACE, 0) + 1
+                else:
+                    indices.append(frame.index)
+                    times.append(frame.time)
+                    points.append(face.keypoints[:, :2])
+                if on_frame is not None:
+                    on_frame()
+        except VideoReadError as exc:
+            result.dropped.clear()
+            return finish("failed", UNREADABLE, str(exc))
+
+        dirs = sequence_dirs(out_root, split, job.key)
+        for d in dirs.values():  # leftovers of an interrupted or differently configured run
+            shutil.rmtree(d, ignore_errors=True)
+        if len(indices) < settings.min_frames:
+            if indices:
+                result.dropped[TOO_FEW] = len(indices)
+            finish("skipped", TOO_FEW, f"{len(indices)} < --min-frames {settings.min_frames}")
+            _write_marker(marker, job, settings, result, split, source_size, {}, None)
+            return result
+
+        # keypoint smoothing and stabilised crop boxes
+        times_a = np.asarray(times, np.float64)
+        kps = np.stack(points).astype(np.float32)
+        kps = smooth_keypoints(kps, times_a, settings.smoothing)
+        raw_boxes = np.stack([crop_box(k).to_array() for k in kps])
+        boxes = stabilise_boxes(raw_boxes, times_a, mode=settings.box_mode)
+        result.box_mode = settings.box_mode
+        if settings.box_mode == "auto":
+            result.box_mode = "fixed" if is_static(raw_boxes) else "smooth"
+        plan = {idx: (CropBox.from_array(b), k) for idx, b, k in zip(indices, boxes, kps)}
+
+        # pass 2: crop, segment, write
+        written = 0
+        try:
+            for frame in frames():
+                if frame.index not in plan:
+                    continue
+                box, kp = plan[frame.index]
+                crop = crop_image(frame.image, box, settings.size)
+                stem = f"{frame.index:06d}"
+                _atomic_write(dirs["imgs"] / f"{stem}.jpg", _encode(
+                    ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]))
+                _atomic_write(dirs["keypoints"] / f"{stem}.npy", _npy_bytes(keypoints_to_crop(kp, box, settings.size)))
+                mask = segmentation.segment(crop)
+                if mask is not None:
+                    _atomic_write(dirs["segs"] / f"{stem}.png", _encode(".png", mask_to_uint8(mask)))
+                written += 1
+        except VideoReadError as exc:  # the file changed between the passes
+            for d in dirs.values():
+                shutil.rmtree(d, ignore_errors=True)
+            result.dropped.clear()
+            return finish("failed", UNREADABLE, str(exc))
+        result.frames_kept = written
+        if written < len(plan):
+            result.dropped["not decoded again"] = len(plan) - written
+    finish("done")
+    boxes_by_frame = {f"{i:06d}": [round(float(v), 3) for v in b] for i, b in zip(indices, boxes)}
+    _write_marker(marker, job, settings, result, split, source_size, boxes_by_frame, _fps_of(job))
+    return result
+
+
+def _fps_of(job: SequenceJob) -> float | None:
+    try:
+        return video_fps(job.source)
+    except VideoReadError:
+        return None
+
+
+def _write_marker(path: Path, job: SequenceJob, settings: Settings, result: SequenceResult, split: str,
+                  source_size, boxes: dict, fps: float | None) -> None:
+    from .. import __version__
+
+    info = {
+        "key": list(job.key),
+        "source": str(job.source),
+        "split": split,
+        "status": result.status,
+        "reason": result.reason,
+        "detail": result.detail,
+        "frames_read": result.frames_read,
+        "frames_kept": result.frames_kept,
+        "dropped": result.dropped,
+        "box_mode": result.box_mode,
+        "source_size": list(source_size) if source_size is not None else None,
+        "source_fps": fps,
+        "seconds": result.seconds,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "bilayer_version": __version__,
+        "settings": asdict(settings),
+        "boxes": boxes,  # FRAME → [cx, cy, half] of the crop in source pixels
+    }
+    _atomic_write(path, json.dumps(info, indent=1).encode())
+
+
+# --------------------------------------------------------------------------------------- workers and run
+@dataclass(frozen=True)
+class _RunConfig:
+    settings: Settings
+    out_root: Path
+    split: str
+    landmark_options: dict
+    overwrite: bool
+
+
+class _Runner:
+    """Backends of one process, created on first use and reused for every sequence."""
+
+    def __init__(self, config: _RunConfig):
+        self.config = config
+        self.landmarks: LandmarkBackend | None = None
+        self.segmentation: SegmentationBackend | None = None
+
+    def run(self, job: SequenceJob, on_frame: Callable[[], None] | None = None) -> SequenceResult:
+        c = self.config
+        try:
+            if self.landmarks is None:
+                self.landmarks = create_landmark_backend(c.settings.landmarks, **c.landmark_options)
+            if self.segmentation is None:
+                self.segmentation = create_segmentation_backend(c.settings.segmentation)
+            keypoints_file = None
+            if isinstance(self.landmarks, FileLandmarks):
+                keypoints_file = self.landmarks.resolve(job.source, job.relative)
+            return process_sequence(job, c.settings, c.out_root, c.split, self.landmarks, self.segmentation,
+                                    keypoints_file=keypoints_file, overwrite=c.overwrite, on_frame=on_frame)
+        except PreprocessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken sequence must not stop the run
+            return SequenceResult(job.name, str(job.source), "failed", "error", f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        for b in (self.landmarks, self.segmentation):
+            if b is not None:
+                b.close()
+
+
+_WORKER: _Runner | None = None
+
+
+def _worker_init(config: _RunConfig) -> None:
+    global _WORKER
+    cv2.setNumThreads(1)
+    _WORKER = _Runner(config)
+
+
+def _worker_run(job: SequenceJob) -> SequenceResult:
+    assert _WORKER is not None
+    return _WORKER.run(job)
+
+
+def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: list[SequenceJob]) -> None:
+    if settings.landmarks == "face-alignment":
+        check_face_alignment_weights(landmark_options.get("weights_dir"))
+        import importlib.util
+
+        if importlib.util.find_spec("face_alignment") is None:
+            raise PreprocessError(
+                "the face-alignment keypoint backend needs the face_alignment package "
+                "(pip install -c constraints.txt face-alignment), which is not installed."
+            )
+    if settings.landmarks == "file":
+        path = landmark_options.get("path")
+        if path is not None and not Path(path).exists():
+            raise PreprocessError(f"keypoint path {path} does not exist.")
+        if path is not None and Path(path).is_file() and len(jobs) > 1:
+            raise PreprocessError(
+                f"one keypoint file {path} was given for {len(jobs)} sequences; give a folder of .npy files instead."
+            )
+
+
+def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps: float | None = None,
+               max_frames: int | None = None, landmarks: str = "mediapipe", segmentation: str = "mediapipe",
+               smoothing: str = "one-euro", min_frames: int = 10, workers: int = 1, split: str = "train",
+               progress: bool = True, landmark_weights: str | Path | None = None,
+               keypoints: str | Path | None = None, box_mode: str = "auto", jpeg_quality: int = 95,
+               overwrite: bool = False) -> Summary:
+    """Preprocess a video, a folder of videos or a folder of images into ``out_root`` (the reference layout).
+
+    Args:
+        input: a video file, an image file, a folder of images (one sequence) or a folder tree of videos
+            (``PERSON/VIDEO/CLIP.mp4`` → PERSON/VIDEO/CLIP; a flat ``CLIP.mp4`` → CLIP/CLIP/CLIP).
+        out_root: the dataset root; ``imgs``, ``keypoints`` and ``segs`` are created inside.
+        size: side of the saved crops in pixels.
+        fps: subsample each video to at most this frame rate (None keeps every frame).
+        max_frames: keep at most this many (subsampled) frames per sequence.
+        landmarks: keypoint backend, ``mediapipe``, ``face-alignment`` or ``file``.
+        segmentation: ``mediapipe`` or ``none`` (no segs folder is written).
+        smoothing: ``one-euro`` (zero-phase One-Euro on the keypoints) or ``none``.
+        min_frames: sequences with fewer frames with a face are skipped.
+        workers: parallel processes (one sequence per process at a time).
+        split: ``train`` or ``test``.
+        progress: show a tqdm progress bar.
+        landmark_weights: folder of the face-alignment weights.
+        keypoints: for the ``file`` backend, a .npy file (single sequence) or a folder of them (default: the
+            ``.npy`` next to each video).
+        box_mode: crop-box stabilisation, ``auto`` / ``smooth`` / ``fixed`` / ``none`` (see ``stabilise_boxes``).
+        jpeg_quality: quality of the saved JPEGs.
+        overwrite: redo sequences that are already finished.
+
+    Returns a ``Summary``. Raises ``PreprocessError`` (a ``ValueError``) for a bad request; a bad video only
+    fails its own sequence.
+    """
+    settings = Settings(size=int(size), fps=fps, max_frames=max_frames, landmarks=landmarks,
+                        segmentation=segmentation, smoothing=smoothing, box_mode=box_mode,
+                        min_frames=int(min_frames), jpeg_quality=int(jpeg_quality))
+    settings.validate()
+    if split not in SPLITS:
+        raise PreprocessError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}.")
+    if workers < 1:
+        raise PreprocessError(f"--workers must be at least 1, got {workers}.")
+    out_root = Path(out_root).expanduser()
+    if out_root.exists() and not out_root.is_dir():
+        raise PreprocessError(f"output {out_root} exists and is not a directory.")
+    jobs = discover(input, exclude=[out_root])
+    landmark_options = {"weights_dir": landmark_weights, "path": keypoints}
+    _validate_backend_options(settings, landmark_options, jobs)
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    config = _RunConfig(settings, out_root, split, landmark_options, overwrite)
+    summary = Summary(out_root, split)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), unit="seq", desc="preprocess", disable=not progress, dynamic_ncols=True)
+
+    def record(res: SequenceResult) -> None:
+        summary.sequences.append(res)
+        bar.update(1)
+        bar.set_postfix(kept=summary.frames_kept, dropped=sum(summary.frames_dropped.values()), refresh=False)
+
+    try:
+        if workers == 1 or len(jobs) == 1:
+            runner = _Runner(config)
+            try:
+                for job in jobs:
+                    with tqdm(unit="frame", desc=job.name, leave=False, disable=not progress,
+                              dynamic_ncols=True) as fbar:
+                        record(runner.run(job, on_frame=lambda: fbar.update(1)))
+            finally:
+                runner.close()
+        else:
+            ctx = get_context("spawn")  # MediaPipe and OpenCV threads do not survive fork
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                                     initializer=_worker_init, initargs=(config,)) as pool:
+                pending = {pool.submit(_worker_run, job): job for job in jobs}
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        job = pending.pop(fut)
+                        try:
+                            res = fut.result()
+                        except PreprocessError:
+                            for f in pending:
+                                f.cancel()
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - a crashed worker fails its sequence only
+                            res = SequenceResult(job.name, str(job.source), "failed", "error",
+                                                 f"{type(exc).__name__}: {exc}")
+                        record(res)
+    finally:
+        bar.close()
+    summary.sequences.sort(key=lambda r: r.name)
+    with contextlib.suppress(OSError):
+        _atomic_write(out_root / MARKER_DIR / split / "last_run.json", json.dumps(summary.to_dict(), indent=1).encode())
+    return summary

@@ -1,0 +1,172 @@
+"""Reading frames: videos through PyAV, image folders through OpenCV, with optional FPS subsampling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import VideoReadError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+#: Frame rate assumed for a folder of images (used for ``fps`` subsampling and for the smoothing filters).
+IMAGE_SEQUENCE_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: ``index`` counts every frame of the source (before subsampling), ``time`` is in seconds
+    from the start, ``image`` is H×W×3 RGB uint8."""
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, in sorted (lexicographic) order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p) and not p.name.startswith("."))
+
+
+class _Subsampler:
+    """Keeps the first frame, then the first frame at or after each multiple of 1/fps seconds."""
+
+    def __init__(self, fps: float | None):
+        if fps is not None and fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.step = None if fps is None else 1.0 / fps
+        self.next_time: float | None = None
+
+    def keep(self, time: float) -> bool:
+        if self.step is None:
+            return True
+        if self.next_time is None:
+            self.next_time = time
+        if time + 1e-6 < self.next_time:
+            return False
+        # advance past ``time`` (a long gap in the timestamps must not release a burst of frames)
+        while self.next_time <= time + 1e-6:
+            self.next_time += self.step
+        return True
+
+
+def video_fps(path: str | Path) -> float:
+    """The nominal frame rate of a video (``IMAGE_SEQUENCE_FPS`` for an image or a folder of images)."""
+    path = Path(path)
+    if path.is_dir() or is_image(path):
+        return IMAGE_SEQUENCE_FPS
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+            return float(rate) if rate else IMAGE_SEQUENCE_FPS
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise VideoReadError(f"cannot read {path}: {exc}") from exc
+
+
+def iter_video(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
+    """Decode a video file with PyAV. Raises ``VideoReadError`` for a missing, truncated or corrupt file (possibly
+    after some frames were yielded)."""
+    import av
+
+    path = Path(path)
+    sub = _Subsampler(fps)
+    kept = 0
+    if max_frames is not None and max_frames <= 0:
+        return
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoReadError(f"cannot open {path.name}: {_short(exc)}") from exc
+    try:
+        if not container.streams.video:
+            raise VideoReadError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = float(stream.average_rate or stream.guessed_rate or IMAGE_SEQUENCE_FPS)
+        time_base = stream.time_base
+        for index, frame in enumerate(container.decode(stream)):
+            if frame.pts is not None and time_base is not None:
+                time = float(frame.pts * time_base)
+            else:
+                time = index / rate
+            if not sub.keep(time):
+                continue
+            image = frame.to_ndarray(format="rgb24")
+            turns = round(getattr(frame, "rotation", 0) / 90) % 4  # display matrix (phone videos): upright frames
+            if turns:
+                image = np.ascontiguousarray(np.rot90(image, turns))
+            yield Frame(index, time, image)
+            kept += 1
+            if max_frames is not None and kept >= max_frames:
+                break
+        if kept == 0 and max_frames != 0:
+            raise VideoReadError(f"{path.name} holds no decodable frame")
+    except av.FFmpegError as exc:
+        raise VideoReadError(f"{path.name} is corrupt: {_short(exc)}") from exc
+    finally:
+        container.close()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as H×W×3 RGB uint8 (grey and RGBA are converted). Raises ``VideoReadError``."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if img is None:
+        raise VideoReadError(f"cannot read image {Path(path).name}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def iter_images(paths: Sequence[str | Path], fps: float | None = None, max_frames: int | None = None,
+                source_fps: float = IMAGE_SEQUENCE_FPS) -> Iterator[Frame]:
+    """Read a list of image files as a sequence at ``source_fps``."""
+    sub = _Subsampler(fps)
+    kept = 0
+    for index, p in enumerate(paths):
+        if max_frames is not None and kept >= max_frames:
+            break
+        time = index / source_fps
+        if not sub.keep(time):
+            continue
+        yield Frame(index, time, read_image(p))
+        kept += 1
+
+
+def iter_frames(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
+    """Frames of a video file, an image file (one frame) or a folder of images (sorted order), as ``Frame``s."""
+    path = Path(path)
+    if path.is_dir():
+        return iter_images(list_images(path), fps, max_frames)
+    if is_image(path):
+        return iter_images([path], fps, max_frames)
+    return iter_video(path, fps, max_frames)
+
+
+def decode_frames(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Iterate over the frames of a video (or image / folder of images) as H×W×3 RGB uint8 arrays.
+
+    ``fps`` subsamples to at most that rate (the first frame at or after every 1/fps seconds); ``max_frames``
+    stops after that many frames have been returned. Raises ``VideoReadError`` for an unreadable input.
+    """
+    for frame in iter_frames(path, fps, max_frames):
+        yield frame.image
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,6 @@
+"""Training: the loop, stages, standing statistics, checkpoints, distributed set-up and visuals."""
+
+from .config import TRAIN_PRESETS, TrainConfig, train_config
+from .loop import Perceptual, TrainingError, evaluate, train
+
+__all__ = ["TRAIN_PRESETS", "TrainConfig", "train_config", "Perceptual", "TrainingError", "evaluate", "train"]

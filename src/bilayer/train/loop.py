@@ -1,0 +1,385 @@
+"""The training loop (paper §3.4, SPEC §4–5). Read top to bottom: setup, then one loop whose generator and
+discriminator phases are written out, then maintenance on a schedule.
+
+One iteration is the released code's simultaneous update (SPEC §4.3): a single backward of the sum of all
+generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
+learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
+stage's ``TRAINED`` list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..data.dataset import SampleBatch, VideoDataset
+from ..eval.metrics import psnr, ssim
+from ..losses.objectives import GeneratorObjective, GeneratorTerms, discriminator_objective
+from ..models.bilayer import BilayerModel
+from ..models.discriminator import Discriminator
+from ..models.texture_enhancer import apply_mask, warp
+from ..weights import save_pretrained
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import BatchStream
+from .distributed import DistInfo, all_reduce_mean, setup, teardown
+from .standing_stats import compute_standing_stats
+from .visuals import save_grid, visual_grid
+
+log = logging.getLogger("bilayer.train")
+
+# Which networks each stage trains (the discriminator trains in both).
+TRAINED = {
+    "base": ("identity_embedder", "texture_projector", "texture_generator", "keypoints_embedder",
+             "inference_projector", "inference_generator"),
+    "enhancer": ("texture_enhancer",),
+}
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. repeated non-finite losses); the message says why and what to try."""
+
+
+@dataclass
+class Perceptual:
+    """Where the perceptual networks' weights come from: files, or random init (only if asked for)."""
+
+    vgg19: str | None = None
+    vggface: str | None = None
+    allow_random: bool = False
+
+
+class GeneratorStep(nn.Module):
+    """The generator side of one iteration as a single forward, so DDP sees one call per iteration."""
+
+    def __init__(self, model: BilayerModel, stage: str) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, batch: SampleBatch) -> GeneratorTerms:
+        m = self.model
+        flat = lambda x: x.flatten(0, 1)  # noqa: E731  (B, t, …) → (B·t, …)
+        if self.stage == "base":
+            state = m.personalize(batch.source_images, batch.source_keypoints, batch.source_masks, batch.source_stickmen)
+            render = m.render(state, batch.target_keypoints)
+            delta_uv = flat(render.uv) - m.grid
+            hf, lf, image, texture = render.hf, render.lf, render.image, state.texture
+        else:  # enhancer: base networks frozen in eval mode; only the unrolled updater gets gradients
+            with torch.no_grad():
+                state = m.personalize(batch.source_images, batch.source_keypoints, batch.source_masks, batch.source_stickmen)
+                render = m.render_layers(state.inference_params, batch.target_keypoints)
+                source = m.render_layers(state.inference_params, batch.source_keypoints)
+            texture = m.texture_enhancer.unroll(
+                state.texture, batch.source_images, source.uv, source.lf, source.mask,
+                m.config.enhancer.steps, m.config.enhancer.guiding_loss,
+            )
+            t = batch.target_keypoints.shape[1]
+            hf = warp(texture.repeat_interleave(t, dim=0), flat(render.uv)).view_as(render.lf)
+            lf, image, delta_uv = render.lf, render.lf + hf, None
+        return GeneratorTerms(
+            target_images=flat(batch.target_images), target_masks=flat(batch.target_masks),
+            target_stickmen=flat(batch.target_stickmen), image=flat(image), lf=flat(lf), hf=flat(hf),
+            mask_logits=flat(render.mask_logits), delta_uv=delta_uv, pixel_terms=self.stage == "base",
+            uv=flat(render.uv).detach(), texture=texture.detach(),
+        )
+
+
+def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerModel:
+    if stage == "enhancer":
+        if init is None:
+            raise TrainingError("the enhancer stage needs --init BASE_MODEL_DIR (a base run's model/ folder).")
+        base = BilayerModel.from_pretrained(init)
+        if base.config.replace(enhancer=None) != config.model.replace(enhancer=None):
+            log.info("using the base model's config from %s", init)
+        model_config = base.config.replace(enhancer=config.model.enhancer or base.config.enhancer)
+        model = BilayerModel(model_config)
+        missing = model.load_state_dict(base.state_dict(), strict=False)
+        if any(not k.startswith("texture_enhancer.") for k in missing.missing_keys):
+            raise TrainingError(f"{init} lacks tensors the enhancer stage needs, e.g. {missing.missing_keys[0]}.")
+        return model
+    model = BilayerModel(config.model)
+    if init is not None:
+        model.load_state_dict(BilayerModel.from_pretrained(init).state_dict())
+    return model
+
+
+def _load_perceptual(objective: GeneratorObjective, perceptual: Perceptual) -> str:
+    if perceptual.vgg19 and perceptual.vggface:
+        objective.vgg19.load_weights(perceptual.vgg19)
+        objective.vggface.load_weights(perceptual.vggface)
+        return "pretrained"
+    if perceptual.allow_random:
+        return "random"
+    raise TrainingError(
+        "the perceptual loss needs VGG19 (torchvision ImageNet) and VGGFace (vgg16_face_caffe.pth) weights: pass "
+        "--perceptual-weights VGG19.pth VGGFACE.pth, or --perceptual-init random to train with random VGGs."
+    )
+
+
+def _memory_mb(info: DistInfo) -> float:
+    if info.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(info.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(
+    stage: str,
+    config: TrainConfig,
+    data_root: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    init: str | None = None,
+    perceptual: Perceptual | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``stage`` ("base" or "enhancer") until ``steps`` iterations in total; returns the last log record."""
+    # ------------------------------------------------------------------------------------------- setup
+    if stage not in TRAINED:
+        raise TrainingError(f"unknown stage {stage!r}; expected 'base' or 'enhancer'.")
+    run_dir = Path(run_dir)
+    info = setup(device)
+    total_steps = config.steps if steps is None else steps
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None and not resume:
+        raise TrainingError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --run.")
+    if resume and latest is None:
+        log.info("no checkpoint in %s yet; starting from scratch", run_dir)
+    torch.manual_seed(config.seed + info.rank)
+
+    model = _build_model(stage, config, init)
+    if model.config.enhancer is None and stage == "enhancer":
+        raise TrainingError("the model config has no enhancer section; add one to train the enhancer stage.")
+    d = model.config.discriminator
+    discriminator = Discriminator(model.config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size,
+                                  model.config.eps, model.config.bn_momentum)
+    if model.config.spectral_norm:
+        from ..nn.spectral import apply_spectral_norm
+
+        apply_spectral_norm(discriminator, model.config.eps)
+    objective = GeneratorObjective(config.losses, config.perceptual_layer_weights)
+    perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
+
+    trained = TRAINED[stage]
+    model.requires_grad_(False)
+    for name in trained:
+        getattr(model, name).requires_grad_(True)
+    if stage == "enhancer":
+        model.eval()
+        model.texture_enhancer.train()
+    if info.device.type == "cuda" and info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+    model.to(info.device)
+    discriminator.to(info.device)
+    objective.to(info.device)
+
+    gen_params = [p for name in trained for p in getattr(model, name).parameters()]
+    optimizers = {
+        "generator": torch.optim.Adam(gen_params, lr=config.lr, betas=config.betas, eps=config.adam_eps),
+        "discriminator": torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps),
+    }
+    step_module = GeneratorStep(model, stage)
+    gen_ddp = DDP(step_module) if info.enabled else step_module
+    dis_ddp = DDP(discriminator) if info.enabled else discriminator
+
+    micro = config.micro_batch or max(1, config.batch_size // info.world_size)
+    accumulate = max(1, config.batch_size // (micro * info.world_size))
+    dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
+                           config.sampling, seed=config.seed)
+    stream = BatchStream(dataset, micro, info.rank, info.world_size, config.seed, config.workers)
+
+    step, nonfinite = 0, 0
+    if resume and latest is not None:
+        saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers)
+        step, nonfinite = saved["step"], saved.get("nonfinite", 0)
+        log.info("resumed from %s (step %d)", latest, step)
+    stream.seek(step * accumulate)
+
+    writer = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(config.to_json() + "\n")
+        (run_dir / "run.json").write_text(json.dumps({
+            "stage": stage, "data": str(data_root), "init": init, "perceptual_init": perceptual_init,
+            "world_size": info.world_size, "micro_batch": micro, "accumulate": accumulate,
+        }, indent=2) + "\n")
+        if perceptual_init == "random":
+            log.warning("perceptual networks use RANDOM weights (--perceptual-init random): fine for tests and "
+                        "SynthHeads, not for real faces")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tb"))
+        except ImportError:
+            log.warning("tensorboard is not installed; logging to log.jsonl only")
+
+    bar = None
+    if info.is_main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc=f"train {stage}", unit="it", dynamic_ncols=True)
+    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if config.precision == "bf16" else nullcontext
+    record: dict = {"step": step}
+    tick, tick_step = time.perf_counter(), step
+
+    # --------------------------------------------------------------------------------------- the loop
+    try:
+        while step < total_steps:
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            named_sum: dict[str, float] = {}
+            finite = True
+            for micro_step in range(accumulate):
+                batch = next(stream).to(info.device)
+                sync = micro_step == accumulate - 1
+                with (nullcontext() if sync or not info.enabled else gen_ddp.no_sync()), autocast():
+                    # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
+                    terms = gen_ddp(batch)
+                    discriminator.requires_grad_(False)
+                    g_loss, named, real, fake = objective(terms, discriminator, step)
+                    discriminator.requires_grad_(True)
+                    # Discriminator phase: real vs detached fake in one batch (pass 1).
+                    with (nullcontext() if sync or not info.enabled else dis_ddp.no_sync()):
+                        d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
+                                                                  config.losses.adversarial)
+                        loss = (g_loss + d_loss) / accumulate
+                        finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach(), info)))
+                        loss.backward()
+                for k, v in {**named, **d_named}.items():
+                    named_sum[k] = named_sum.get(k, 0.0) + float(v.detach()) / accumulate
+            step += 1
+            if not finite:  # skip the update, keep the count (SPEC: never silently poison the weights)
+                nonfinite += 1
+                log.warning("step %d: non-finite loss (%s); update skipped (%d in a row)", step, named_sum, nonfinite)
+                if nonfinite >= config.max_nonfinite:
+                    raise TrainingError(
+                        f"{nonfinite} consecutive non-finite losses at step {step}; stopping. Try a lower --lr, "
+                        "fp32 precision, or check the data for broken frames."
+                    )
+                continue
+            nonfinite = 0
+            for opt in optimizers.values():
+                opt.step()
+
+            # ------------------------------------------------------------------------ maintenance
+            if info.is_main and (step % config.log_every == 0 or step == total_steps):
+                now = time.perf_counter()
+                record = {"step": step, **{k: round(v, 6) for k, v in named_sum.items()},
+                          "it_per_s": (step - tick_step) / max(now - tick, 1e-9), "lr": config.lr,
+                          "memory_mb": _memory_mb(info)}
+                tick, tick_step = now, step
+                with (run_dir / "log.jsonl").open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(k if k.startswith(("G_", "D_")) else f"train/{k}", v, step)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in named_sum.items() if k in ("G_VGG19", "G_L1", "D_ADV")})
+            if bar is not None:
+                bar.update(1)
+            if info.is_main and config.visual_every and step % config.visual_every == 0:
+                grid = visual_grid(batch, terms, model)
+                save_grid(grid, run_dir / "images" / f"step-{step:07d}.png")
+                if writer is not None:
+                    writer.add_image("train/visuals", grid, step)
+            due_eval = config.eval_every and step % config.eval_every == 0
+            due_ckpt = step % config.checkpoint_every == 0 or step == total_steps
+            if (due_eval or due_ckpt) and stage == "base":
+                _standing_stats(model, dataset, micro, config, info)
+            if due_eval:
+                metrics = evaluate(model, data_root, config, info, enhance=stage == "enhancer")
+                if info.is_main and metrics:
+                    record.update(metrics)
+                    with (run_dir / "metrics.jsonl").open("a") as f:
+                        f.write(json.dumps({"step": step, **metrics}) + "\n")
+                    if writer is not None:
+                        for k, v in metrics.items():
+                            writer.add_scalar(f"test/{k}", v, step)
+            if due_ckpt and info.is_main:
+                ckpt.save_checkpoint(run_dir, step, {"model": model, "discriminator": discriminator}, optimizers,
+                                     {"nonfinite": nonfinite, "stage": stage})
+                save_pretrained(model, run_dir / "model", {"discriminator": discriminator})
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        teardown()
+    return record
+
+
+@contextmanager
+def preserved_modes(*modules: nn.Module):
+    """Restore every submodule's train/eval flag afterwards (the enhancer stage mixes both)."""
+    modes = [(m, m.training) for root in modules for m in root.modules()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+def _standing_stats(model: BilayerModel, dataset: VideoDataset, batch: int, config: TrainConfig, info: DistInfo) -> None:
+    """Average per-batch BN statistics of the generators over N training batches (SPEC §4.6)."""
+    stream = BatchStream(dataset, batch, info.rank, info.world_size, config.seed + 1, config.workers)
+
+    def forward(b):
+        b = b.to(info.device)
+        state = model.personalize(b.source_images, b.source_keypoints, b.source_masks, b.source_stickmen)
+        model.render_layers(state.inference_params, b.target_keypoints)
+
+    batches = (next(stream) for _ in range(config.standing_stats_batches))
+    compute_standing_stats([model], batches, forward)  # restores every module's mode afterwards
+
+
+@torch.no_grad()
+def evaluate(model: BilayerModel, data_root, config: TrainConfig, info: DistInfo, enhance: bool | None = None) -> dict:
+    """Held-out one-shot reenactment (test identities; source = first frame, targets at 1 FPS): mean PSNR and
+    SSIM of the prediction against the target, both on a black background by the target's ground-truth mask."""
+    try:
+        dataset = VideoDataset(data_root, "test", model.config.image_size, 1, 1, "test", seed=config.seed)
+    except ValueError as exc:
+        log.warning("no held-out evaluation: %s", exc)
+        return {}
+    with preserved_modes(model):
+        model.eval()
+        return _evaluate(model, dataset, config, info, enhance)
+
+
+def _evaluate(model, dataset, config, info, enhance) -> dict:
+    from ..data.dataset import collate
+
+    enhance = model.texture_enhancer is not None and (enhance if enhance is not None else False)
+    scores = {"psnr": [], "ssim": []}
+    count = min(len(dataset), max(1, config.eval_batches) * 4)
+    for start in range(info.rank, count, info.world_size):
+        b = collate([dataset[start]]).to(info.device)
+        state = model.personalize(b.source_images, b.source_keypoints, b.source_masks, b.source_stickmen)
+        if enhance:
+            state = model.enhance(state)
+        r = model.render(state, b.target_keypoints)
+        mask = b.target_masks.flatten(0, 1)
+        pred = apply_mask(r.image.flatten(0, 1), mask)
+        real = apply_mask(b.target_images.flatten(0, 1), mask)
+        scores["psnr"] += psnr(pred, real).tolist()
+        scores["ssim"] += ssim(pred, real).tolist()
+    out = {}
+    for k, v in scores.items():
+        mean = torch.tensor(sum(v) / max(len(v), 1), device=info.device)
+        out[k] = float(all_reduce_mean(mean, info))
+    return out if not math.isnan(out.get("psnr", 0.0)) else {}

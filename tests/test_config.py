@@ -1,0 +1,165 @@
+"""Configuration: presets, derived values (SPEC §2), validation and the JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from bilayer import PRESETS, BilayerConfig, ConfigError, preset
+from bilayer.config import EnhancerConfig, InferenceGeneratorConfig, KeypointsEmbedderConfig
+
+
+def test_presets_are_the_paper_family():
+    assert set(PRESETS) == {"tiny", "small", "medium", "large"}
+    assert (PRESETS["small"].inference.num_channels, PRESETS["small"].inference.max_channels) == (16, 128)
+    assert (PRESETS["medium"].inference.num_channels, PRESETS["medium"].inference.max_channels) == (32, 256)
+    assert (PRESETS["large"].inference.num_channels, PRESETS["large"].inference.max_channels) == (64, 512)
+    for name in ("small", "medium", "large"):
+        cfg = PRESETS[name]
+        assert cfg.image_size == 256
+        # Only the inference generator differs between the paper's three models.
+        assert dataclasses.replace(cfg, inference=PRESETS["medium"].inference) == PRESETS["medium"]
+    assert PRESETS["tiny"].image_size == 64
+
+
+def test_medium_derived_values_match_the_released_code():
+    cfg = preset("medium")
+    assert cfg.num_generator_blocks == 6
+    assert cfg.pose_dim == 136
+    assert cfg.embedder_encoder_channels == (64, 128, 256, 512, 512, 512)  # SPEC §2.2
+    assert cfg.embed_channels == (512, 512, 512, 256, 128, 64)
+    assert cfg.texture_channels == (512, 512, 512, 256, 128, 64)  # SPEC §2.3
+    assert cfg.inference_channels == (256, 256, 256, 128, 64, 32)  # SPEC §2.5
+    assert cfg.projector_hidden == (512, 512, 512, 512, 256, 128)  # SPEC §2.6
+    assert cfg.eps == 1e-7 and cfg.bn_momentum == 1.0 and cfg.spectral_norm
+
+
+def test_tiny_matches_parity_a_options():
+    cfg = preset("tiny")
+    assert cfg.image_size == 64
+    assert (cfg.embedder.num_channels, cfg.embedder.max_channels) == (8, 32)
+    assert (cfg.texture.num_channels, cfg.texture.max_channels) == (8, 32)
+    assert (cfg.inference.num_channels, cfg.inference.max_channels) == (4, 16)
+    assert cfg.keypoints.hidden_channels == 32 and cfg.keypoints.num_harmonics == 0
+    e = cfg.enhancer
+    assert (e.num_channels, e.max_channels, e.bottleneck_size, e.num_blocks, e.steps) == (8, 16, 32, 2, 4)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip_every_preset(name):
+    cfg = preset(name)
+    text = cfg.to_json()
+    json.loads(text)  # valid JSON
+    back = BilayerConfig.from_json(text)
+    assert back == cfg
+    assert back.to_json() == text
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        preset("medium", image_size=128),
+        preset("tiny").replace(enhancer=None),
+        preset("tiny").replace(keypoints=KeypointsEmbedderConfig(hidden_channels=32, num_harmonics=4)),
+        preset("tiny").replace(spectral_norm=False, eps=1e-5),
+    ],
+    ids=["medium-128", "no-enhancer", "harmonics", "no-sn"],
+)
+def test_json_round_trip_variants(cfg):
+    back = BilayerConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert isinstance(back.inference, InferenceGeneratorConfig)
+    assert back.enhancer is None or isinstance(back.enhancer, EnhancerConfig)
+
+
+def test_load_from_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(preset("small").to_json())
+    assert BilayerConfig.load(path) == preset("small")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        BilayerConfig.load(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        BilayerConfig.load(bad)
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(ConfigError) as exc:
+        preset("huge")
+    msg = str(exc.value)
+    assert "huge" in msg
+    for name in PRESETS:
+        assert name in msg
+
+
+def test_unknown_top_level_field_rejected():
+    data = preset("tiny").to_dict()
+    data["image_sise"] = 64
+    with pytest.raises(ConfigError, match="image_sise"):
+        BilayerConfig.from_dict(data)
+
+
+def test_unknown_section_field_rejected():
+    data = preset("tiny").to_dict()
+    data["inference"]["num_chanels"] = 8
+    with pytest.raises(ConfigError) as exc:
+        BilayerConfig.from_json(json.dumps(data))
+    assert "num_chanels" in str(exc.value) and "inference" in str(exc.value)
+
+
+@pytest.mark.parametrize("size", [100, 96, 48, 16, 2048])
+def test_invalid_image_size(size):
+    with pytest.raises(ConfigError):
+        preset("tiny", image_size=size)
+    with pytest.raises(ConfigError):
+        BilayerConfig(image_size=size)
+
+
+def test_invalid_image_size_message_names_the_value():
+    with pytest.raises(ConfigError, match="100"):
+        BilayerConfig(image_size=100)
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_configs_are_frozen_and_replace_validates():
+    cfg = preset("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.image_size = 128  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.inference.num_channels = 8  # type: ignore[misc]
+    with pytest.raises(ConfigError):
+        cfg.replace(image_size=100)
+    assert cfg.replace(image_size=128).image_size == 128
+    assert cfg.image_size == 64
+
+
+@pytest.mark.parametrize("size", [64, 128, 256, 512])
+def test_preset_at_other_sizes(size):
+    cfg = preset("medium", image_size=size)
+    assert cfg.image_size == size
+    assert 2 ** cfg.num_generator_blocks * cfg.inference.input_size == size
+    assert len(cfg.embed_channels) == len(cfg.inference_channels) == cfg.num_generator_blocks
+    assert cfg.enhancer.bottleneck_size == size // 2  # the same fraction as 128 of 256
+
+
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        (dict(enhancer=EnhancerConfig(guiding_loss="l2")), "guiding_loss"),
+        (dict(enhancer=EnhancerConfig(steps=0)), "steps"),
+        (dict(keypoints=KeypointsEmbedderConfig(num_layers=1)), "num_layers"),
+        (dict(inference=InferenceGeneratorConfig(num_channels=24, max_channels=256)), "inference"),
+    ],
+)
+def test_invalid_values_name_the_field(changes, needle):
+    with pytest.raises(ConfigError, match=needle):
+        preset("medium").replace(**changes)

@@ -1,0 +1,247 @@
+"""SynthHeads: determinism, the reference layout, keypoint semantics, masks, videos, preview and argument checks.
+
+Everything renders at 64–128 px with a handful of frames so the file runs in seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bilayer.data import synth
+from bilayer.data.synth import (FrameParams, SynthRenderer, generate, identity_params, render_frame, sample_identity,
+                                sample_trajectory, scene_params)
+
+SIZE = 64
+FRAMES = 3
+
+
+def _files(root: Path, tree: str) -> list[Path]:
+    return sorted(p.relative_to(root / tree) for p in (root / tree).rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """The same small dataset written twice (1 and 2 workers) and once with another seed."""
+    base = tmp_path_factory.mktemp("synth")
+    kwargs = dict(identities=3, videos_per_identity=1, frames=FRAMES, size=SIZE, sequences_per_video=2, progress=False)
+    a = base / "a"
+    summary = generate(a, seed=3, videos=True, preview=True, workers=1, **kwargs)
+    b = base / "b"
+    generate(b, seed=3, workers=2, **kwargs)
+    c = base / "c"
+    generate(c, seed=4, **kwargs)
+    return a, b, c, summary
+
+
+def test_layout_matches_the_reference_tree(datasets):
+    root, _, _, summary = datasets
+    stems = {}
+    for tree, ext in (("imgs", ".jpg"), ("keypoints", ".npy"), ("segs", ".png")):
+        files = _files(root, tree)
+        assert files and all(f.suffix == ext for f in files)
+        # split/PERSON/VIDEO/SEQ/FRAME with zero-padded names
+        assert all(len(f.parts) == 5 for f in files), files[:3]
+        assert all(f.parts[1].startswith("id") and len(f.parts[1]) == 7 for f in files)
+        assert all(f.parts[2] == "vid000" and f.parts[3] in ("seq000", "seq001") and len(f.stem) == 6 for f in files)
+        stems[tree] = {f.with_suffix("") for f in files}
+    assert stems["imgs"] == stems["keypoints"] == stems["segs"]
+    assert len(stems["imgs"]) == 3 * 2 * FRAMES == summary["frames"]
+    train = {f.parts[1] for f in stems["imgs"] if f.parts[0] == "train"}
+    test = {f.parts[1] for f in stems["imgs"] if f.parts[0] == "test"}
+    assert train and test and not train & test
+    assert sorted(train) == summary["identities"]["train"] and sorted(test) == summary["identities"]["test"]
+    assert (root / "synth.json").is_file()
+    # file formats: RGB JPEG, float32 (68, 2) keypoints in pixels, single-channel 8-bit masks
+    rel = sorted(stems["imgs"])[0]
+    img = cv2.imread(str(root / "imgs" / rel.with_suffix(".jpg")), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+    kp = np.load(root / "keypoints" / rel.with_suffix(".npy"))
+    assert kp.shape == (68, 2) and kp.dtype == np.float32
+    mask = cv2.imread(str(root / "segs" / rel.with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
+    assert (mask > 127).mean() > 0.1 and (mask < 128).mean() > 0.05
+    assert not list(root.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_same_seed_is_identical_and_another_seed_differs(datasets):
+    a, b, c, _ = datasets
+    for tree in ("keypoints", "segs"):
+        files = _files(a, tree)
+        assert files == _files(b, tree)
+        for f in files:
+            assert (a / tree / f).read_bytes() == (b / tree / f).read_bytes(), f
+    for f in _files(a, "imgs"):
+        ia, ib = (cv2.imread(str(r / "imgs" / f)) for r in (a, b))
+        assert np.array_equal(ia, ib), f
+    rel = _files(a, "keypoints")[0]
+    assert not np.allclose(np.load(a / "keypoints" / rel), np.load(c / "keypoints" / rel), atol=0.5)
+
+
+def test_videos_decode_with_the_right_frame_count(datasets):
+    av = pytest.importorskip("av")
+    root = datasets[0]
+    videos = sorted((root / "videos").rglob("*.mp4"))
+    assert len(videos) == 3 * 2
+    first = root / "videos/train/id00000/vid000/seq000.mp4"
+    assert first in videos
+    with av.open(str(first)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == FRAMES and frames[0].shape == (SIZE, SIZE, 3)
+    # the video shows the same frame as the JPEG (both lossy, so only roughly)
+    jpg = cv2.cvtColor(cv2.imread(str(root / "imgs/train/id00000/vid000/seq000/000000.jpg")), cv2.COLOR_BGR2RGB)
+    assert np.abs(frames[0].astype(int) - jpg).mean() < 12
+
+
+def test_preview_sheet_is_written(datasets):
+    root, _, _, summary = datasets
+    sheet = cv2.imread(str(root / "preview.png"))
+    assert summary["preview"] == str(root / "preview.png")
+    assert sheet is not None and sheet.shape[0] >= SIZE and sheet.shape[1] >= 2 * SIZE and sheet.std() > 10
+
+
+# ------------------------------------------------------------------------------------------- keypoints
+def _short_haired(start: int = 0):
+    """An identity whose cheeks are not hidden by long hair (for the contour check)."""
+    for person in range(start, start + 50):
+        ident = identity_params(11, person)
+        if ident.hair_style in ("short", "buzz", "bald"):
+            return ident
+    raise AssertionError("no short-haired identity in 50 draws")
+
+
+def test_eye_and_mouth_keypoints_lie_on_the_person():
+    ident = identity_params(5, 1)
+    poses = (FrameParams(), FrameParams(yaw=25, pitch=-15, jaw=0.8), FrameParams(yaw=-25, roll=12, smile=1.0, blink=1.0))
+    for frame in poses:
+        img, kp, mask = render_frame(ident, frame, 128)
+        assert img.shape == (128, 128, 3) and kp.shape == (68, 2) and kp.dtype == np.float32
+        assert ((kp >= 0) & (kp < 128)).all()
+        cols, rows = kp[36:68, 0].astype(int), kp[36:68, 1].astype(int)
+        assert (mask[rows, cols] > 127).all(), "eye or mouth keypoints off the person mask"
+
+
+def test_left_right_symmetry_at_zero_yaw_and_roll():
+    for person in range(3):
+        ident = identity_params(7, person)
+        r = SynthRenderer(ident, scene_params(7, person, 0), 128)
+        for frame in (FrameParams(), FrameParams(pitch=12, jaw=0.6, smile=0.5)):
+            kp = r.keypoints(frame).astype(np.float64)
+            width = kp[16, 0] - kp[0, 0]
+            centre = kp[27:31, 0].mean()
+            for a, b in ((36, 45), (39, 42), (48, 54), (0, 16), (31, 35), (17, 26), (4, 12)):
+                assert abs((kp[a, 0] + kp[b, 0]) / 2 - centre) < 0.03 * width, (person, a, b)
+                assert abs(kp[a, 1] - kp[b, 1]) < 0.03 * width, (person, a, b)
+            assert kp[36, 0] < kp[39, 0] < kp[42, 0] < kp[45, 0]  # iBUG order: image left to right
+            assert kp[48, 0] < kp[51, 0] < kp[54, 0] and kp[51, 1] < kp[57, 1]
+
+
+def test_framing_follows_the_crop_protocol():
+    """Landmark box about half the image, centred 1/12 below the image centre (SPEC §6.2), give or take the
+    per-video framing jitter."""
+    for person in range(3):
+        r = SynthRenderer(identity_params(8, person), scene_params(8, person, 0), 128)
+        kp = r.keypoints(FrameParams())
+        extent = (kp.max(0) - kp.min(0)).max() / 128
+        centre = (kp.max(0) + kp.min(0)) / 2 / 128
+        assert 0.40 < extent < 0.52
+        assert abs(centre[0] - 0.5) < 0.03 and abs(centre[1] - (0.5 + 1 / 12)) < 0.03
+
+
+def test_pose_trajectory_moves_the_keypoints():
+    ident = identity_params(2, 0)
+    r = SynthRenderer(ident, scene_params(2, 0, 0), 128)
+    frames = sample_trajectory(np.random.default_rng(0), 60)
+    kps = np.stack([r.keypoints(f) for f in frames])
+    assert kps[:, 30].std(0).max() > 2.0  # the nose tip travels
+    steps = np.abs(np.diff(kps, axis=0)).max()
+    assert steps < 12, "keypoints jump between consecutive frames"
+    # turning right brings the nose tip to the right of the face centre, and vice versa
+    right, left = r.keypoints(FrameParams(yaw=30)), r.keypoints(FrameParams(yaw=-30))
+    assert right[30, 0] - right[[0, 16], 0].mean() > 3
+    assert left[30, 0] - left[[0, 16], 0].mean() < -3
+    closed, opened = r.keypoints(FrameParams()), r.keypoints(FrameParams(jaw=1.0))
+    assert opened[66, 1] - opened[62, 1] > closed[66, 1] - closed[62, 1] + 3  # inner lips part
+    assert opened[8, 1] > closed[8, 1] + 2  # the chin drops
+    shut = r.keypoints(FrameParams(blink=1.0))
+    assert abs(shut[41, 1] - shut[37, 1]) < 0.3 * abs(closed[41, 1] - closed[37, 1])
+
+
+def test_jaw_points_follow_the_occluding_contour_when_turned():
+    ident = _short_haired()
+    scene = scene_params(11, 0, 0)
+    img, kp, mask = render_frame(ident, FrameParams(yaw=38), 128, scene)
+    # the face turns to the image right, so jaw points 11–14 sit on the far cheek's outline, i.e. on the
+    # boundary between person and background
+    person = (mask > 127).astype(np.uint8)
+    edge = cv2.morphologyEx(person, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    dist = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 3)
+    for j in (11, 12, 13, 14):
+        x, y = kp[j].astype(int)
+        assert dist[y, x] < 3.0, (j, dist[y, x])
+    # and the far cheek's contour stays outside the features: right of the outer eye corner
+    assert (kp[13:17, 0] > kp[45, 0]).all()
+
+
+# ------------------------------------------------------------------------------------------ appearance
+def test_identities_differ_and_masks_are_single_channel():
+    images = []
+    for person in range(3):
+        img, kp, mask = render_frame(identity_params(9, person), FrameParams(), SIZE)
+        assert mask.ndim == 2 and mask.dtype == np.uint8 and mask.max() == 255 and mask.min() == 0
+        images.append(img.astype(np.float32))
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.abs(images[i] - images[j]).mean() > 8
+    assert identity_params(9, 0) != identity_params(9, 1)
+    assert identity_params(9, 0) == identity_params(9, 0)
+
+
+def test_trajectory_ranges_and_smoothness():
+    frames = sample_trajectory(np.random.default_rng(1), 500)
+    arr = {k: np.array([getattr(f, k) for f in frames]) for k in ("yaw", "pitch", "roll", "jaw", "blink", "smile")}
+    assert np.abs(arr["yaw"]).max() <= 40 and np.abs(arr["pitch"]).max() <= 20 and np.abs(arr["roll"]).max() <= 15
+    assert np.abs(arr["yaw"]).max() > 15  # the range is used, not just the middle
+    for k in ("jaw", "blink", "smile"):
+        assert arr[k].min() >= 0 and arr[k].max() <= 1
+    assert arr["blink"].max() == 1.0 and arr["jaw"].max() > 0.2
+    assert np.abs(np.diff(arr["yaw"])).max() < 6  # degrees per frame at 25 fps
+    assert sample_identity(np.random.default_rng(0)) == sample_identity(np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------------------ arguments
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(size=100), "multiple of 32"),
+    (dict(size=0), "multiple of 32"),
+    (dict(frames=1), "frames"),
+    (dict(identities=1), "disjoint"),
+    (dict(identities=3, test_identities=3), "training identity"),
+    (dict(videos_per_identity=0), "videos_per_identity"),
+    (dict(workers=0), "workers"),
+])
+def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
+    args = dict(identities=3, videos_per_identity=1, frames=2, size=64, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError) as info:
+        generate(tmp_path / "bad", **args)
+    message = str(info.value)
+    assert needle in message and message.endswith(".") and "\n" not in message
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_glue_parses_and_runs(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="bilayer synth")
+    synth.configure_parser(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "cli"), "--identities", "2", "--videos-per-identity", "1",
+                              "--frames", "2", "--size", "64", "--seed", "5"])
+    assert args.test_identities is None and args.workers == 1 and not args.videos and not args.preview
+    assert synth.command(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "4 frames" in out[0] and "1 train / 1 test" in out[0]
+    assert len(list((tmp_path / "cli" / "imgs").rglob("*.jpg"))) == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --out is required
