@@ -140,7 +140,7 @@ def _relative_noise(arr: np.ndarray, amount: float, seed: int = 0) -> np.ndarray
     return (arr + amount * np.abs(arr).max() * rng.choice([-1.0, 1.0], size=arr.shape)).astype(arr.dtype)
 
 
-@pytest.mark.parametrize("output", ["pred_target_imgs", "pred_tex_hf_rgbs", "source_idt_embeds/0", "pred_source_segs"])
+@pytest.mark.parametrize("output", ["pred_target_imgs", "source_idt_embeds/0"])
 def test_tampered_output_fails(vectors, tmp_path, output, capsys):
     npz, js = vectors["tiny-n2"]
     key = f"output/{output}"

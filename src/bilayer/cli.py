@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = train_config(args.config)
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers), ("seed", args.seed),
-                                   ("precision", args.precision), ("lr", args.lr)) if v is not None}
+                                   ("precision", args.precision), ("lr", args.lr),
+                                   ("micro_batch", args.micro_batch)) if v is not None}
     if overrides:
         config = config.replace(**overrides)
     if args.perceptual_init == "random" and args.perceptual_weights:
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=["base", "enhancer"])
     p.add_argument("--config", default="synth-quick", help="a training preset (synth-quick, paper-base, paper-enhancer, tiny) or a .json file")
     p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with train/ and test/)")
-    p.add_argument("--run", required=True, help="run folder (checkpoints, logs, model/)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (checkpoints, logs, model/); spell it --run-dir under torchrun, whose own options make --run ambiguous")
     p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --run")
     p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth (read with weights_only=True)")
     p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (accumulated over processes and micro-batches)")
+    p.add_argument("--micro-batch", type=int, default=None, help="per-process batch per forward (accumulate up to --batch-size)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
     p.add_argument("--seed", type=int, default=None)

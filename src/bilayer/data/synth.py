@@ -272,8 +272,13 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
                 results.append(_render_sequence(job, tick=bar.update))
         else:
             methods = multiprocessing.get_all_start_methods()
-            # fork starts workers in milliseconds; they only run NumPy/OpenCV code (never torch)
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            # Not plain fork: a process that already used OpenCV's thread pool deadlocks its forked children.
+            # A fork server that has imported this module once starts workers almost as fast.
+            if "forkserver" in methods:
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload([__name__])
+            else:
+                ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
                 for result in pool.imap_unordered(_run_job, jobs):
                     results.append(result)

@@ -50,11 +50,11 @@ class GeneratorTerms:
 
 
 class GeneratorObjective(nn.Module):
-    def __init__(self, weights: LossWeights, perceptual_layer_weights: str = "released") -> None:
+    def __init__(self, weights: LossWeights, perceptual_layer_weights: str = "released", perceptual_layers: int = 5) -> None:
         super().__init__()
         self.weights = weights
-        self.vgg19 = PerceptualLoss("vgg19_imagenet", perceptual_layer_weights)
-        self.vggface = PerceptualLoss("vgg16_face", perceptual_layer_weights)
+        self.vgg19 = PerceptualLoss("vgg19_imagenet", perceptual_layer_weights, perceptual_layers)
+        self.vggface = PerceptualLoss("vgg16_face", perceptual_layer_weights, perceptual_layers)
         self.requires_grad_(False)  # loss networks are frozen (the released code forgot to, SPEC §3.1)
 
     def masked(self, terms: GeneratorTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,9 +81,11 @@ class GeneratorObjective(nn.Module):
         named = {
             "G_ADV": adversarial.generator_loss(real_scores, fake_scores) * w.adversarial,
             "G_FM": adversarial.feature_matching_loss(fake_feats, real_feats) * w.feature_matching,
-            "G_VGG19": self.vgg19(fake_lf_detached, real) * w.vgg19,
-            "G_VGGFace": self.vggface(fake_lf_detached, real) * w.vggface,
         }
+        if w.vgg19:
+            named["G_VGG19"] = self.vgg19(fake_lf_detached, real) * w.vgg19
+        if w.vggface:  # a zero weight skips the network entirely (quick presets)
+            named["G_VGGFace"] = self.vggface(fake_lf_detached, real) * w.vggface
         if terms.pixel_terms:
             named["G_L1"] = lf_l1_loss(lf, real) * w.lf_l1
             named["G_BCE"] = mask_bce_loss(terms.mask_logits, terms.target_masks) * w.mask_bce

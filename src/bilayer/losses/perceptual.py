@@ -26,15 +26,18 @@ CAFFE_MEAN = (103.939, 116.779, 123.680)  # applied to RGB channels in this orde
 
 
 class PerceptualLoss(nn.Module):
-    def __init__(self, network: str, layer_weights: str | tuple[float, ...] = "released") -> None:
+    def __init__(self, network: str, layer_weights: str | tuple[float, ...] = "released", num_layers: int = 5) -> None:
         super().__init__()
         if network not in NETWORKS:
             raise ValueError(f"unknown perceptual network {network!r}; expected one of {sorted(NETWORKS)}.")
         arch, taps = NETWORKS[network]
+        if not 1 <= num_layers <= len(taps):
+            raise ValueError(f"num_layers must be 1 to {len(taps)}, got {num_layers}.")
+        taps = taps[:num_layers]  # fewer layers: a cheaper loss for quick runs (the network is cut after the last)
         self.network = network
         self.vgg = VGGFeatures(arch, taps, avg_pool=True)
         if layer_weights == "released":
-            weights = RELEASED_LAYER_WEIGHTS
+            weights = RELEASED_LAYER_WEIGHTS[: len(taps)]
         elif layer_weights == "paper":
             weights = (1.0 / len(taps),) * len(taps)
         else:

@@ -42,6 +42,25 @@ class SpectralNorm(nn.Module):
         return weight / sigma
 
 
+class PowerIterationSnapshot:
+    """The u, v vectors of every spectral-norm layer below ``roots``, to replay a step's power iteration.
+
+    Gradient accumulation restores the snapshot before each micro-batch after the first, so every micro-batch
+    starts from the same vectors — exactly what each process of a data-parallel run does in one step.
+    """
+
+    def __init__(self, roots: nn.Module | list[nn.Module]) -> None:
+        roots = [roots] if isinstance(roots, nn.Module) else roots
+        self.layers = [m for root in roots for m in root.modules() if isinstance(m, SpectralNorm)]
+        self.saved = [(m.u.clone(), m.v.clone()) for m in self.layers]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for m, (u, v) in zip(self.layers, self.saved):
+            m.u.copy_(u)
+            m.v.copy_(v)
+
+
 def _is_spectral(module: nn.Module) -> bool:
     return parametrize.is_parametrized(module, "weight") and any(
         isinstance(p, SpectralNorm) for p in module.parametrizations["weight"]

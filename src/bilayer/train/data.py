@@ -15,40 +15,62 @@ from ..data.dataset import VideoDataset, collate
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffled indices for one process of ``world_size``: a (seed, epoch) permutation, ``rank::world_size``,
-    whole batches only, starting after ``start_batch`` batches."""
+    """Indices for one process: a (seed, epoch) permutation cut into global batches of
+    G = micro · world_size · accumulate consecutive items; micro-batch a of rank r in a step takes
+    items [(a · world_size + r) · micro, … + micro) of that step's global batch.
 
-    def __init__(self, size: int, batch: int, rank: int, world_size: int, seed: int) -> None:
-        self.size, self.batch, self.rank, self.world, self.seed = size, batch, rank, world_size, seed
-        self.epoch, self.start_batch = 0, 0
-        if self.batches_per_epoch < 1:
+    So one process accumulating over k micro-batches sees exactly the micro-batches that k processes see in one
+    step, which makes single-process and multi-process runs comparable batch for batch. ``start`` skips that many
+    micro-batches of the epoch (resume)."""
+
+    def __init__(self, size: int, micro: int, accumulate: int, rank: int, world_size: int, seed: int) -> None:
+        self.size, self.micro, self.accumulate, self.rank, self.world, self.seed = size, micro, accumulate, rank, world_size, seed
+        self.epoch, self.start = 0, 0
+        if self.steps_per_epoch < 1:
             raise ValueError(
-                f"the dataset has {size} items, fewer than one batch of {batch} per process × {world_size} processes."
+                f"the dataset has {size} items, fewer than one global batch of {self.global_batch} "
+                f"({micro} per micro-batch × {world_size} processes × {accumulate} accumulation steps)."
             )
 
     @property
-    def batches_per_epoch(self) -> int:
-        return (self.size // self.world) // self.batch
+    def global_batch(self) -> int:
+        return self.micro * self.world * self.accumulate
 
-    def set_position(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.size // self.global_batch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Micro-batches per epoch for this process."""
+        return self.steps_per_epoch * self.accumulate
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g)[self.rank :: self.world].tolist()
-        order = order[: self.batches_per_epoch * self.batch]
-        return iter(order[self.start_batch * self.batch :])
+        order = torch.randperm(self.size, generator=g).tolist()
+        mine = []
+        for step in range(self.steps_per_epoch):
+            base = step * self.global_batch
+            for a in range(self.accumulate):
+                first = base + (a * self.world + self.rank) * self.micro
+                mine.extend(order[first : first + self.micro])
+        return iter(mine[self.start * self.micro :])
 
     def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch
+        return (self.batches_per_epoch - self.start) * self.micro
 
 
 class BatchStream:
     """An endless iterator of batches that knows its position (epoch, batch) for checkpoints."""
 
-    def __init__(self, dataset: VideoDataset, batch: int, rank: int, world_size: int, seed: int, workers: int) -> None:
+    def __init__(
+        self, dataset: VideoDataset, batch: int, rank: int, world_size: int, seed: int, workers: int, accumulate: int = 1
+    ) -> None:
         self.dataset = dataset
-        self.sampler = EpochSampler(len(dataset), batch, rank, world_size, seed)
+        self.sampler = EpochSampler(len(dataset), batch, accumulate, rank, world_size, seed)
         self.batch, self.workers = batch, workers
         self.epoch, self.index = 0, 0
         self._it = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import resource
 import time
 from contextlib import contextmanager, nullcontext
@@ -32,6 +31,7 @@ from ..models.texture_enhancer import apply_mask, warp
 from ..weights import save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from ..nn.spectral import PowerIterationSnapshot
 from .data import BatchStream
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats
@@ -158,7 +158,7 @@ def train(
         raise TrainingError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --run.")
     if resume and latest is None:
         log.info("no checkpoint in %s yet; starting from scratch", run_dir)
-    torch.manual_seed(config.seed + info.rank)
+    torch.manual_seed(config.seed)  # same on every rank: random perceptual VGGs must agree (DDP syncs the rest)
 
     model = _build_model(stage, config, init)
     if model.config.enhancer is None and stage == "enhancer":
@@ -170,7 +170,7 @@ def train(
         from ..nn.spectral import apply_spectral_norm
 
         apply_spectral_norm(discriminator, model.config.eps)
-    objective = GeneratorObjective(config.losses, config.perceptual_layer_weights)
+    objective = GeneratorObjective(config.losses, config.perceptual_layer_weights, config.perceptual_layers)
     perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
 
     trained = TRAINED[stage]
@@ -200,7 +200,10 @@ def train(
     accumulate = max(1, config.batch_size // (micro * info.world_size))
     dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
                            config.sampling, seed=config.seed)
-    stream = BatchStream(dataset, micro, info.rank, info.world_size, config.seed, config.workers)
+    stream = BatchStream(dataset, micro, info.rank, info.world_size, config.seed, config.workers, accumulate)
+    # Standing statistics read their own copy of the dataset, so they never move the training stream's epoch.
+    stats_dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
+                                 config.sampling, seed=config.seed + 1, validate=False)
 
     step, nonfinite = 0, 0
     if resume and latest is not None:
@@ -246,6 +249,10 @@ def train(
             for micro_step in range(accumulate):
                 batch = next(stream).to(info.device)
                 sync = micro_step == accumulate - 1
+                if micro_step == 0:
+                    snapshot = PowerIterationSnapshot([model, discriminator])
+                else:  # every micro-batch starts from the same spectral-norm vectors, as each process would
+                    snapshot.restore()
                 with (nullcontext() if sync or not info.enabled else gen_ddp.no_sync()), autocast():
                     # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
                     terms = gen_ddp(batch)
@@ -300,7 +307,7 @@ def train(
             due_eval = config.eval_every and step % config.eval_every == 0
             due_ckpt = step % config.checkpoint_every == 0 or step == total_steps
             if (due_eval or due_ckpt) and stage == "base":
-                _standing_stats(model, dataset, micro, config, info)
+                _standing_stats(model, stats_dataset, micro, config, info)
             if due_eval:
                 metrics = evaluate(model, data_root, config, info, enhance=stage == "enhancer")
                 if info.is_main and metrics:
