@@ -9,12 +9,10 @@ the machine. Paper Table 2 (per-frame GMACs): small 1.08, medium 4.32, large 17.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from bilayer.config import preset
+from bilayer.io import write_json_atomic
 from bilayer.eval.complexity import complexity
 
 PAPER_GMACS = {"small": 1.08, "medium": 4.32, "large": 17.3}
@@ -36,10 +34,7 @@ def main() -> None:
               f"{report['macs_per_avatar'] / 1e9:7.1f} GMACs/avatar")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, out / "complexity.json")
+    write_json_atomic(out / "complexity.json", results)
     print(f"wrote {out / 'complexity.json'}")
 
 

@@ -17,13 +17,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ.setdefault(_var, "1")  # before NumPy is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
+
+from bilayer.io import write_json_atomic  # noqa: E402
 
 
 def _cpu_name() -> str:
@@ -89,10 +89,7 @@ def main() -> None:
           f"(load average {results['load_average_1min']:.2f})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, out / "synth.json")
+    write_json_atomic(out / "synth.json", results)
     print(f"wrote {out / 'synth.json'}")
 
 

@@ -6,8 +6,6 @@ the trained-model animation demo arrives with the runtime issue.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 
 from .config import preset
+from .io import write_image_atomic
 from .data.face import posed_keypoints
 from .data.stickman import draw_stickman
 from .models.bilayer import BilayerModel
@@ -70,14 +69,4 @@ def random_weight_demo(out_dir: Path, seed: int = 0) -> Path:
     grid = np.concatenate(rows, axis=0)
     grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "overview_random_weights.png"
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_dir)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_image_atomic(out_dir / "overview_random_weights.png", grid)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from .nn.adaptive import AdaptiveAffine, AdaptiveConv, AdaptiveSpade
+from .nn.adaptive import AdaptiveAffine, AdaptiveSpade
 from .nn.blocks import BlockParams
 
 

@@ -6,7 +6,6 @@ and which config section disagree.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile

@@ -46,6 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..io import write_bytes_atomic
 from .synth_params import (FPS, FrameParams, IdentityParams, SceneParams, sample_identity, sample_scene,
                            sample_trajectory)
 from .synth_render import SynthRenderer, render_frame
@@ -118,13 +119,7 @@ def _check(identities, videos_per_identity, frames, size, test_identities, seque
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+_write_atomic = write_bytes_atomic  # temporary name next to the file, then rename
 
 
 def _encode_jpeg(rgb: np.ndarray) -> bytes:

@@ -89,9 +89,8 @@ class GeneratorObjective(nn.Module):
         if terms.pixel_terms:
             named["G_L1"] = lf_l1_loss(lf, real) * w.lf_l1
             named["G_BCE"] = mask_bce_loss(terms.mask_logits, terms.target_masks) * w.mask_bce
-        warp_weight = w.warp.weight(iteration)
-        if terms.delta_uv is not None and warp_weight > 0:
-            named["G_WPR"] = warp_regulariser(terms.delta_uv) * warp_weight
+        if terms.delta_uv is not None:  # logged as 0 once the schedule has switched it off, as released
+            named["G_WPR"] = warp_regulariser(terms.delta_uv) * w.warp.weight(iteration)
         total = sum(named.values())
         return total, named, real, fake
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..io import write_bytes_atomic
 from .crop import BOX_MODES, CropBox, crop_box, crop_image, is_static, keypoints_to_crop, stabilise_boxes
 from .errors import PreprocessError, VideoReadError
 from .landmarks import (
@@ -186,18 +186,7 @@ def _fmt_counter(c: Counter) -> str:
 
 
 # --------------------------------------------------------------------------------------------- file output
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+_atomic_write = write_bytes_atomic  # temporary file in the same folder, then os.replace
 
 
 def _encode(ext: str, img: np.ndarray, params: list[int] | None = None) -> bytes:

@@ -14,7 +14,7 @@ import logging
 import math
 import resource
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +170,13 @@ def train(
         from ..nn.spectral import apply_spectral_norm
 
         apply_spectral_norm(discriminator, model.config.eps)
+    if init is not None and (Path(init) / "discriminator.safetensors").is_file():
+        # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
+        from ..weights import check_state, read_safetensors
+
+        dstate = read_safetensors(Path(init) / "discriminator.safetensors")
+        check_state(discriminator, dstate, str(Path(init) / "discriminator.safetensors"), model.config)
+        discriminator.load_state_dict(dstate)
     objective = GeneratorObjective(config.losses, config.perceptual_layer_weights, config.perceptual_layers)
     perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
 
@@ -253,23 +260,30 @@ def train(
                     snapshot = PowerIterationSnapshot([model, discriminator])
                 else:  # every micro-batch starts from the same spectral-norm vectors, as each process would
                     snapshot.restore()
-                with (nullcontext() if sync or not info.enabled else gen_ddp.no_sync()), autocast():
-                    # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
-                    terms = gen_ddp(batch)
-                    discriminator.requires_grad_(False)
-                    g_loss, named, real, fake = objective(terms, discriminator, step)
-                    discriminator.requires_grad_(True)
-                    # Discriminator phase: real vs detached fake in one batch (pass 1).
-                    with (nullcontext() if sync or not info.enabled else dis_ddp.no_sync()):
+                with ExitStack() as no_sync:
+                    if info.enabled and not sync:  # accumulate locally; all-reduce on the last micro-batch
+                        no_sync.enter_context(gen_ddp.no_sync())
+                        no_sync.enter_context(dis_ddp.no_sync())
+                    with autocast():
+                        # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
+                        terms = gen_ddp(batch)
+                        discriminator.requires_grad_(False)
+                        g_loss, named, real, fake = objective(terms, discriminator, step)
+                        discriminator.requires_grad_(True)
+                        # Discriminator phase: real vs detached fake in one batch (pass 1).
                         d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
                                                                   config.losses.adversarial)
                         loss = (g_loss + d_loss) / accumulate
-                        finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach(), info)))
-                        loss.backward()
+                    finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach().float(), info)))
+                    loss.backward()  # one backward for both sides: the simultaneous update of SPEC §4.3
                 for k, v in {**named, **d_named}.items():
                     named_sum[k] = named_sum.get(k, 0.0) + float(v.detach()) / accumulate
             step += 1
-            if not finite:  # skip the update, keep the count (SPEC: never silently poison the weights)
+            if finite:
+                nonfinite = 0
+                for opt in optimizers.values():
+                    opt.step()
+            else:  # skip the update, keep the count (never silently poison the weights)
                 nonfinite += 1
                 log.warning("step %d: non-finite loss (%s); update skipped (%d in a row)", step, named_sum, nonfinite)
                 if nonfinite >= config.max_nonfinite:
@@ -277,13 +291,14 @@ def train(
                         f"{nonfinite} consecutive non-finite losses at step {step}; stopping. Try a lower --lr, "
                         "fp32 precision, or check the data for broken frames."
                     )
-                continue
-            nonfinite = 0
-            for opt in optimizers.values():
-                opt.step()
+            log_due = finite and (step % config.log_every == 0 or step == total_steps)  # skipped steps are not logged
+            if log_due:  # on every rank: the logged terms are means over the whole global batch
+                names = sorted(named_sum)
+                means = all_reduce_mean(torch.tensor([named_sum[k] for k in names], device=info.device), info)
+                named_sum = dict(zip(names, means.tolist()))
 
             # ------------------------------------------------------------------------ maintenance
-            if info.is_main and (step % config.log_every == 0 or step == total_steps):
+            if info.is_main and log_due:
                 now = time.perf_counter()
                 record = {"step": step, **{k: round(v, 6) for k, v in named_sum.items()},
                           "it_per_s": (step - tick_step) / max(now - tick, 1e-9), "lr": config.lr,
@@ -304,8 +319,9 @@ def train(
                 save_grid(grid, run_dir / "images" / f"step-{step:07d}.png")
                 if writer is not None:
                     writer.add_image("train/visuals", grid, step)
-            due_eval = config.eval_every and step % config.eval_every == 0
-            due_ckpt = step % config.checkpoint_every == 0 or step == total_steps
+            # After a skipped (non-finite) step only the final checkpoint is still written.
+            due_eval = finite and config.eval_every and step % config.eval_every == 0
+            due_ckpt = (finite and step % config.checkpoint_every == 0) or step == total_steps
             if (due_eval or due_ckpt) and stage == "base":
                 _standing_stats(model, stats_dataset, micro, config, info)
             if due_eval:

@@ -4,14 +4,12 @@ predicted mask, target stickman. One row per identity (its first target), at mos
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from ..io import write_image_atomic
 from ..losses.objectives import GeneratorTerms
 
 
@@ -36,13 +34,4 @@ def visual_grid(batch, terms: GeneratorTerms, model, rows: int = 4) -> torch.Ten
 
 def save_grid(grid: torch.Tensor, path: Path) -> None:
     """Write a (3, H, W) [0, 1] image as PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_image_atomic(path, (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))

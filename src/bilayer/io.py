@@ -1,0 +1,41 @@
+"""Atomic file writing: a temporary file in the target folder, then ``os.replace`` (never a half-written output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> Path:
+    return write_bytes_atomic(path, (json.dumps(obj, indent=indent) + "\n").encode())
+
+
+def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:
+    """An RGB uint8 (H, W, 3) or grey (H, W) image as PNG or JPEG, chosen by the file suffix."""
+    import cv2
+
+    path = Path(path)
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix or ".png", image, params)
+    if not ok:
+        raise OSError(f"could not encode {path} as {path.suffix or '.png'}")
+    return write_bytes_atomic(path, encoded.tobytes())

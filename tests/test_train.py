@@ -1,0 +1,536 @@
+"""Training: sampler, checkpoints, non-finite losses, the `bilayer train` CLI for both stages, and an exact resume
+after SIGKILL (SPEC §4–5). Everything runs on CPU on a tiny SynthHeads dataset (64 px, 4 + 1 identities)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bilayer import BilayerModel
+from bilayer.losses import GeneratorObjective, LossWeights
+from bilayer.train import Perceptual, TrainingError, train
+from bilayer.train import checkpoint as ckpt
+from bilayer.train.config import TRAIN_PRESETS, TrainConfig
+from bilayer.train.data import BatchStream, EpochSampler
+from bilayer.train.loop import GeneratorStep
+from bilayer.weights import read_safetensors
+
+from .conftest import _SUBPROCESS_ENV, assert_user_error, assert_user_error_text, run_main, run_module
+
+BASE_TERMS = {"G_ADV", "G_FM", "G_VGG19", "G_L1", "G_BCE", "D_ADV"}
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+CHECKPOINT_FILES = {
+    "model.safetensors", "discriminator.safetensors", "optim-generator.safetensors", "optim-generator.json",
+    "optim-discriminator.safetensors", "optim-discriminator.json", "rng.safetensors", "state.json",
+}
+
+
+# ============================================================================================ shared data
+def synth_dataset(tmp_path_factory) -> Path:
+    """A tiny SynthHeads dataset (train: 4 identities × 2 videos; test: 1 identity), generated once per session
+    (the folder is shared by every test module that calls this)."""
+    root = tmp_path_factory.getbasetemp() / "synthheads-64"
+    if not (root / "synth.json").is_file():
+        from bilayer.data.synth import generate
+
+        shutil.rmtree(root, ignore_errors=True)
+        generate(root, identities=5, videos_per_identity=2, frames=12, size=64, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    return synth_dataset(tmp_path_factory)
+
+
+def fast_config(**changes) -> TrainConfig:
+    """The tiny preset with a cheaper perceptual loss (VGG19 up to relu2_1, no VGGFace)."""
+    base = TRAIN_PRESETS["tiny"].replace(perceptual_layers=2, losses=LossWeights(vggface=0.0))
+    return base.replace(**changes)
+
+
+def write_config(path: Path, config: TrainConfig) -> Path:
+    path.write_text(config.to_json())
+    return path
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def loss_records(run: Path) -> dict[int, dict[str, float]]:
+    """step → {loss name: value}, the last record of each step (a resumed run repeats the steps after its
+    checkpoint)."""
+    out = {}
+    for rec in read_log(run):
+        out[rec["step"]] = {k: v for k, v in rec.items() if k.startswith(("G_", "D_"))}
+    return out
+
+
+def cli_train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return run_module("bilayer", "train", *args, "--no-progress", timeout=timeout)
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def trainable_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in read_safetensors(path).items() if not k.endswith(BN_STATS)}
+
+
+# ============================================================================================ sampler
+def _micro_batches(sampler: EpochSampler) -> list[list[int]]:
+    items = list(sampler)
+    assert len(items) == len(sampler)
+    return [items[i : i + sampler.micro] for i in range(0, len(items), sampler.micro)]
+
+
+def test_sampler_accumulation_equals_ranks_interleaved():
+    single = EpochSampler(size=23, micro=2, accumulate=2, rank=0, world_size=1, seed=5)
+    ranks = [EpochSampler(size=23, micro=2, accumulate=1, rank=r, world_size=2, seed=5) for r in range(2)]
+    assert single.global_batch == ranks[0].global_batch == 4
+    assert single.steps_per_epoch == ranks[0].steps_per_epoch == 5  # 23 // 4: the last 3 items are dropped
+    for epoch in (0, 1):
+        for s in (single, *ranks):
+            s.set_position(epoch)
+        mine = _micro_batches(single)
+        per_rank = [_micro_batches(r) for r in ranks]
+        interleaved = [mb for step in zip(*per_rank) for mb in step]
+        assert mine == interleaved
+        flat = [i for mb in mine for i in mb]
+        assert len(flat) == len(set(flat)) == 20 and set(flat) <= set(range(23))
+        rank_items = [{i for mb in r for i in mb} for r in per_rank]
+        assert not rank_items[0] & rank_items[1]  # ranks never share an item within an epoch
+
+
+def test_sampler_resume_offset_and_epochs():
+    s = EpochSampler(size=16, micro=2, accumulate=2, rank=0, world_size=1, seed=0)
+    s.set_position(3)
+    full = list(s)
+    for start in (0, 1, 5, 8):
+        s.set_position(3, start)
+        assert list(s) == full[start * 2 :]
+        assert len(s) == len(full) - start * 2
+    s.set_position(4)
+    assert list(s) != full and sorted(list(s)) == sorted(full) == list(range(16))
+    # the order depends only on (seed, epoch): a new sampler agrees
+    other = EpochSampler(size=16, micro=2, accumulate=2, rank=0, world_size=1, seed=0)
+    other.set_position(3)
+    assert list(other) == full
+    other = EpochSampler(size=16, micro=2, accumulate=2, rank=0, world_size=1, seed=1)
+    other.set_position(3)
+    assert list(other) != full
+
+
+def test_sampler_too_small_dataset_raises_a_sentence():
+    with pytest.raises(ValueError, match=r"the dataset has 5 items, fewer than one global batch of 6 "
+                                         r"\(3 per micro-batch × 2 processes × 1 accumulation steps\)\."):
+        EpochSampler(size=5, micro=3, accumulate=1, rank=0, world_size=2, seed=0)
+
+
+def test_batch_stream_seek_gives_the_same_batches(synth_root):
+    from bilayer.data.dataset import VideoDataset
+
+    dataset = VideoDataset(synth_root, "train", 64, 1, 1, "random", seed=0)
+    assert len(dataset) == 8
+
+    def key(b):
+        return list(zip(b.video, b.source_frames, b.target_frames))
+
+    stream = BatchStream(dataset, 2, 0, 1, seed=0, workers=0)
+    seen = [key(next(stream)) for _ in range(7)]  # 4 per epoch: crosses into epoch 1
+    assert (stream.epoch, stream.index) == (1, 3)
+    for consumed in (3, 4, 5):
+        resumed = BatchStream(dataset, 2, 0, 1, seed=0, workers=0)
+        resumed.seek(consumed)
+        assert [key(next(resumed)) for _ in range(7 - consumed)] == seen[consumed:]
+
+
+# ============================================================================================ checkpoints
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.bn = nn.BatchNorm1d(4, momentum=1.0)
+
+    def forward(self, x):
+        return self.bn(self.lin(x))
+
+
+def _adam_steps(net, opt, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        opt.zero_grad()
+        net(torch.randn(5, 3, generator=g)).pow(2).sum().backward()
+        opt.step()
+
+
+def test_checkpoint_round_trip_restores_networks_adam_and_rng(tmp_path):
+    torch.manual_seed(0)
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.5, 0.999), eps=1e-7)
+    _adam_steps(net, opt, 3, seed=1)
+    saved_net = {k: v.clone() for k, v in net.state_dict().items()}
+    saved_opt = opt.state_dict()
+    saved_opt = {"state": {i: {k: v.clone() for k, v in s.items()} for i, s in saved_opt["state"].items()},
+                 "param_groups": [dict(g) for g in saved_opt["param_groups"]]}
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    torch.rand(4)  # not at a fresh seed
+
+    path = ckpt.save_checkpoint(tmp_path, 7, {"net": net}, {"opt": opt}, {"nonfinite": 1, "stage": "base"})
+    after_save = (torch.rand(5), random.random(), np.random.rand(3))
+    assert path == tmp_path / "checkpoints" / "step-0000007"
+    assert {p.name for p in path.iterdir()} == {"net.safetensors", "optim-opt.safetensors", "optim-opt.json",
+                                                "rng.safetensors", "state.json"}
+
+    # move everything on, then restore into fresh objects
+    _adam_steps(net, opt, 2, seed=2)
+    torch.rand(100), random.random(), np.random.rand(7)
+    torch.manual_seed(99)
+    net2 = TinyNet()
+    opt2 = torch.optim.Adam(net2.parameters(), lr=5.0, betas=(0.1, 0.2), eps=1.0)
+    state = ckpt.load_checkpoint(path, {"net": net2}, {"opt": opt2})
+    assert state == {"nonfinite": 1, "stage": "base", "step": 7}
+    assert torch.rand(5).equal(after_save[0])
+    assert random.random() == after_save[1]
+    assert np.array_equal(np.random.rand(3), after_save[2])
+    for k, v in net2.state_dict().items():
+        assert torch.equal(v, saved_net[k]), k
+    restored = opt2.state_dict()
+    assert restored["state"].keys() == saved_opt["state"].keys()
+    for i, entries in saved_opt["state"].items():
+        assert set(restored["state"][i]) == {"step", "exp_avg", "exp_avg_sq"}
+        for k, v in entries.items():
+            assert torch.equal(restored["state"][i][k], v), (i, k)
+    for g_restored, g_saved in zip(restored["param_groups"], saved_opt["param_groups"]):
+        assert g_restored == g_saved
+        assert isinstance(g_restored["betas"], tuple) and g_restored["betas"] == (0.5, 0.999)
+    # and the next step is the same as the uninterrupted one would have been
+    net.load_state_dict(saved_net)
+    opt.load_state_dict(saved_opt)
+    _adam_steps(net, opt, 1, seed=3)
+    _adam_steps(net2, opt2, 1, seed=3)
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_listing_pruning_and_atomic_failure(tmp_path, monkeypatch):
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    for step in (1, 2, 3, 4):
+        ckpt.save_checkpoint(tmp_path, step, {"net": net}, {"opt": opt}, {}, keep=3)
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000002", "step-0000003", "step-0000004"]
+    # leftovers of a kill are never listed: a staging dir (dot name) and a step dir without state.json
+    (root / ".step-0000005.abc.tmp").mkdir()
+    (root / ".step-0000005.abc.tmp" / "state.json").write_text("{}")
+    (root / "step-0000006").mkdir()
+    (root / "notes").mkdir()
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
+
+    # a failure while writing leaves the previous checkpoints alone and no staging folder behind
+    import bilayer.train.checkpoint as module
+
+    calls = []
+    real_write = module.write_safetensors
+
+    def failing_write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(module, "write_safetensors", failing_write)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path, 7, {"net": net}, {"opt": opt}, {})
+    assert not (root / "step-0000007").exists()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".step-0000007")) == []
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
+
+
+# ============================================================================================ non-finite
+def _patch_nonfinite(monkeypatch, nan_calls):
+    """NaN total loss on the given objective calls (1-based); records parameters seen by each call."""
+    seen = {"generator": [], "discriminator": []}
+    calls = []
+    orig_objective, orig_step = GeneratorObjective.forward, GeneratorStep.forward
+
+    def step_forward(self, batch):
+        seen["generator"].append([p.detach().clone() for p in self.model.parameters() if p.requires_grad])
+        return orig_step(self, batch)
+
+    def objective_forward(self, terms, discriminator, iteration):
+        calls.append(iteration)
+        seen["discriminator"].append([p.detach().clone() for p in discriminator.parameters()])
+        total, named, real, fake = orig_objective(self, terms, discriminator, iteration)
+        if nan_calls == "all" or len(calls) in nan_calls:
+            total = total * float("nan")
+        return total, named, real, fake
+
+    monkeypatch.setattr(GeneratorStep, "forward", step_forward)
+    monkeypatch.setattr(GeneratorObjective, "forward", objective_forward)
+    return seen
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_single_nonfinite_step_is_skipped(synth_root, tmp_path, monkeypatch):
+    seen = _patch_nonfinite(monkeypatch, nan_calls={1})
+    run = tmp_path / "run"
+    record = train("base", fast_config(), synth_root, run, perceptual=Perceptual(allow_random=True), steps=3,
+                   progress=False)
+    assert record["step"] == 3
+    assert len(seen["generator"]) == 3
+    for net in ("generator", "discriminator"):
+        assert _same(seen[net][0], seen[net][1]), f"{net} parameters changed by a non-finite step"
+        assert not _same(seen[net][1], seen[net][2]), f"{net} parameters not updated by a finite step"
+    assert [r["step"] for r in read_log(run)] == [2, 3]
+    # two real Adam updates; the counter of non-finite steps was reset
+    last = ckpt.latest_checkpoint(run)
+    assert last.name == "step-0000003"
+    assert json.loads((last / "state.json").read_text())["nonfinite"] == 0
+    assert read_safetensors(last / "optim-generator.safetensors")["0.step"].item() == 2
+    assert read_safetensors(last / "optim-discriminator.safetensors")["0.step"].item() == 2
+
+
+def test_consecutive_nonfinite_losses_stop_the_run(synth_root, tmp_path, monkeypatch):
+    seen = _patch_nonfinite(monkeypatch, nan_calls="all")
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"2 consecutive non-finite losses at step 2; stopping\. Try a lower --lr"):
+        train("base", fast_config(max_nonfinite=2), synth_root, run, perceptual=Perceptual(allow_random=True),
+              steps=10, progress=False)
+    assert len(seen["generator"]) == 2
+    assert _same(seen["generator"][0], seen["generator"][1])
+    assert ckpt.list_checkpoints(run) == [] and not (run / "model").exists()
+
+
+def test_nonfinite_final_step_still_ends_with_a_checkpoint(synth_root, tmp_path, monkeypatch):
+    """The final checkpoint (``step == total_steps``) must not be lost when the last step is skipped: the run
+    ends with the weights of its last good step saved (here step 1; checkpoint_every is never reached)."""
+    _patch_nonfinite(monkeypatch, nan_calls={2})
+    run = tmp_path / "run"
+    train("base", fast_config(checkpoint_every=1000), synth_root, run, perceptual=Perceptual(allow_random=True),
+          steps=2, progress=False)
+    assert [r["step"] for r in read_log(run)] == [1]
+    assert ckpt.list_checkpoints(run), "a run whose last step was non-finite saved no checkpoint at all"
+    assert (run / "model" / "model.safetensors").is_file()
+
+
+# ============================================================================================ CLI: base stage
+@pytest.fixture(scope="module")
+def base_run(synth_root, tmp_path_factory):
+    """`bilayer train base` for two iterations with the tiny preset and visuals at every step."""
+    work = tmp_path_factory.mktemp("base")
+    config = TRAIN_PRESETS["tiny"].replace(visual_every=1)
+    path = write_config(work / "tiny.json", config)
+    run = work / "run"
+    proc = cli_train("base", "--config", str(path), "--data", str(synth_root), "--run", str(run),
+                     "--perceptual-init", "random", "--steps", "2")
+    return proc, run, config
+
+
+@pytest.mark.slow  # its fixture runs the CLI (~7-10 s)
+def test_base_stage_cli_smoke(base_run):
+    proc, run, config = base_run
+    assert_ok(proc)
+    assert "Traceback" not in proc.stderr
+    assert "finished at step 2" in proc.stdout
+    model = BilayerModel.from_pretrained(run / "model")
+    assert model.config == config.model
+    assert (run / "model" / "discriminator.safetensors").is_file()
+    log = read_log(run)
+    assert [r["step"] for r in log] == [1, 2]
+    for rec in log:
+        assert BASE_TERMS <= set(rec), set(rec)
+        assert all(math.isfinite(v) for k, v in rec.items() if k.startswith(("G_", "D_")))
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000001", "step-0000002"]
+    for p in ckpt.list_checkpoints(run):
+        assert {f.name for f in p.iterdir()} == CHECKPOINT_FILES
+    images = sorted(p.name for p in (run / "images").iterdir())
+    assert images == ["step-0000001.png", "step-0000002.png"]
+    from PIL import Image
+
+    with Image.open(run / "images" / "step-0000002.png") as im:
+        assert im.size == (11 * 64, 2 * 64)  # 11 columns, one row per identity of the batch
+    assert (run / "tb").is_dir() and any((run / "tb").iterdir())
+    assert TrainConfig.load(run / "train_config.json") == config
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["stage"] == "base" and meta["perceptual_init"] == "random" and meta["world_size"] == 1
+    # the final checkpoint and model/ hold the same weights
+    final = read_safetensors(ckpt.latest_checkpoint(run) / "model.safetensors")
+    for k, v in read_safetensors(run / "model" / "model.safetensors").items():
+        assert torch.equal(v, final[k]), k
+
+
+def test_resume_without_new_steps_is_a_noop(base_run, tmp_path, capsys, synth_root):
+    from bilayer.cli import main
+
+    assert_ok(base_run[0])
+    run = tmp_path / "run"
+    shutil.copytree(base_run[1], run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
+    code, out, err = run_main(main, capsys, "train", "base", "--config", str(run / "train_config.json"),
+                              "--data", str(synth_root), "--run", str(run), "--perceptual-init", "random",
+                              "--steps", "2", "--resume", "--no-progress")
+    assert code == 0, err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
+    assert after.keys() == before.keys()
+    for rel in before:
+        if rel.name not in ("run.json", "train_config.json"):
+            assert after[rel] == before[rel], f"{rel} changed by a no-op resume"
+
+
+def test_existing_run_without_resume_is_one_line_error(base_run, tmp_path, capsys, synth_root):
+    from bilayer.cli import main
+
+    assert_ok(base_run[0])
+    log_before = (base_run[1] / "log.jsonl").read_text()
+    code, _, err = run_main(main, capsys, "train", "base", "--config", "tiny", "--data", str(synth_root),
+                            "--run", str(base_run[1]), "--perceptual-init", "random", "--steps", "3", "--no-progress")
+    assert_user_error_text(code, err, "already holds checkpoints", "--resume")
+    assert (base_run[1] / "log.jsonl").read_text() == log_before
+
+
+def test_missing_perceptual_weights_is_one_line_error(synth_root, tmp_path):
+    run = tmp_path / "run"
+    proc = cli_train("base", "--config", "tiny", "--data", str(synth_root), "--run", str(run), "--steps", "1")
+    assert_user_error(proc, "perceptual", "--perceptual-init random")
+    assert not (run / "checkpoints").exists()
+
+
+def test_enhancer_without_init_is_one_line_error(synth_root, tmp_path, capsys):
+    from bilayer.cli import main
+
+    code, _, err = run_main(main, capsys, "train", "enhancer", "--config", "tiny", "--data", str(synth_root),
+                            "--run", str(tmp_path / "run"), "--perceptual-init", "random", "--steps", "1",
+                            "--no-progress")
+    assert_user_error_text(code, err, "--init")
+
+
+# ============================================================================================ CLI: enhancer stage
+@pytest.fixture(scope="module")
+def enhancer_run(base_run, synth_root, tmp_path_factory):
+    proc, base, _ = base_run
+    assert_ok(proc)
+    work = tmp_path_factory.mktemp("enhancer")
+    run = work / "run"
+    proc = cli_train("enhancer", "--config", str(base.parent / "tiny.json"), "--data", str(synth_root),
+                     "--run", str(run), "--init", str(base / "model"), "--perceptual-init", "random", "--steps", "2")
+    return proc, run
+
+
+@pytest.mark.slow  # its fixture runs the CLI (~7-10 s)
+def test_enhancer_stage_cli_smoke(enhancer_run, base_run):
+    proc, run = enhancer_run
+    assert_ok(proc)
+    model = BilayerModel.from_pretrained(run / "model")
+    assert model.texture_enhancer is not None
+    log = read_log(run)
+    assert [r["step"] for r in log] == [1, 2]
+    for rec in log:
+        assert {"G_ADV", "G_FM", "G_VGG19", "D_ADV"} <= set(rec)
+        assert not {"G_L1", "G_BCE", "G_WPR"} & set(rec), "the base networks are frozen in the enhancer stage"
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000001", "step-0000002"]
+    assert json.loads((run / "run.json").read_text())["stage"] == "enhancer"
+    assert sorted(p.name for p in (run / "images").iterdir()) == ["step-0000001.png", "step-0000002.png"]
+    # only the enhancer (and D) train: every base tensor, BN statistics and SN vectors included, is unchanged
+    base = read_safetensors(base_run[1] / "model" / "model.safetensors")
+    enhanced = read_safetensors(run / "model" / "model.safetensors")
+    assert base.keys() == enhanced.keys()
+    changed = [k for k in base if not k.startswith("texture_enhancer.") and not torch.equal(base[k], enhanced[k])]
+    assert changed == []
+
+
+def test_enhancer_discriminator_starts_from_the_base_run(enhancer_run, base_run):
+    """SPEC §5.1: D is initialised from the base run; after two Adam steps (lr 2e-4) it is still within ~1e-3."""
+    assert_ok(enhancer_run[0])
+    base = trainable_tensors(base_run[1] / "model" / "discriminator.safetensors")
+    enhanced = trainable_tensors(enhancer_run[1] / "model" / "discriminator.safetensors")
+    params = [k for k in base if not k.endswith((".u", ".v"))]
+    worst = max((base[k] - enhanced[k]).abs().max().item() for k in params)
+    assert worst < 1e-2, f"the enhancer's discriminator is not the base run's (max difference {worst:.3g})"
+
+
+# ============================================================================================ kill and resume
+def _train_cmd(config: Path, data: Path, run: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bilayer", "train", "base", "--config", str(config), "--data", str(data),
+            "--run", str(run), "--perceptual-init", "random", "--steps", str(steps), "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run(synth_root, tmp_path):
+    steps = 6
+    config = write_config(tmp_path / "cfg.json", fast_config(checkpoint_every=2, log_every=1, steps=steps))
+    env = {**_SUBPROCESS_ENV, "OMP_NUM_THREADS": "1"}  # thread count changes reduction order, GANs amplify it
+
+    run_a = tmp_path / "a"
+    assert_ok(subprocess.run(_train_cmd(config, synth_root, run_a, steps), capture_output=True, text=True,
+                             timeout=300, env=env))
+
+    run_b = tmp_path / "b"
+    with open(tmp_path / "b.stderr", "w") as stderr:
+        proc = subprocess.Popen(_train_cmd(config, synth_root, run_b, steps), stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env)
+        try:
+            deadline = time.monotonic() + 240
+            while proc.poll() is None and time.monotonic() < deadline:
+                log = run_b / "log.jsonl"
+                if log.is_file() and len(log.read_text().splitlines()) >= 3:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run was not killed mid-way (exit {proc.returncode}):\n{(tmp_path / 'b.stderr').read_text()}")
+    killed_at = max(r["step"] for r in read_log(run_b))
+    assert killed_at < steps
+
+    # never half-written: only complete step-XXXXXXX folders are listed; anything else is a dot-named temp dir
+    listed = ckpt.list_checkpoints(run_b)
+    assert listed, "no checkpoint before the kill"
+    for entry in (run_b / "checkpoints").iterdir():
+        if entry in listed:
+            assert {f.name for f in entry.iterdir()} == CHECKPOINT_FILES
+        else:
+            assert entry.name.startswith("."), f"half-written checkpoint {entry.name}"
+    assert all(re.fullmatch(r"step-\d{7}", p.name) for p in listed)
+    resume_from = int(listed[-1].name.split("-")[1])
+    assert 2 <= resume_from <= killed_at
+
+    resumed = subprocess.run(_train_cmd(config, synth_root, run_b, steps, "--resume"), capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert_ok(resumed)
+    a, b = loss_records(run_a), loss_records(run_b)
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for step in a:
+        assert b[step].keys() == a[step].keys()
+        for k in a[step]:
+            assert b[step][k] == pytest.approx(a[step][k], rel=1e-6, abs=1e-9), (step, k, killed_at)
+    for name in ("model", "discriminator"):
+        ta = read_safetensors(run_a / "model" / f"{name}.safetensors")
+        tb = read_safetensors(run_b / "model" / f"{name}.safetensors")
+        worst = max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta)
+        assert worst <= 1e-6, (name, worst)
