@@ -1,0 +1,1 @@
+"""Runtime: baking avatars into plain per-frame modules (more arrives with the runtime issue)."""
