@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.bilayer-installed
 
-.PHONY: install test test-fast demo bench info clean
+.PHONY: install test test-fast demo bench bench-learning clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ demo: $(STAMP)
 	$(VENV)/bin/bilayer info --preset medium
 	$(VENV)/bin/bilayer demo --out demo
 
+# Machine-independent complexity, SynthHeads speed; the learning proof (tens of minutes) is `make bench-learning`.
 bench: $(STAMP)
 	$(PY) benchmarks/complexity.py --out benchmarks/results
+	$(PY) benchmarks/synth.py --out benchmarks/results
+
+bench-learning: $(STAMP)
+	$(PY) benchmarks/learning.py --out benchmarks/results/learning
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info
