@@ -29,7 +29,7 @@ from bilayer import BilayerModel
 from bilayer.data.dataset import VideoDataset, collate
 from bilayer.eval.metrics import psnr, ssim
 from bilayer.io import write_json_atomic
-from bilayer.models.texture_enhancer import apply_mask
+from bilayer.nn.image import apply_mask
 
 
 def run(cmd: list[str]) -> None:

@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unreadable input, unwritable output, full disk
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error:{where} {exc.strerror or exc}.", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -23,6 +23,17 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and what was expected."""
 
 
+def read_json_file(path: str | Path, what: str) -> Any:
+    """A JSON file's content; an unreadable or invalid file raises ConfigError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
 def _log2_ratio(big: int, small: int, what: str) -> int:
     if big < small or big % small or (big // small) & (big // small - 1):
         raise ConfigError(f"{what}: {big} must be {small} times a power of two.")
@@ -164,7 +175,6 @@ class BilayerConfig:
                 f"texture.input_size ({self.texture.input_size}) must equal inference.input_size "
                 f"({self.inference.input_size}): both generators consume one embedding per block."
             )
-        k = self.num_generator_blocks
         self.embedder_encoder_channels  # noqa: B018 - validates embedder.output_size
         for name, chans in (("texture", self.texture_channels), ("inference", self.inference_channels)):
             for idx, (ce, cg) in enumerate(zip(self.embed_channels, chans)):
@@ -185,7 +195,6 @@ class BilayerConfig:
                 raise ConfigError(f"enhancer.guiding_loss is {self.enhancer.guiding_loss!r}; expected 'sse' or 'l1'.")
             if self.enhancer.steps < 1:
                 raise ConfigError(f"enhancer.steps must be at least 1, got {self.enhancer.steps}.")
-        del k
 
     # ------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -227,15 +236,7 @@ class BilayerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "BilayerConfig":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from None
-        try:
-            return cls.from_json(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        return cls.from_dict(read_json_file(path, "config file"))
 
     def replace(self, **changes: Any) -> "BilayerConfig":
         return dataclasses.replace(self, **changes)

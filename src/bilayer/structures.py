@@ -8,6 +8,7 @@ import torch
 
 from .nn.adaptive import AdaptiveAffine, AdaptiveSpade
 from .nn.blocks import BlockParams
+from .nn.image import apply_mask
 
 
 @dataclass
@@ -94,5 +95,4 @@ class Render:
 
     def masked(self, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The image on a black (-1) background: image·m + (-1)·(1 - m) (SPEC §2.8)."""
-        m = self.mask if mask is None else mask
-        return self.image * m - (1 - m)
+        return apply_mask(self.image, self.mask if mask is None else mask)

@@ -52,7 +52,7 @@ def load_vector(npz_path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]
 @torch.no_grad()
 def run_reference_order(model, inputs: dict[str, torch.Tensor], options: dict) -> dict[str, torch.Tensor]:
     """Our model on the vector's inputs, named like the released code's data_dict entries."""
-    from ..models.texture_enhancer import apply_mask
+    from ..nn.image import apply_mask
 
     src, src_kp, src_seg = inputs["source_imgs"], inputs["source_poses"], inputs["source_segs"]
     tgt_kp = inputs["target_poses"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models.texture_enhancer import apply_mask
+from ..nn.image import apply_mask
 from . import adversarial
 from .perceptual import PerceptualLoss
 from .pixelwise import WarpSchedule, lf_l1_loss, mask_bce_loss, warp_regulariser

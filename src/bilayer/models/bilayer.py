@@ -26,7 +26,8 @@ from .identity_embedder import IdentityEmbedder
 from .inference_generator import InferenceGenerator
 from .keypoints_embedder import KeypointsEmbedder
 from .projector import InferenceProjector, TextureProjector
-from .texture_enhancer import TextureEnhancer, apply_mask, warp
+from ..nn.image import apply_mask, warp
+from .texture_enhancer import TextureEnhancer
 from .texture_generator import TextureGenerator
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..models.bilayer import BilayerModel, identity_grid
 from ..nn.adaptive import AdaptiveAffine, AdaptiveBatchNorm2d
 from ..nn.blocks import NEGATIVE_SLOPE, ResBlock
+from ..nn.image import warp
 from ..structures import AvatarState
 
 
@@ -103,8 +104,7 @@ class BakedRenderer(nn.Module):
         delta_uv, lf, logits = torch.tanh(out[:, :2]), torch.tanh(out[:, 2:5]), out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
         texture = self.texture.expand(keypoints.shape[0], -1, -1, -1)
-        hf = F.grid_sample(texture, uv, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return lf + hf, torch.sigmoid(logits)
+        return lf + warp(texture, uv), torch.sigmoid(logits)
 
 
 def _linear(layer: nn.Linear) -> nn.Linear:

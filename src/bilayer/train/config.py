@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import BilayerConfig, ConfigError, EmbedderConfig, EnhancerConfig, InferenceGeneratorConfig, preset
+from ..config import BilayerConfig, ConfigError, EmbedderConfig, EnhancerConfig, InferenceGeneratorConfig, preset, read_json_file
 from ..config import DiscriminatorConfig, KeypointsEmbedderConfig, TextureGeneratorConfig
 from ..losses.objectives import LossWeights
 from ..losses.pixelwise import WarpSchedule
@@ -85,12 +85,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except OSError as exc:
-            raise ConfigError(f"cannot read training config {path}: {exc.strerror}.") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"training config {path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+        return cls.from_dict(read_json_file(path, "training config"))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -14,7 +14,7 @@ import logging
 import math
 import resource
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +27,14 @@ from ..eval.metrics import psnr, ssim
 from ..losses.objectives import GeneratorObjective, GeneratorTerms, discriminator_objective
 from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
-from ..models.texture_enhancer import apply_mask, warp
+from ..nn.image import apply_mask, warp
 from ..weights import save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from ..nn.spectral import PowerIterationSnapshot
 from .data import BatchStream
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
-from .standing_stats import compute_standing_stats
+from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
 
 log = logging.getLogger("bilayer.train")
@@ -344,17 +344,6 @@ def train(
             writer.close()
         teardown()
     return record
-
-
-@contextmanager
-def preserved_modes(*modules: nn.Module):
-    """Restore every submodule's train/eval flag afterwards (the enhancer stage mixes both)."""
-    modes = [(m, m.training) for root in modules for m in root.modules()]
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
 
 
 def _standing_stats(model: BilayerModel, dataset: VideoDataset, batch: int, config: TrainConfig, info: DistInfo) -> None:
