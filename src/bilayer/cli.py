@@ -21,9 +21,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.dataset import DatasetError
     from .preprocess.errors import PreprocessError
     from .train.loop import TrainingError
+    from .runtime.cli import runtime_errors
     from .weights import WeightsError
 
-    return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError)
+    return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
+            *runtime_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -168,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate SynthHeads: procedural talking-head videos with keypoints and masks")
     synth_parser(p)
     p.set_defaults(func=cmd_synth)
+
+    from .runtime.cli import register as runtime_commands
+
+    runtime_commands(sub)
 
     p = sub.add_parser("demo", help="render a random-weight tiny avatar end to end (shows the data flow)")
     p.add_argument("--out", default="demo", help="output folder (default demo/)")

@@ -1,0 +1,170 @@
+"""Per-frame rendering speed of baked avatars, per model size and backend, against this machine's ceiling.
+
+    python benchmarks/render.py [--presets small medium large] [--backends eager bf16 compile onnx]
+                                [--image-size 256] [--threads N] [--out benchmarks/results]
+
+For every preset: per-avatar initialisation time (personalize, and personalize + texture enhancer), then the
+baked per-frame network (keypoints → image, mask) at batch 1 on each backend: median latency, frames/s, achieved
+GFLOP/s (2 × the exact per-frame MACs / latency) and the fraction of the ceiling — a large 3×3 convolution
+(256 → 256 channels at 64 × 64) measured in the same run and dtype, because this machine is shared and its speed
+varies. The bf16 image is compared with the fp32 image (PSNR). fp16 runs only on a GPU.
+
+Random weights, with BatchNorm statistics taken from one forward pass on random inputs (so activations have
+realistic scales); speed does not depend on the weights' values.
+Targets (issue 5, 2-core CPU): medium fp32 ≥ 70 % of the fp32 ceiling; bf16 ≥ 1.6× faster than fp32 with PSNR
+≥ 40 dB against the fp32 image; small ≥ 100 frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bilayer.config import preset
+from bilayer.eval.complexity import complexity
+from bilayer.eval.metrics import psnr
+from bilayer.io import write_json_atomic
+from bilayer.models.bilayer import BilayerModel
+from bilayer.runtime.backends import BACKENDS, make_renderer
+from bilayer.runtime.bake import bake
+
+
+def timed(fn, min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in milliseconds (after ``warmup`` calls; at least ``min_runs`` runs and
+    ``min_seconds`` in total)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 200:
+            break
+    return 1000.0 * statistics.median(times)
+
+
+@torch.inference_mode()
+def conv_ceiling(dtype: torch.dtype, channels: int = 256, size: int = 64) -> dict:
+    """GFLOP/s of one large 3×3 convolution: what this machine's convolution kernels reach right now."""
+    x = torch.randn(1, channels, size, size, dtype=dtype)
+    w = torch.randn(channels, channels, 3, 3, dtype=dtype) * 0.02
+    flops = 2 * channels * channels * 9 * size * size
+    ms = timed(lambda: F.conv2d(x, w, padding=1), min_seconds=1.5)
+    return {"dtype": str(dtype).replace("torch.", ""), "gflops": flops / ms / 1e6, "ms": ms,
+            "shape": f"{channels}→{channels}, 3×3, {size}×{size}"}
+
+
+def calibrated_model(name: str, size: int, seed: int = 0) -> BilayerModel:
+    torch.manual_seed(seed)
+    config = preset(name, size)
+    model = BilayerModel(config)
+    g = torch.Generator().manual_seed(seed)
+    src = torch.rand(2, 1, 3, size, size, generator=g) * 2 - 1
+    kp = (torch.rand(2, 1, 136, generator=g) - 0.5) * 1.2
+    masks = torch.ones(2, 1, 1, size, size)
+    model.train()
+    with torch.no_grad():  # bn_momentum 1: the running statistics become these batches' statistics
+        model(src, kp, masks, kp + 0.05 * torch.randn(2, 1, 136, generator=g))
+    return model.eval()
+
+
+def bench_preset(name: str, size: int, backends: list[str], ceilings: dict[str, dict]) -> dict:
+    model = calibrated_model(name, size)
+    macs = complexity(model.config)["macs_per_frame"]
+    g = torch.Generator().manual_seed(1)
+    src = torch.rand(1, 1, 3, size, size, generator=g) * 2 - 1
+    kp = (torch.rand(1, 1, 136, generator=g) - 0.5) * 1.2
+    masks = torch.ones(1, 1, 1, size, size)
+    out: dict = {"preset": name, "image_size": size, "gmacs_per_frame": macs / 1e9, "backends": {}}
+    with torch.inference_mode():
+        out["init_ms"] = timed(lambda: model.personalize(src, kp, masks), min_seconds=1.0, min_runs=3, warmup=1)
+        if model.texture_enhancer is not None:
+            out["init_with_enhancer_ms"] = timed(lambda: model.enhance(model.personalize(src, kp, masks)),
+                                                 min_seconds=1.0, min_runs=3, warmup=1)
+        state = model.personalize(src, kp, masks)
+    baked = bake(model, state)
+    frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
+    with torch.inference_mode():
+        reference = baked(frame)[0]
+    tmp = Path(tempfile.mkdtemp(prefix="bilayer-bench-"))
+    for backend in backends:
+        entry: dict = {}
+        try:
+            renderer = make_renderer(baked, backend, onnx_path=tmp / f"{name}.onnx")
+            t0 = time.perf_counter()
+            renderer.warmup(1)
+            entry["warmup_s"] = time.perf_counter() - t0
+            ms = timed(lambda: renderer(frame))
+            image = renderer(frame)[0].float()
+            ceiling = ceilings["bfloat16" if backend == "bf16" else "float32"]["gflops"]
+            gflops = 2 * macs / ms / 1e6
+            entry.update(ms=ms, fps=1000.0 / ms, gflops=gflops, ceiling_gflops=ceiling,
+                         fraction_of_ceiling=gflops / ceiling,
+                         psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1))) if backend != "eager" else None)
+        except Exception as exc:  # a backend that cannot run here is reported, not fatal
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        out["backends"][backend] = entry
+        shown = (f"{entry['ms']:8.2f} ms  {entry['fps']:7.1f} fps  {entry['gflops']:6.1f} GFLOP/s "
+                 f"({100 * entry['fraction_of_ceiling']:5.1f} % of ceiling)"
+                 + (f"  PSNR vs fp32 {entry['psnr_vs_fp32']:.1f} dB" if entry.get("psnr_vs_fp32") else "")
+                 if "ms" in entry else entry["error"])
+        print(f"  {name:<7}{backend:<8}{shown}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "onnx"], choices=BACKENDS)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]
+    print(f"threads: {torch.get_num_threads()}")
+    ceilings = {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
+    for c in ceilings.values():
+        print(f"ceiling {c['dtype']:<9} {c['gflops']:6.1f} GFLOP/s  ({c['shape']})", flush=True)
+    results = [bench_preset(name, args.image_size, backends, ceilings) for name in args.presets]
+    # the ceiling again at the end: how much the machine's speed drifted during the run
+    after = {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
+    by = {r["preset"]: r for r in results}
+    targets = {}
+    if "medium" in by:
+        b = by["medium"]["backends"]
+        if "ms" in b.get("eager", {}):
+            targets["medium_fp32_fraction_of_ceiling"] = {"value": b["eager"]["fraction_of_ceiling"], "target": 0.70}
+            best = min((v["ms"], k) for k, v in b.items() if "ms" in v and k != "bf16")
+            targets["medium_best_fp32_backend"] = {"backend": best[1], "ms": best[0],
+                                                   "fraction_of_ceiling": b[best[1]]["fraction_of_ceiling"]}
+        if "ms" in b.get("eager", {}) and "ms" in b.get("bf16", {}):
+            targets["medium_bf16_speedup"] = {"value": b["eager"]["ms"] / b["bf16"]["ms"], "target": 1.6}
+            targets["medium_bf16_psnr_db"] = {"value": b["bf16"]["psnr_vs_fp32"], "target": 40.0}
+    if "small" in by:
+        fps = [v["fps"] for v in by["small"]["backends"].values() if "fps" in v]
+        if fps:
+            targets["small_best_fps"] = {"value": max(fps), "target": 100.0}
+    for k, v in targets.items():
+        if "target" in v:
+            v["met"] = bool(v["value"] >= v["target"])
+    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "ceiling": ceilings,
+              "ceiling_after": after, "results": results, "targets": targets}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "render.json", report)
+    for k, v in targets.items():
+        print(f"{k:<36} {v}")
+    print(f"wrote {args.out / 'render.json'}")
+
+
+if __name__ == "__main__":
+    main()

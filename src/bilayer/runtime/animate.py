@@ -1,0 +1,239 @@
+"""Animate an avatar with a driving video: decode → keypoints → render → compose → encode, streamed.
+
+Three stages run concurrently on bounded queues (a few frames each), so memory stays flat however long the
+driver is and the stages overlap (PyTorch, OpenCV, PyAV and MediaPipe release the GIL while they compute):
+
+1. reader:  the driver's frames and tracked, smoothed keypoints (``runtime.driver``), the driver's crop box,
+            motion transfer to the avatar's crop (``runtime.motion``) → the model's (136,) keypoints;
+2. render:  the avatar's per-frame network on the chosen backend (``runtime.backends``);
+3. writer:  composition (crop on a background, paste-back into the photo, RGBA, side by side;
+            ``runtime.compose``) and H.264 encoding with the driver's audio (``runtime.videoio``).
+
+``animate`` returns an ``AnimationReport``: frames written, frames whose driver face was lost (their keypoints
+were reused), seconds spent in each stage and the end-to-end frames per second.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .avatar import Avatar
+from .compose import paste_back, rgba, side_by_side, to_mask, to_uint8
+from .driver import Driver
+from .motion import MotionTransfer, StreamingCropper, crop_keypoints, to_model_input
+from .videoio import VideoWriter
+
+MOTION_MODES = ("relative", "absolute")
+BACKGROUNDS = ("black", "white", "source")
+_END = object()
+
+
+@dataclass
+class AnimationReport:
+    output: Path
+    frames: int = 0
+    lost: int = 0
+    fps_in: float = 0.0
+    audio: bool = False
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "render": 0.0, "compose": 0.0,
+                                                               "encode": 0.0})
+    wall_seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f} ms" for k, v in self.seconds.items())
+        lost = f"; driver face lost in {self.lost} frame(s), last keypoints reused" if self.lost else ""
+        audio = ", audio copied" if self.audio else ""
+        return (f"wrote {self.output}: {self.frames} frames in {self.wall_seconds:.1f} s = {self.fps:.1f} frames/s "
+                f"(per frame: {stages}){audio}{lost}")
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "frames": self.frames, "lost": self.lost, "fps_in": self.fps_in,
+                "audio": self.audio, "seconds": self.seconds, "wall_seconds": self.wall_seconds, "fps": self.fps}
+
+
+class _Stage(threading.Thread):
+    """A worker thread that remembers its exception for the main thread to re-raise."""
+
+    def __init__(self, target, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return _END
+
+
+def animate(
+    avatar: Avatar,
+    render,
+    driver: Driver,
+    out: str | Path,
+    *,
+    motion: str = "relative",
+    photo: np.ndarray | None = None,
+    paste: bool = False,
+    alpha: bool = False,
+    side: bool = False,
+    background: str = "black",
+    progress: bool = True,
+    queue_size: int = 4,
+) -> AnimationReport:
+    """Animate ``avatar`` with ``driver`` into ``out``.
+
+    ``render``: a per-frame callable (B, 136) → (image, mask), e.g. ``avatar.renderer(model, backend)``.
+    ``motion``: "relative" (the photo's face moved by the driver's motion since its first face frame, scaled by
+    face size; default) or "absolute" (the driver's own keypoints in its crop; leaks the driver's face shape).
+    ``paste``: paste the result back into ``photo`` (the avatar's source photo); ``alpha``: RGBA frames from the
+    predicted mask (``out`` = .mov or a folder); ``side``: the driver frame next to the result;
+    ``background``: what the crop output shows outside the predicted mask.
+    """
+    if motion not in MOTION_MODES:
+        raise ValueError(f"motion is {motion!r}; expected one of {', '.join(MOTION_MODES)}.")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background is {background!r}; expected one of {', '.join(BACKGROUNDS)}.")
+    if paste and photo is None:
+        raise ValueError("paste-back needs the avatar's source photo.")
+    if side and driver.size is None:
+        raise ValueError("side by side needs a driver with frames (a video or a folder of images), "
+                         "not a keypoint file.")
+    size = avatar.size
+    out = Path(out)
+    report = AnimationReport(output=out, fps_in=driver.fps)
+    source_crop = to_uint8(avatar.source_image)
+    backgrounds = {"black": np.zeros_like(source_crop), "white": np.full_like(source_crop, 255),
+                   "source": source_crop}
+    bg = backgrounds[background].astype(np.float32)
+
+    # Relative motion keeps the driver's crop fixed at its first face, so head translation and scale are
+    # transferred too; absolute motion uses the stabilised per-frame crop the model was trained on.
+    cropper = StreamingCropper(size, "fixed" if motion == "relative" else "smooth")
+    transfer: MotionTransfer | None = None
+    if motion == "absolute":
+        transfer = MotionTransfer("absolute")
+
+    if paste:
+        frame_size = (photo.shape[1], photo.shape[0])
+    else:
+        frame_size = (size, size)
+    if side:
+        h = frame_size[1]
+        w_driver = int(round(driver.size[0] * h / driver.size[1]))
+        frame_size = (w_driver + frame_size[0], h)
+
+    stop = threading.Event()
+    q_frames: queue.Queue = queue.Queue(queue_size)
+    q_out: queue.Queue = queue.Queue(queue_size)
+    total = driver.num_frames
+
+    def reader() -> None:
+        nonlocal transfer
+        t0 = time.perf_counter()
+        for frame in driver:
+            box, kp_crop = cropper.crop(frame.keypoints, frame.time)
+            if transfer is None:  # relative: the first frame is the driver's reference
+                transfer = MotionTransfer("relative", avatar.source_keypoints, kp_crop)
+            model_kp = to_model_input(transfer(kp_crop), size)
+            report.seconds["read"] += time.perf_counter() - t0
+            if not _put(q_frames, (frame, model_kp), stop):
+                return
+            t0 = time.perf_counter()
+        _put(q_frames, _END, stop)
+
+    def writer_loop(writer: VideoWriter) -> None:
+        while True:
+            item = _get(q_out, stop)
+            if item is _END:
+                return
+            frame, image, mask = item
+            t0 = time.perf_counter()
+            rgb, m = to_uint8(image), to_mask(mask)
+            if alpha:
+                result = rgba(rgb, m)
+            elif paste:
+                result = paste_back(photo, rgb, m, avatar.box)
+            else:
+                result = (rgb.astype(np.float32) * m[..., None] + bg * (1 - m[..., None])).round().astype(np.uint8)
+            if side:
+                result = side_by_side(frame.image, result, result.shape[0])
+            t1 = time.perf_counter()
+            writer.write(result)
+            report.seconds["compose"] += t1 - t0
+            report.seconds["encode"] += time.perf_counter() - t1
+
+    from tqdm.auto import tqdm
+
+    wall0 = time.perf_counter()
+    audio_from = driver.path if driver.kind == "video" and driver.audio else None
+    with VideoWriter(out, driver.fps, frame_size, audio_from=audio_from, alpha=alpha) as writer:
+        threads = [_Stage(reader, "bilayer-reader"), _Stage(lambda: writer_loop(writer), "bilayer-writer")]
+        for t in threads:
+            t.start()
+        bar = tqdm(total=total, unit="frame", desc="animate", disable=not progress)
+        try:
+            with torch.inference_mode():
+                while True:
+                    item = _get(q_frames, stop)
+                    if item is _END:
+                        break
+                    frame, model_kp = item
+                    t0 = time.perf_counter()
+                    image, mask = render(torch.from_numpy(model_kp)[None])
+                    report.seconds["render"] += time.perf_counter() - t0
+                    if not _put(q_out, (frame, image[0].float(), mask[0].float()), stop):
+                        break
+                    report.frames += 1
+                    bar.update(1)
+                    if any(t.error for t in threads):
+                        break
+            _put(q_out, _END, stop)
+            for t in threads:
+                while t.is_alive() and not any(x.error for x in threads):
+                    t.join(0.1)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            bar.close()
+            stop.set()
+            for t in threads:
+                t.join(5)
+        for t in threads:
+            if t.error is not None:
+                raise t.error
+    report.wall_seconds = time.perf_counter() - wall0
+    report.lost = driver.lost
+    report.audio = bool(getattr(writer, "audio", False))
+    return report

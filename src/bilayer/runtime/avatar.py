@@ -1,0 +1,311 @@
+"""Avatars: made once from one photo, rendered from keypoints every frame (paper §3, §A.3).
+
+``Avatar.create(model, photo)`` runs everything the paper does once per person — face keypoints, the reference
+crop (the same protocol as preprocessing), segmentation, the identity embedding, the texture and the adaptive
+parameters, and optionally the texture enhancer — and keeps what every frame needs: the texture and the
+inference generator's adaptive parameters, plus the crop transform (to paste results back into the photo) and
+the source crop (for pictures).
+
+``avatar.save(path)`` writes one safetensors file whose metadata carry the model's configuration and a hash of
+the model weights it was made with; ``Avatar.load(path, model)`` refuses a different model with one sentence.
+
+Per frame: ``avatar.render(keypoints)`` (the full model path, LF/HF/uv on request) or ``avatar.renderer(backend)``
+(the baked plain module, optionally in bf16, compiled or in ONNX Runtime), both taking the model's normalised
+(B, 136) keypoints of the avatar's crop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import BilayerConfig
+from ..data.dataset import normalize_keypoints
+from ..models.bilayer import BilayerModel
+from ..preprocess.crop import CropBox, crop_box, crop_image, keypoints_to_crop
+from ..structures import AdaptiveParams, AvatarState, Render
+from ..weights import read_safetensors, write_safetensors
+
+AVATAR_FORMAT = "bilayer-avatar"
+AVATAR_FORMAT_VERSION = "1"
+
+
+class AvatarError(ValueError):
+    """An avatar cannot be made, read or used; the message is one sentence naming the file or value."""
+
+
+def model_fingerprint(model: BilayerModel) -> str:
+    """SHA-256 (hex, first 16 bytes) of every tensor the model saves, in name order: identifies the weights an
+    avatar was made with. Cached on the model; training code that changes weights in place should not rely on it."""
+    cached = getattr(model, "_bilayer_fingerprint", None)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    value = digest.hexdigest()[:32]
+    object.__setattr__(model, "_bilayer_fingerprint", value)
+    return value
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 RGB → (3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.array(image, np.uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+@dataclass
+class Avatar:
+    """One person's avatar for one model.
+
+    texture (1, 3, S, S), params: the inference generator's adaptive parameters (batch 1); source_image
+    (3, S, S) in [-1, 1] and source_mask (1, S, S) the crop it was made from; source_keypoints (68, 2) crop
+    pixels; box: the crop square in photo pixels; photo_size (W, H) of the photo (0, 0 when made from a crop).
+    """
+
+    config: BilayerConfig
+    model_hash: str
+    texture: torch.Tensor
+    params: AdaptiveParams
+    source_image: torch.Tensor
+    source_mask: torch.Tensor
+    source_keypoints: np.ndarray
+    box: CropBox
+    photo_size: tuple[int, int]
+    enhanced: bool
+    base_texture: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------------------------- creation
+    @classmethod
+    @torch.no_grad()
+    def create(
+        cls,
+        model: BilayerModel,
+        photo: np.ndarray | str | Path,
+        *,
+        keypoints: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        landmarks: str = "mediapipe",
+        segmentation: str = "mediapipe",
+        enhance: bool = True,
+        enhancer_steps: int | None = None,
+        crop: bool = True,
+    ) -> "Avatar":
+        """Make an avatar from one photo (an H×W×3 RGB uint8 array or an image file).
+
+        keypoints: the photo's (68, 2|3) landmarks in pixels; detected with ``landmarks`` when omitted.
+        mask: the crop's (S, S) foreground mask in [0, 1]; computed with ``segmentation`` ("mediapipe" or
+        "none" = the whole crop) when omitted. ``crop=False`` takes a photo that already is the model's crop
+        (S × S, e.g. a preprocessed frame). ``enhance`` runs the texture enhancer when the model has one.
+        """
+        from ..preprocess.errors import VideoReadError
+        from ..preprocess.video import read_image
+
+        name = "the photo"
+        if isinstance(photo, (str, Path)):
+            name = str(photo)
+            try:
+                photo = read_image(photo)
+            except VideoReadError as exc:
+                raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
+        photo = np.asarray(photo)
+        if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+            raise AvatarError(f"{name} must be an H×W×3 RGB uint8 image, got shape {photo.shape} {photo.dtype}.")
+        size = model.config.image_size
+        if keypoints is None:
+            from ..preprocess.landmarks import detect_keypoints
+
+            keypoints = detect_keypoints(photo, landmarks)
+            if keypoints is None:
+                raise AvatarError(f"no face found in {name}; expected a photo with one clearly visible face.")
+        keypoints = np.asarray(keypoints, np.float32)[..., :2]
+        if keypoints.shape != (68, 2) or not np.isfinite(keypoints).all():
+            raise AvatarError(f"keypoints for {name} must be 68 finite (x, y) points, got shape {keypoints.shape}.")
+        if crop:
+            box = crop_box(keypoints)
+            image = crop_image(photo, box, size)
+        else:
+            if photo.shape[:2] != (size, size):
+                raise AvatarError(f"{name} is {photo.shape[1]}×{photo.shape[0]}; with crop=False it must be the "
+                                  f"model's {size}×{size} crop.")
+            box, image = CropBox(size / 2, size / 2, size / 2), photo
+        kp_crop = keypoints_to_crop(keypoints, box, size)
+        if mask is None:
+            if segmentation == "none":
+                mask = np.ones((size, size), np.float32)
+            else:
+                from ..preprocess.segmentation import create_segmentation_backend
+
+                with create_segmentation_backend(segmentation) as seg:
+                    mask = seg.segment(image)
+        mask = np.asarray(mask, np.float32)
+        if mask.shape != (size, size):
+            raise AvatarError(f"the mask for {name} must be {size}×{size}, got {mask.shape}.")
+
+        device = next(model.parameters()).device
+        model.eval()
+        source_image = _image_tensor(image).to(device)
+        source_mask = torch.from_numpy(np.clip(mask, 0, 1))[None].to(device)
+        kp = torch.from_numpy(normalize_keypoints(kp_crop, float(size))).to(device)
+        state = model.personalize(source_image[None, None], kp[None, None], source_mask[None, None])
+        if enhance and model.texture_enhancer is not None:
+            state = model.enhance(state, enhancer_steps)
+        return cls(
+            config=model.config, model_hash=model_fingerprint(model), texture=state.texture.detach(),
+            params=state.inference_params.map(lambda t: t.detach()), source_image=source_image,
+            source_mask=source_mask, source_keypoints=kp_crop, box=box,
+            photo_size=(int(photo.shape[1]), int(photo.shape[0])) if crop else (0, 0), enhanced=state.enhanced,
+            base_texture=None if state.base_texture is None else state.base_texture.detach(),
+        )
+
+    # ---------------------------------------------------------------------------------- per frame
+    @property
+    def size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def source_keypoints_normalized(self) -> np.ndarray:
+        """The source pose as the model's (136,) input."""
+        return normalize_keypoints(self.source_keypoints, float(self.size)).astype(np.float32)
+
+    def state(self) -> AvatarState:
+        """The avatar as the model's ``AvatarState`` (batch 1)."""
+        kp = torch.from_numpy(self.source_keypoints_normalized).to(self.texture.device)
+        return AvatarState(
+            texture=self.texture, inference_params=self.params, source_images=self.source_image[None, None],
+            source_keypoints=kp[None, None], source_masks=self.source_mask[None, None],
+            base_texture=self.base_texture, enhanced=self.enhanced,
+        )
+
+    def check_model(self, model: BilayerModel, where: str = "this avatar") -> None:
+        if model.config != self.config:
+            raise AvatarError(f"{where} was made for a different model configuration (image size "
+                              f"{self.config.image_size} vs the model's {model.config.image_size}); use its model.")
+        if model_fingerprint(model) != self.model_hash:
+            raise AvatarError(f"{where} was made with other model weights (hash {self.model_hash[:12]}…, the model "
+                              f"has {model_fingerprint(model)[:12]}…); recreate the avatar with this model.")
+
+    @torch.no_grad()
+    def render(self, model: BilayerModel, keypoints: torch.Tensor | np.ndarray) -> Render:
+        """Render one frame ((136,)) or a batch ((T, 136)) of normalised crop keypoints with the full model:
+        a ``Render`` with (1, T, …) tensors (image, LF, HF, uv, mask)."""
+        self.check_model(model)
+        kp = torch.as_tensor(np.asarray(keypoints, np.float32) if isinstance(keypoints, np.ndarray) else keypoints)
+        kp = kp.float().reshape(1, -1, self.config.pose_dim).to(self.texture.device)
+        return model.eval().render(self.state(), kp)
+
+    def bake(self, model: BilayerModel):
+        """The plain per-frame module (``BakedRenderer``): keypoints (B, 136) → image, mask."""
+        from .bake import bake
+
+        self.check_model(model)
+        return bake(model.eval(), self.state())
+
+    def renderer(self, model: BilayerModel, backend: str = "eager", **options):
+        """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``)."""
+        from .backends import make_renderer
+
+        return make_renderer(self.bake(model), backend, **options)
+
+    # ---------------------------------------------------------------------------------- files
+    def _metadata(self) -> dict[str, str]:
+        return {
+            "format": AVATAR_FORMAT, "format_version": AVATAR_FORMAT_VERSION, "config": self.config.to_json(),
+            "model_hash": self.model_hash, "box": json.dumps(list(self.box.to_array())),
+            "photo_size": json.dumps(list(self.photo_size)), "enhanced": json.dumps(self.enhanced),
+            "num_params": str(len(self.params.tensors())),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file (written atomically)."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise AvatarError(f"cannot write {path}: folder {path.parent} does not exist.")
+        tensors = {
+            "texture": self.texture, "source_image": self.source_image, "source_mask": self.source_mask,
+            "source_keypoints": torch.from_numpy(np.asarray(self.source_keypoints, np.float32)),
+        }
+        if self.base_texture is not None:
+            tensors["base_texture"] = self.base_texture
+        for i, t in enumerate(self.params.tensors()):
+            tensors[f"params.{i:04d}"] = t
+        write_safetensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, path, self._metadata())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: BilayerModel) -> "Avatar":
+        """Read an avatar file made for ``model``; refuses another model (configuration or weights)."""
+        from safetensors import safe_open
+
+        from ..weights import WeightsError
+
+        path = Path(path)
+        try:
+            tensors = read_safetensors(path)
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except WeightsError as exc:
+            raise AvatarError(str(exc).replace("weights file", "avatar file")) from None
+        if meta.get("format") != AVATAR_FORMAT:
+            raise AvatarError(f"{path} is not a bilayer avatar file (made by `bilayer avatar` / Avatar.save).")
+        try:
+            config = BilayerConfig.from_dict(json.loads(meta["config"]))
+            box = CropBox.from_array(json.loads(meta["box"]))
+            photo_size = tuple(int(v) for v in json.loads(meta["photo_size"]))
+            enhanced = bool(json.loads(meta["enhanced"]))
+            model_hash = meta["model_hash"]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise AvatarError(f"{path} has damaged metadata ({exc}).") from None
+        device = next(model.parameters()).device
+        # The parameter structure comes from the model: project zero embeddings, then fill in the saved tensors.
+        template = _params_template(model)
+        flat = template.tensors()
+        saved = [tensors.get(f"params.{i:04d}") for i in range(len(flat))]
+        if any(t is None for t in saved) or len(saved) != int(meta.get("num_params", -1)):
+            raise AvatarError(f"{path} holds {meta.get('num_params')} parameter tensors but this model needs "
+                              f"{len(flat)}; it was made for another model.")
+        for t, ref in zip(saved, flat):
+            if tuple(t.shape) != tuple(ref.shape):
+                raise AvatarError(f"{path} was made for another model (a parameter of shape {tuple(t.shape)} where "
+                                  f"this model has {tuple(ref.shape)}).")
+        it = iter(saved)
+        params = template.map(lambda _: next(it).to(device))
+        avatar = cls(
+            config=config, model_hash=model_hash, texture=tensors["texture"].to(device), params=params,
+            source_image=tensors["source_image"].to(device), source_mask=tensors["source_mask"].to(device),
+            source_keypoints=tensors["source_keypoints"].numpy(), box=box, photo_size=photo_size, enhanced=enhanced,
+            base_texture=tensors["base_texture"].to(device) if "base_texture" in tensors else None,
+        )
+        avatar.check_model(model, f"avatar {path}")
+        return avatar
+
+    def to(self, device: str | torch.device) -> "Avatar":
+        return replace(
+            self, texture=self.texture.to(device), params=self.params.map(lambda t: t.to(device)),
+            source_image=self.source_image.to(device), source_mask=self.source_mask.to(device),
+            base_texture=None if self.base_texture is None else self.base_texture.to(device),
+        )
+
+
+@torch.no_grad()
+def _params_template(model: BilayerModel) -> AdaptiveParams:
+    """The structure (and shapes) of one avatar's adaptive parameters for ``model``."""
+    size = model.config.image_size
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        embeds = model.identity_embeds(
+            torch.zeros(1, 1, 3, size, size, device=device), torch.zeros(1, 1, model.config.pose_dim, device=device),
+            torch.ones(1, 1, 1, size, size, device=device), torch.zeros(1, 1, 3, size, size, device=device),
+        )
+        return model.inference_projector(embeds)
+    finally:
+        model.train(was_training)

@@ -1,0 +1,222 @@
+"""``bilayer avatar``, ``bilayer animate`` and ``bilayer export``: options → one call each.
+
+Every input is checked before work starts (model, photo, driver, output path), so a mistake costs one sentence
+and no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("bilayer.runtime")
+
+
+def runtime_errors() -> tuple[type[BaseException], ...]:
+    from .avatar import AvatarError
+    from .backends import BackendError
+    from .driver import DriverError
+    from .export import ExportError
+    from .videoio import OutputError
+
+    return (AvatarError, BackendError, DriverError, ExportError, OutputError)
+
+
+def _load_model(path: str):
+    from ..models.bilayer import BilayerModel
+
+    return BilayerModel.from_pretrained(path).eval()
+
+
+def _load_points(path: str | None):
+    if path is None:
+        return None
+    from ..preprocess.landmarks import load_keypoint_file
+
+    return load_keypoint_file(path)
+
+
+def _avatar_for(args: argparse.Namespace, model):
+    """The avatar from --avatar (a saved file) or made now from --source."""
+    from .avatar import Avatar, AvatarError
+
+    if getattr(args, "avatar", None):
+        return Avatar.load(args.avatar, model), None
+    if not getattr(args, "source", None):
+        raise AvatarError("give --source PHOTO (or --avatar FILE made by `bilayer avatar`).")
+    from ..preprocess.errors import VideoReadError
+    from ..preprocess.video import read_image
+
+    try:
+        photo = read_image(args.source)
+    except VideoReadError as exc:
+        raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
+    kp = _load_points(args.source_keypoints)
+    crop = not args.source_is_crop
+    mask = None
+    if args.source_mask:
+        import cv2
+
+        m = cv2.imread(str(args.source_mask), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise AvatarError(f"cannot read mask {args.source_mask}; expected a grey-scale PNG.")
+        mask = m.astype("float32") / 255.0
+    try:
+        avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=args.landmarks,
+                               segmentation=args.segmentation, enhance=not args.no_enhance, crop=crop)
+    except AvatarError as exc:
+        raise AvatarError(str(exc).replace("the photo", str(args.source))) from None
+    return avatar, photo
+
+
+def _add_avatar_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-keypoints", default=None, help="the photo's 68 landmarks (.npy, pixels) instead of detecting them")
+    p.add_argument("--source-mask", default=None, help="the crop's foreground mask (PNG) instead of segmenting it")
+    p.add_argument("--source-is-crop", action="store_true",
+                   help="the photo already is the model's crop (e.g. a preprocessed frame): no cropping")
+    p.add_argument("--landmarks", default="mediapipe", help="landmark backend: mediapipe (default) or face-alignment")
+    p.add_argument("--segmentation", default="mediapipe", choices=["mediapipe", "none"])
+    p.add_argument("--no-enhance", action="store_true", help="skip the texture enhancer")
+
+
+# ---------------------------------------------------------------------------------------------- avatar
+def cmd_avatar(args: argparse.Namespace) -> int:
+    from .avatar import AvatarError
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise AvatarError(f"cannot write {out}: folder {out.parent} does not exist.")
+    model = _load_model(args.model)
+    avatar, _ = _avatar_for(args, model)
+    avatar.save(out)
+    print(f"wrote {out} ({'enhanced' if avatar.enhanced else 'not enhanced'} texture, crop box "
+          f"{tuple(round(v, 1) for v in avatar.box.to_array())})")
+    return 0
+
+
+def configure_avatar(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
+    p.add_argument("--source", required=True, help="the photo (JPEG/PNG) with one face")
+    p.add_argument("--out", required=True, help="avatar file to write (.avatar, safetensors)")
+    _add_avatar_options(p)
+    p.set_defaults(func=cmd_avatar)
+
+
+# --------------------------------------------------------------------------------------------- animate
+def cmd_animate(args: argparse.Namespace) -> int:
+    from .animate import animate
+    from .driver import open_driver
+    from .videoio import check_output_path
+
+    inputs = [p for p in (args.driver, args.source, args.avatar, args.driver_keypoints) if p]
+    check_output_path(args.out, alpha=args.alpha, inputs=inputs)
+    if args.alpha and (args.paste_back or args.side_by_side):
+        from .videoio import OutputError
+
+        raise OutputError("--alpha writes the crop with its mask; it cannot be combined with --paste-back or --side-by-side.")
+    model = _load_model(args.model)
+    with open_driver(args.driver, landmarks=args.landmarks, keypoints=args.driver_keypoints,
+                     smoothing=not args.no_smoothing, max_frames=args.max_frames) as driver:
+        avatar, photo = _avatar_for(args, model)
+        if args.paste_back and photo is None:
+            from .avatar import AvatarError
+
+            raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
+        renderer = avatar.renderer(model, args.backend)
+        renderer.warmup(1)
+        report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
+                         paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,
+                         background=args.background, progress=not args.no_progress)
+    print(report.summary())
+    if args.report:
+        from ..io import write_json_atomic
+
+        write_json_atomic(Path(args.report), report.to_dict())
+    return 0
+
+
+def configure_animate(p: argparse.ArgumentParser) -> None:
+    from .animate import BACKGROUNDS, MOTION_MODES
+    from .backends import BACKENDS
+
+    p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
+    p.add_argument("--source", default=None, help="the photo to animate (or give --avatar)")
+    p.add_argument("--avatar", default=None, help="an avatar file made by `bilayer avatar` (instead of --source)")
+    p.add_argument("--driver", required=True, help="driving video, folder of frames, or keypoint file (.npy/.json)")
+    p.add_argument("--driver-keypoints", default=None, help="the driver's keypoints (.npy/.json) instead of detecting them")
+    p.add_argument("--out", required=True, help="output .mp4 (H.264; .mov or a folder with --alpha)")
+    p.add_argument("--motion", choices=MOTION_MODES, default="relative",
+                   help="relative (default): the photo's face moved like the driver's; absolute: the driver's keypoints (leaks its face shape)")
+    p.add_argument("--paste-back", action="store_true", help="paste the result back into the photo")
+    p.add_argument("--alpha", action="store_true", help="RGBA output from the predicted mask (.mov or a PNG folder)")
+    p.add_argument("--side-by-side", action="store_true", help="the driver frame next to the result")
+    p.add_argument("--background", choices=BACKGROUNDS, default="black", help="behind the head in crop output")
+    p.add_argument("--backend", choices=BACKENDS, default="eager", help="per-frame engine (default eager fp32)")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--no-smoothing", action="store_true", help="do not smooth the driver's keypoints")
+    p.add_argument("--report", default=None, help="write timings and counts as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+    _add_avatar_options(p)
+    p.set_defaults(func=cmd_animate)
+
+
+# ---------------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .avatar import Avatar
+    from .export import check_export, export_baked, export_generic, generic_inputs
+
+    out = Path(args.out)
+    model = _load_model(args.model)
+    kp = None
+    if args.generic:
+        path = export_generic(model, out, opset=args.opset, fp16=args.fp16)
+        print(f"wrote {path} (generic graph: keypoints, texture and adaptive parameters as inputs)")
+        if args.avatar:
+            avatar = Avatar.load(args.avatar, model)
+            kp = torch.from_numpy(avatar.source_keypoints_normalized)[None]
+            state = avatar.state()
+            diff = check_export(path, lambda k: _render_pair(model, state, k), kp, feeds=generic_inputs(state))
+            print(f"ONNX Runtime vs PyTorch on the avatar's source pose: max abs difference {diff:.2e}")
+        return 0
+    if not args.avatar:
+        from .export import ExportError
+
+        raise ExportError("give --avatar FILE (made by `bilayer avatar`), or --generic for a graph not tied to one avatar.")
+    avatar = Avatar.load(args.avatar, model)
+    baked = avatar.bake(model)
+    path = export_baked(baked, out, opset=args.opset, fp16=args.fp16)
+    kp = torch.from_numpy(avatar.source_keypoints_normalized)[None]
+    diff = check_export(path, baked, kp)
+    print(f"wrote {path} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}{', fp16' if args.fp16 else ''}); "
+          f"ONNX Runtime vs PyTorch: max abs difference {diff:.2e}")
+    return 0
+
+
+def _render_pair(model, state, keypoints):
+    import torch
+
+    with torch.no_grad():
+        r = model.render(state, keypoints[None])
+    return r.image[0], r.mask[0]
+
+
+def configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder (save_pretrained format)")
+    p.add_argument("--avatar", default=None, help="avatar file: bake it into the graph (texture as an initializer)")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--generic", action="store_true", help="a graph taking the texture and adaptive parameters as inputs")
+    p.add_argument("--fp16", action="store_true", help="float16 weights and compute (GPUs, phones); inputs/outputs stay float32")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (≥ 16: grid_sample)")
+    p.set_defaults(func=cmd_export)
+
+
+def register(sub) -> None:
+    configure_avatar(sub.add_parser("avatar", help="make an avatar from one photo and save it (.avatar file)"))
+    configure_animate(sub.add_parser("animate", help="animate a photo (or avatar) with a driving video"))
+    configure_export(sub.add_parser("export", help="export an avatar's per-frame network to ONNX"))
+
+
+__all__ = ["register", "runtime_errors"]

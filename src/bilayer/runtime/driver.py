@@ -1,0 +1,411 @@
+"""Driving sources for ``bilayer animate``: a video, a folder of frames or a keypoint sequence, streamed as
+(frame, 68 keypoints) with face tracking, lost-face handling and causal smoothing.
+
+Why a separate layer from the preprocessing: preprocessing sees a whole sequence at once (it smooths keypoints
+and crop boxes forward and backward, and drops frames without a face), while animation must produce exactly one
+output frame per driving frame, in order, with flat memory whatever the length of the driver. So here:
+
+* frames are decoded one at a time (``iter_frames``) and never collected;
+* the landmark backend runs in tracking (video) mode and ``MainFaceTracker`` keeps following the same person;
+* a frame where the face is lost reuses the last keypoints (``found=False``) and is counted in ``Driver.lost``;
+  frames before the first detection reuse the first detection (found while checking the driver);
+* keypoints are smoothed causally (a ``OneEuroFilter`` with ``KEYPOINT_SMOOTHING``, one frame at a time, no
+  look-ahead), in units of the face size as ``smooth_keypoints`` does — here the landmark-box size of the first
+  detected face, since the median of the whole sequence is not known while streaming. The filter restarts after
+  a gap of more than ``MAX_GAP`` seconds without a face, so a returning face jumps to its place instead of
+  sliding there.
+
+Problems are reported before any work starts (``open_driver`` runs ``Driver.check()``): a missing or unreadable
+file, a file without a video stream, a keypoint file of the wrong shape, or no face in the first
+``face_search`` frames raise ``DriverError`` with one sentence naming the file and what was expected.
+
+Keypoint sequences (``path`` itself, or ``keypoints=`` next to a video or a folder of frames, which skips
+detection): pixels of the driver's frames, one row per frame, a row of NaN (or ``null`` in JSON) meaning no face.
+
+* ``.npy``: (T, 68, 2|3) or (T, K > 68, 2|3) (the first 68 points are used), as ``load_keypoint_file`` reads;
+* ``.json``: a list with one entry per frame, each a list of 68 ``[x, y]`` (or ``[x, y, z]``) or ``null``; or an
+  object ``{"fps": 25, "keypoints": [...]}`` with that list;
+* a folder of per-frame ``.npy`` files (68, 2) in sorted order — the ``keypoints/`` layout of the preprocessed
+  dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..preprocess.errors import PreprocessError, VideoReadError
+from ..preprocess.landmarks import (NUM_KEYPOINTS, LandmarkBackend, MainFaceTracker, create_landmark_backend,
+                                    load_keypoint_file)
+from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
+from ..preprocess.video import IMAGE_SEQUENCE_FPS, is_image, iter_frames, list_images
+
+#: Frames searched for a first face before the driver is rejected.
+FACE_SEARCH_FRAMES = 50
+#: A gap without a face longer than this (seconds) restarts the keypoint filter.
+MAX_GAP = 0.5
+KEYPOINT_SUFFIXES = (".npy", ".json")
+
+__all__ = ["Driver", "DriverError", "DriverFrame", "FACE_SEARCH_FRAMES", "KEYPOINT_SUFFIXES", "load_keypoint_sequence",
+           "open_driver"]
+
+
+class DriverError(ValueError):
+    """A driver that cannot be used (unreadable, no video stream, wrong keypoint shape, no face): one sentence."""
+
+
+@dataclass(frozen=True)
+class DriverFrame:
+    """One driving frame: ``index`` (position in the driver, from 0), ``time`` (seconds), ``image`` (H × W × 3
+    RGB uint8, None for a keypoint-only driver), ``keypoints`` ((68, 2) float32, pixels of the driver frame,
+    smoothed) and ``found`` (False when the face was not found and the keypoints are reused)."""
+
+    index: int
+    time: float
+    image: np.ndarray | None
+    keypoints: np.ndarray
+    found: bool
+
+
+# ---------------------------------------------------------------------------------------- keypoint files
+def _keypoints_from_json(path: Path) -> tuple[np.ndarray, float | None]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DriverError(f"cannot read keypoint file {path}: {exc}.") from exc
+    fps = None
+    if isinstance(data, dict):
+        fps = data.get("fps")
+        data = data.get("keypoints")
+        if fps is not None and (not isinstance(fps, (int, float)) or not fps > 0):
+            raise DriverError(f"keypoint file {path} has fps {fps!r}; expected a positive number.")
+    expected = 'a list of frames, each 68 [x, y] pairs or null (or {"fps": ..., "keypoints": [...]})'
+    if not isinstance(data, list) or not data:
+        raise DriverError(f"keypoint file {path} holds no keypoint list; expected {expected}.")
+    rows = []
+    for i, frame in enumerate(data):
+        if frame is None:
+            rows.append(np.full((NUM_KEYPOINTS, 2), np.nan, np.float32))
+            continue
+        try:
+            arr = np.asarray(frame, np.float64)
+        except (TypeError, ValueError):
+            arr = np.zeros(0)
+        if arr.ndim != 2 or arr.shape[0] < NUM_KEYPOINTS or arr.shape[1] not in (2, 3):
+            raise DriverError(f"frame {i} of keypoint file {path} has shape {arr.shape}; expected {expected}.")
+        rows.append(arr[:NUM_KEYPOINTS, :2].astype(np.float32))
+    return np.stack(rows), (float(fps) if fps is not None else None)
+
+
+def _keypoints_from_folder(path: Path) -> np.ndarray:
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".npy")
+    if not files:
+        raise DriverError(f"keypoint folder {path} holds no .npy file; expected one (68, 2) file per frame.")
+    rows = []
+    for f in files:
+        try:
+            arr = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DriverError(f"cannot read keypoint file {f}: {exc}.") from exc
+        if arr.ndim != 2 or arr.shape[0] < NUM_KEYPOINTS or arr.shape[1] not in (2, 3):
+            raise DriverError(f"keypoint file {f} has shape {arr.shape}; expected (68, 2).")
+        rows.append(arr[:NUM_KEYPOINTS, :2].astype(np.float32))
+    return np.stack(rows)
+
+
+def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """A keypoint sequence (``.npy``, ``.json`` or a folder of per-frame ``.npy``; see the module docstring) →
+    ((T, 68, 2) float32 pixels with NaN rows for "no face", the fps stored in the file or None).
+    Raises ``DriverError``."""
+    path = Path(path)
+    if not path.exists():
+        raise DriverError(f"keypoint file {path} does not exist.")
+    if path.is_dir():
+        return _keypoints_from_folder(path), None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        kp, fps = _keypoints_from_json(path)
+    elif suffix == ".npy":
+        try:
+            kp, fps = load_keypoint_file(path), None
+        except PreprocessError as exc:
+            raise DriverError(str(exc)) from exc
+    else:
+        raise DriverError(f"keypoint file {path} has an unsupported suffix; expected .npy or .json.")
+    if len(kp) == 0:
+        raise DriverError(f"keypoint file {path} holds no frame; expected (T, 68, 2) with T >= 1.")
+    bad = ~np.isfinite(kp).all(axis=(1, 2)) & np.isfinite(kp).any(axis=(1, 2))
+    if bad.any():
+        raise DriverError(f"frame {int(np.argmax(bad))} of keypoint file {path} is partly NaN; expected a row of "
+                          "finite values, or all NaN for no face.")
+    return kp, fps
+
+
+def _face_size(kp: np.ndarray) -> float:
+    return float((kp.max(0) - kp.min(0)).max())
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200].rstrip(".")
+
+
+# --------------------------------------------------------------------------------------------- driver
+class Driver:
+    """A driving source (see the module docstring). Build it with ``open_driver`` (which checks it), or construct
+    and call ``check()`` yourself. Attributes, valid after ``check()``:
+
+    ``kind`` ("video", "images" or "keypoints"), ``fps``, ``size`` ((W, H), None for keypoints only),
+    ``num_frames`` (None when the container does not say), ``audio`` (the file has an audio stream),
+    ``first_face`` (index of the first frame with a face). During / after iteration: ``frames_read`` and
+    ``lost`` (frames whose keypoints were reused).
+
+    Iterating decodes the driver from its start again each time. ``close()`` releases a landmark backend the
+    driver created (a backend instance passed in is left to its owner).
+    """
+
+    def __init__(self, path: str | Path, *, landmarks: str | LandmarkBackend = "mediapipe",
+                 keypoints: str | Path | None = None, smoothing: bool | OneEuroParams = True,
+                 max_frames: int | None = None, fps: float | None = None,
+                 face_search: int = FACE_SEARCH_FRAMES) -> None:
+        self.path = Path(path).expanduser()
+        self.keypoints_path = None if keypoints is None else Path(keypoints).expanduser()
+        self.landmarks = landmarks
+        if smoothing is True:
+            smoothing = KEYPOINT_SMOOTHING
+        self.smoothing: OneEuroParams | None = smoothing or None
+        if max_frames is not None and max_frames <= 0:
+            raise DriverError(f"max_frames must be a positive number of frames, got {max_frames}.")
+        if face_search <= 0:
+            raise DriverError(f"face_search must be a positive number of frames, got {face_search}.")
+        if fps is not None and not fps > 0:
+            raise DriverError(f"fps must be positive, got {fps}.")
+        self.max_frames, self.face_search, self._fps_override = max_frames, int(face_search), fps
+        self.kind = ""
+        self.fps = IMAGE_SEQUENCE_FPS
+        self.size: tuple[int, int] | None = None
+        self.num_frames: int | None = None
+        self.audio = False
+        self.first_face: int | None = None
+        self.lost = 0
+        self.frames_read = 0
+        self._keypoints: np.ndarray | None = None  # a keypoint sequence, when detection does not run
+        self._first_keypoints: np.ndarray | None = None
+        self._scale = 1.0
+        self._backend: LandmarkBackend | None = landmarks if isinstance(landmarks, LandmarkBackend) else None
+        self._own_backend = False
+        self._checked = False
+
+    # ------------------------------------------------------------------------------------------ checks
+    def check(self) -> Driver:
+        """Validate the driver and find its first face (see the module docstring); returns ``self``. Idempotent."""
+        if self._checked:
+            return self
+        path = self.path
+        if not path.exists():
+            raise DriverError(f"driver {path} does not exist; expected a video file, a folder of frames or a "
+                              "keypoint file (.npy, .json).")
+        if path.is_dir():
+            images = list_images(path)
+            if images:
+                self._probe_images(len(images))
+            elif any(p.suffix.lower() == ".npy" for p in path.iterdir()):
+                self._use_keypoints(path)
+            else:
+                raise DriverError(f"driver folder {path} holds no image or .npy keypoint file; expected the frames "
+                                  "of a video or per-frame keypoints.")
+        elif path.suffix.lower() in KEYPOINT_SUFFIXES:
+            self._use_keypoints(path)
+        elif is_image(path):
+            self._probe_images(1)
+        else:
+            self._probe_video()
+        if self.max_frames is not None and self.num_frames is not None:
+            self.num_frames = min(self.num_frames, self.max_frames)
+        if self.kind != "keypoints" and self.keypoints_path is not None:
+            self._keypoints, _ = load_keypoint_sequence(self.keypoints_path)
+            if self.num_frames is not None and len(self._keypoints) < self.num_frames:
+                raise DriverError(f"keypoint file {self.keypoints_path} has {len(self._keypoints)} frames but "
+                                  f"driver {path.name} has {self.num_frames}; expected one row per frame.")
+        self._find_first_face()
+        self._checked = True
+        return self
+
+    def _use_keypoints(self, path: Path) -> None:
+        if self.keypoints_path is not None:
+            raise DriverError(f"driver {path} is already a keypoint sequence; pass keypoints= only with a video "
+                              "or a folder of frames.")
+        self.kind = "keypoints"
+        self._keypoints, fps = load_keypoint_sequence(path)
+        self.fps = float(self._fps_override or fps or IMAGE_SEQUENCE_FPS)
+        self.num_frames = len(self._keypoints)
+
+    def _probe_images(self, count: int) -> None:
+        self.kind = "images"
+        self.fps = float(self._fps_override or IMAGE_SEQUENCE_FPS)
+        self.num_frames = count
+        first = self._first_frame()
+        self.size = (first.shape[1], first.shape[0])
+
+    def _probe_video(self) -> None:
+        import av
+
+        path = self.path
+        self.kind = "video"
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DriverError(f"driver {path} has no video stream; expected a video file.")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+                self.fps = float(rate) if rate else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
+                self.num_frames = int(stream.frames) if stream.frames else None
+                self.audio = bool(container.streams.audio)
+        except (av.FFmpegError, OSError) as exc:
+            raise DriverError(f"cannot read driver {path} ({_short(exc)}); expected a video file, a folder of frames "
+                              "or a keypoint file (.npy, .json).") from exc
+        first = self._first_frame()
+        self.size = (first.shape[1], first.shape[0])  # after the display rotation, as the frames are yielded
+
+    def _first_frame(self) -> np.ndarray:
+        try:
+            for frame in iter_frames(self.path, max_frames=1):
+                return frame.image
+        except VideoReadError as exc:
+            raise DriverError(f"cannot decode driver {self.path} ({_short(exc)}); expected a readable video or "
+                              "image.") from exc
+        raise DriverError(f"driver {self.path} holds no decodable frame; expected a video with at least one frame.")
+
+    def _find_first_face(self) -> None:
+        searched = 0
+        for index, _time, _image, kp in self._raw_frames(limit=self.face_search):
+            searched += 1
+            if kp is not None:
+                self.first_face, self._first_keypoints = index, kp
+                self._scale = max(_face_size(kp), 1e-6)
+                return
+        where = (f"its first {searched} frames" if searched >= self.face_search
+                 else f"any of its {searched} frame{'s' if searched != 1 else ''}")
+        raise DriverError(f"no face found in driver {self.path} ({where}); expected a video of a face.")
+
+    # ------------------------------------------------------------------------------------------ frames
+    def _ensure_backend(self) -> LandmarkBackend:
+        if self._backend is None:
+            options: dict[str, Any] = {"static": False}  # MediaPipe in tracking (video) mode
+            try:
+                self._backend = create_landmark_backend(str(self.landmarks), **options)
+            except PreprocessError as exc:
+                raise DriverError(f"cannot create the landmark backend for driver {self.path}: {_short(exc)}.") from exc
+            self._own_backend = True
+        return self._backend
+
+    def _raw_frames(self, limit: int | None = None
+                    ) -> Iterator[tuple[int, float, np.ndarray | None, np.ndarray | None]]:
+        """(index, time, image, raw keypoints or None) for every frame, from the start."""
+        limits = [n for n in (limit, self.max_frames) if n is not None]
+        count = min(limits) if limits else None
+        if self.kind == "keypoints":
+            kp_all = self._keypoints
+            n = len(kp_all) if count is None else min(len(kp_all), count)
+            for i in range(n):
+                kp = kp_all[i]
+                yield i, i / self.fps, None, (kp.copy() if np.isfinite(kp).all() else None)
+            return
+        backend = tracker = None
+        if self._keypoints is None:
+            backend = self._ensure_backend()
+            tracker = MainFaceTracker()
+            try:
+                backend.start_sequence(source=self.path)
+            except PreprocessError as exc:
+                raise DriverError(f"cannot track faces in driver {self.path}: {_short(exc)}.") from exc
+        frames = iter_frames(self.path, max_frames=count)
+        position = 0
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except VideoReadError as exc:
+                raise DriverError(f"driver {self.path} stopped decoding after {position} frames ({_short(exc)}); "
+                                  "expected a complete video.") from exc
+            # folders of images (and videos read at their own rate) number their frames from 0 without gaps
+            time = frame.time if self.kind == "video" else position / self.fps
+            if self._keypoints is not None:
+                rows = self._keypoints
+                kp = rows[position] if position < len(rows) and np.isfinite(rows[position]).all() else None
+                kp = None if kp is None else kp.copy()
+            else:
+                face = tracker(backend.detect(frame.image, frame.index))
+                kp = None if face is None else np.asarray(face.keypoints, np.float32)[:, :2].copy()
+            yield position, time, frame.image, kp
+            position += 1
+
+    def __iter__(self) -> Iterator[DriverFrame]:
+        self.check()
+        self.lost = 0
+        self.frames_read = 0
+        filt = OneEuroFilter.from_params(self.smoothing) if self.smoothing is not None else None
+        last: np.ndarray | None = None
+        last_time: float | None = None
+        for index, time, image, raw in self._raw_frames():
+            self.frames_read += 1
+            if raw is None:
+                self.lost += 1
+                kp = last if last is not None else self._first_keypoints
+                yield DriverFrame(index, time, image, kp.astype(np.float32, copy=True), False)
+                continue
+            if filt is not None:
+                if last_time is not None and time - last_time > MAX_GAP:
+                    filt.reset()
+                raw = (filt(raw / self._scale, time) * self._scale).astype(np.float32)
+            last, last_time = raw, time
+            yield DriverFrame(index, time, image, raw.copy(), True)
+
+    @property
+    def duration(self) -> float | None:
+        """num_frames / fps in seconds, when the number of frames is known."""
+        return None if self.num_frames is None else self.num_frames / self.fps
+
+    # ------------------------------------------------------------------------------------------ closing
+    def close(self) -> None:
+        if self._own_backend and self._backend is not None:
+            self._backend.close()
+            self._backend = None
+            self._own_backend = False
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Driver({str(self.path)!r}, kind={self.kind!r}, fps={self.fps:g}, size={self.size}, "
+                f"num_frames={self.num_frames}, audio={self.audio})")
+
+
+def open_driver(path: str | Path, *, landmarks: str | LandmarkBackend = "mediapipe",
+                keypoints: str | Path | None = None, smoothing: bool | OneEuroParams = True,
+                max_frames: int | None = None, fps: float | None = None,
+                face_search: int = FACE_SEARCH_FRAMES) -> Driver:
+    """A checked ``Driver`` for ``path`` (a video file, a folder of frames, or a keypoint sequence: .npy, .json or
+    a folder of per-frame .npy). ``landmarks``: backend name or instance (MediaPipe runs in tracking mode);
+    ``keypoints``: a keypoint sequence for a video / frame folder (no detection then); ``smoothing``: True (the
+    ``KEYPOINT_SMOOTHING`` One-Euro filter), False, or ``OneEuroParams``; ``max_frames``: stop after that many
+    frames; ``fps``: the rate of a keypoint sequence or frame folder (default: the file's, else 25; a video keeps
+    its own);
+    ``face_search``: frames searched for a first face. Raises ``DriverError`` (one sentence)."""
+    driver = Driver(path, landmarks=landmarks, keypoints=keypoints, smoothing=smoothing, max_frames=max_frames,
+                    fps=fps, face_search=face_search)
+    try:
+        return driver.check()
+    except BaseException:
+        driver.close()
+        raise
+

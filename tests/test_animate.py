@@ -1,0 +1,145 @@
+"""`bilayer avatar` / `animate` / `export` end to end on real files: a tiny model saved with save_pretrained, the
+astronaut photo (MediaPipe keypoints and segmentation), a SynthHeads driving video with an AAC track (MediaPipe
+tracking, a lost-face stretch), H.264 output read back with PyAV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from bilayer import preset
+from bilayer.runtime.animate import animate
+from bilayer.runtime.avatar import Avatar
+from bilayer.runtime.driver import open_driver
+
+from .conftest import assert_user_error, build_model, run_cli
+from .test_driver import BLANK, blank_out, render_person
+from .test_videoio import make_video
+
+av = pytest.importorskip("av")
+
+
+def run_module(*args) -> str:
+    """``bilayer ARGS`` must succeed; returns its stdout."""
+    proc = run_cli(*(str(a) for a in args), timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def user_error(args, needle: str) -> str:
+    return assert_user_error(run_cli(*(str(a) for a in args), timeout=300), needle)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("animate")
+    model = build_model(preset("tiny"), seed=5)
+    model.save_pretrained(root / "model")
+    import cv2
+
+    photo = root / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+    images, kps = render_person(20, person=1)
+    images, kps = blank_out(images, kps, BLANK)
+    driver = make_video(root / "driver.mp4", images, audio="aac")
+    return {"root": root, "model": root / "model", "photo": photo, "driver": driver, "kps": kps}
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], bool, float]:
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        has_audio = bool(c.streams.audio)
+        fps = float(c.streams.video[0].average_rate)
+    return frames, has_audio, fps
+
+
+def test_animate_api_side_by_side_with_audio(files, tmp_path):
+    from bilayer import BilayerModel
+
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    avatar = Avatar.create(model, skdata.astronaut())
+    with open_driver(files["driver"]) as driver:
+        report = animate(avatar, avatar.renderer(model), driver, tmp_path / "out.mp4", side=True, progress=False)
+        assert driver.lost == len(BLANK)
+    assert report.frames == 20 and report.lost == len(BLANK) and report.audio
+    frames, has_audio, fps = read_video(tmp_path / "out.mp4")
+    assert len(frames) == 20 and has_audio and abs(fps - 25) < 1e-6
+    assert frames[0].shape == (64, 128, 3)  # driver (resized to 64 px high) | 64-px result
+    assert set(report.seconds) == {"read", "render", "compose", "encode"} and report.fps > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_relative_motion_of_the_driver_reference_is_the_source_pose(files, tmp_path):
+    """With relative motion, the driver's first frame maps exactly onto the photo's own keypoints."""
+    from bilayer import BilayerModel
+
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    avatar = Avatar.create(model, skdata.astronaut())
+    seen = []
+
+    def spy(kp):
+        seen.append(kp.clone())
+        return avatar.renderer(model)(kp)
+
+    kps = np.nan_to_num(files["kps"][:3])
+    np.save(tmp_path / "kps.npy", kps)
+    with open_driver(tmp_path / "kps.npy", smoothing=False) as driver:
+        animate(avatar, spy, driver, tmp_path / "rel.mp4", progress=False)
+    torch.testing.assert_close(seen[0][0], torch.from_numpy(avatar.source_keypoints_normalized), atol=1e-5, rtol=0)
+    assert not torch.allclose(seen[1], seen[0])
+
+
+def test_cli_avatar_animate_paste_back_and_export(files, tmp_path):
+    avatar = tmp_path / "me.avatar"
+    out = run_module("avatar", "--model", files["model"], "--source", files["photo"], "--out", avatar)
+    assert "wrote" in out and avatar.is_file()
+    report = tmp_path / "report.json"
+    run_module("animate", "--model", files["model"], "--source", files["photo"], "--driver", files["driver"],
+               "--out", tmp_path / "pasted.mp4", "--paste-back", "--max-frames", "8", "--no-progress",
+               "--report", report)
+    frames, has_audio, _ = read_video(tmp_path / "pasted.mp4")
+    assert len(frames) == 8 and frames[0].shape == (512, 512, 3) and has_audio
+    r = json.loads(report.read_text())
+    assert r["frames"] == 8 and r["fps"] > 0
+    # the pasted frames keep the photo outside the head
+    photo = skdata.astronaut()
+    assert np.abs(frames[0][:40, :40].astype(int) - photo[:40, :40]).mean() < 8
+    # RGBA from a saved avatar, keypoints given as a file (no detection)
+    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:5]))
+    run_module("animate", "--model", files["model"], "--avatar", avatar, "--driver", tmp_path / "kps.npy",
+               "--out", tmp_path / "alpha.mov", "--alpha", "--no-progress")
+    with av.open(str(tmp_path / "alpha.mov")) as c:
+        rgba = [f.to_ndarray(format="rgba") for f in c.decode(video=0)]
+    assert len(rgba) == 5 and rgba[0].shape == (64, 64, 4)
+    # ONNX export of the avatar, checked in ONNX Runtime by the command itself
+    out = run_module("export", "--model", files["model"], "--avatar", avatar, "--out", tmp_path / "me.onnx")
+    diff = float(out.split("max abs difference ")[1].split()[0])
+    assert (tmp_path / "me.onnx").is_file() and diff <= 1e-4
+
+
+def test_cli_errors_are_one_sentence_before_work(files, tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((100, 100, 3), 120, np.uint8))
+    common = ["--model", files["model"], "--driver", files["driver"], "--no-progress"]
+    user_error(["animate", "--source", blank, "--out", tmp_path / "o.mp4", *common], "no face found in")
+    user_error(["animate", "--source", files["photo"], "--out", tmp_path / "missing" / "o.mp4", *common],
+                      "does not exist")
+    user_error(["animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                       tmp_path / "nothing.mp4", "--out", tmp_path / "o.mp4"], "nothing.mp4")
+    user_error(["animate", "--source", files["photo"], "--out", tmp_path / "o.mov", "--alpha",
+                       "--paste-back", *common], "--alpha")
+    other = tmp_path / "other"
+    build_model(preset("tiny"), seed=9).save_pretrained(other)
+    avatar = tmp_path / "a.avatar"
+    run_module("avatar", "--model", files["model"], "--source", files["photo"], "--out", avatar)
+    user_error(["export", "--model", other, "--avatar", avatar, "--out", tmp_path / "x.onnx"],
+                      "other model weights")
+    assert not any(p.suffix in (".mp4", ".mov", ".onnx") for p in tmp_path.iterdir())
