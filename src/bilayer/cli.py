@@ -78,10 +78,19 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import random_weight_demo
+    from .demo import ASSET_MODEL, random_weight_demo, trained_demo
 
-    path = random_weight_demo(Path(args.out), seed=args.seed)
-    print(f"wrote {path}")
+    out = Path(args.out)
+    if args.random_weights:
+        print(f"wrote {random_weight_demo(out, seed=args.seed)}")
+        return 0
+    model = Path(args.model) if args.model else ASSET_MODEL
+    if not (model / "model.safetensors").is_file():
+        raise UserError(f"no trained model in {model}; expected the committed assets/synth-quick checkpoint "
+                        "(or pass --model DIR, or --random-weights).")
+    result = trained_demo(out, model, frames=args.frames, progress=not args.no_progress)
+    print(result["animation"].summary())
+    print(f"wrote {result['overview']}")
     return 0
 
 
@@ -175,9 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     runtime_commands(sub)
 
-    p = sub.add_parser("demo", help="render a random-weight tiny avatar end to end (shows the data flow)")
+    p = sub.add_parser("demo", help="animate a held-out SynthHeads person with the committed synth-quick model")
     p.add_argument("--out", default="demo", help="output folder (default demo/)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="model folder (default: assets/synth-quick)")
+    p.add_argument("--frames", type=int, default=100, help="driver length in frames at 25 fps (default 100)")
+    p.add_argument("--random-weights", action="store_true", help="a random-weight tiny model instead (data flow only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
 

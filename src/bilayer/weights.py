@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BilayerConfig, ConfigError
+from .io import current_umask
 
 if TYPE_CHECKING:
     from .models.bilayer import BilayerModel
@@ -57,6 +58,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""End-to-end speed and memory of `bilayer animate`: decode → keypoints → render → compose → encode.
+
+    python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager onnx]
+                                 [--landmarks file mediapipe] [--out benchmarks/results]
+
+A SynthHeads driving video (H.264, --frames frames at 25 fps, with its keypoint track) animates an avatar of
+another person. Each animation runs in a fresh process, which reports its frames/s, per-stage times and peak
+resident memory. The driver is then made 10× longer (the same frames played forwards and backwards) and
+animated again: streaming keeps memory flat, so the long run's peak should be within 10 % of the short one's.
+
+``--landmarks file`` reads the driver's keypoints from its track (the cost of the model and the video pipeline);
+``mediapipe`` tracks the face in every frame (the full user path). Random weights (speed does not depend on them).
+Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bilayer.io import write_json_atomic
+
+
+def make_media(root: Path, size: int, frames: int, repeat: int) -> dict:
+    from bilayer.demo import _person
+    from bilayer.runtime.videoio import VideoWriter
+
+    src, src_kp, src_mask = _person(25, 1, size)
+    drv, drv_kp, _ = _person(28, frames, size)
+    np.save(root / "source_keypoints.npy", src_kp[0])
+    import cv2
+
+    cv2.imwrite(str(root / "source.png"), cv2.cvtColor(src[0], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "source_mask.png"), src_mask[0])
+    out = {}
+    for name, reps in (("short", 1), ("long", repeat)):
+        order = []
+        for r in range(reps):
+            order += list(range(frames)) if r % 2 == 0 else list(range(frames - 1, -1, -1))
+        with VideoWriter(root / f"{name}.mp4", 25.0, (size, size)) as w:
+            for i in order:
+                w.write(drv[i])
+        np.save(root / f"{name}.npy", drv_kp[order])
+        out[name] = len(order)
+    return out
+
+
+def child(args: argparse.Namespace) -> None:
+    """One animation in this process; prints a JSON line with the report and the peak memory."""
+    import torch
+
+    from bilayer.runtime.animate import animate
+    from bilayer.runtime.avatar import Avatar
+    from bilayer.runtime.driver import open_driver
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from render import calibrated_model
+
+    root = Path(args.root)
+    model = calibrated_model(args.preset, args.image_size)
+    import cv2
+
+    photo = cv2.cvtColor(cv2.imread(str(root / "source.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(root / "source_mask.png"), cv2.IMREAD_GRAYSCALE) / 255.0
+    avatar = Avatar.create(model, photo, keypoints=np.load(root / "source_keypoints.npy"), mask=mask, crop=False,
+                           enhance=False)
+    renderer = avatar.renderer(model, args.backend)
+    renderer.warmup(1)
+    kp = root / f"{args.length}.npy" if args.landmarks == "file" else None
+    with open_driver(root / f"{args.length}.mp4", keypoints=kp) as driver:
+        report = animate(avatar, renderer, driver, root / f"out-{args.length}.mp4", side=True, progress=False)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_mb, "threads": torch.get_num_threads()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="medium")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=50, help="frames of the short driver")
+    parser.add_argument("--repeat", type=int, default=10, help="the long driver is this many times longer")
+    parser.add_argument("--backends", nargs="+", default=["eager", "onnx"])
+    parser.add_argument("--landmarks", nargs="+", default=["file", "mediapipe"], choices=["file", "mediapipe"])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--length", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--landmarks-child", dest="landmarks_child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.landmarks = args.landmarks_child
+        child(args)
+        return
+    root = Path(tempfile.mkdtemp(prefix="bilayer-animate-bench-"))
+    lengths = make_media(root, args.image_size, args.frames, args.repeat)
+    print(f"drivers: short {lengths['short']} frames, long {lengths['long']} frames ({root})", flush=True)
+    runs = []
+    for backend in args.backends:
+        for landmarks in args.landmarks:
+            for length in ("short", "long") if landmarks == "file" else ("short",):
+                cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
+                       "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
+                       "--image-size", str(args.image_size)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:])
+                    runs.append({"backend": backend, "landmarks": landmarks, "length": length,
+                                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"})
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r.update(backend=backend, landmarks=landmarks, length=length)
+                runs.append(r)
+                per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
+                print(f"{backend:<6} {landmarks:<9} {length:<5} {r['frames']:4d} frames  {r['fps']:6.1f} frames/s  "
+                      f"peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
+    summary = {}
+    for backend in args.backends:
+        short = next((r for r in runs if r.get("backend") == backend and r["landmarks"] == "file"
+                      and r["length"] == "short" and "fps" in r), None)
+        long = next((r for r in runs if r.get("backend") == backend and r["landmarks"] == "file"
+                     and r["length"] == "long" and "fps" in r), None)
+        if short and long:
+            summary[backend] = {"fps_short": short["fps"], "fps_long": long["fps"],
+                                "peak_mb_short": short["peak_rss_mb"], "peak_mb_long": long["peak_rss_mb"],
+                                "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
+                                "fps_target": 25.0, "fps_met": long["fps"] >= 25.0,
+                                "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
+    report = {"preset": args.preset, "image_size": args.image_size, "frames_short": lengths["short"],
+              "frames_long": lengths["long"], "runs": runs, "summary": summary}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "animate.json", report)
+    for k, v in summary.items():
+        print(k, json.dumps(v))
+    print(f"wrote {args.out / 'animate.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Ways to run a baked avatar's per-frame network, behind one call: ``renderer(keypoints) -> (image, mask)``.
+
+The baked module (``runtime/bake.py``) is the reference; every backend returns float32 tensors of the same
+shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
+
+    eager    the float32 module under ``torch.inference_mode`` (the reference).
+    bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
+             (see ``low_precision``). Meant for CPUs with native bfloat16 (AVX512-BF16 / AMX) and for GPUs; on a
+             CPU without them oneDNN emulates it and it is *slower* than float32 (measured ~2.5× on an AVX-512
+             Xeon without BF16), but it stays accurate (~60 dB PSNR against float32 on the medium model).
+    fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
+    compile  ``torch.compile`` (inductor) of the float32 module; the first call of each new batch size compiles.
+    onnx     the module exported with ``runtime.export.export_baked`` and run by ONNX Runtime.
+
+Why the warp stays in float32 in the reduced-precision backends: the sampling grid holds absolute coordinates
+in [-1, 1]. bfloat16 has 8 significant bits, so near ±1 it can only represent steps of 2⁻⁸ — half a pixel at
+256 px — and the high-frequency layer would visibly jitter; float16 (11 bits) would still cost a few percent of
+a pixel. Only the network's *output* Δuv is rounded, which is small and smooth, then added to a float32 grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bake import BakedRenderer
+
+BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx")
+
+Frame = tuple[torch.Tensor, torch.Tensor]
+
+
+class BackendError(ValueError):
+    """A backend cannot run here (unknown name, wrong device, missing tool); the message says what to use."""
+
+
+class _Cast(nn.Module):
+    """Cast floating-point activations to ``dtype`` (a graph edge between precisions)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return str(self.dtype)
+
+
+def low_precision(renderer: BakedRenderer, dtype: torch.dtype) -> BakedRenderer:
+    """A copy of ``renderer`` whose MLP, residual blocks, final scale/shift and heads run in ``dtype``.
+
+    Two casts are inserted at the edges of that body — before the first linear layer (so a harmonic encoding
+    is still computed in float32) and after the merged heads — so the unchanged ``BakedRenderer.forward``
+    computes tanh, the grid ``identity + Δuv``, the warp of the (float32) texture, ``LF + HF`` and the sigmoid
+    in float32. Inputs and outputs stay float32. ``dtype=torch.float32`` gives an exact copy.
+    """
+    low = copy.deepcopy(renderer).eval()
+    low.mlp.to(dtype)
+    low.mlp[0] = nn.Sequential(_Cast(dtype), low.mlp[0])
+    low.blocks.to(dtype)
+    low.final_scale = low.final_scale.to(dtype)
+    low.final_shift = low.final_shift.to(dtype)
+    low.heads = nn.Sequential(low.heads.to(dtype), _Cast(torch.float32))
+    return low
+
+
+class FrameRenderer:
+    """One backend, ready to render: ``renderer(keypoints (B, 136)) -> (image (B, 3, H, W), mask (B, 1, H, W))``.
+
+    Outputs are float32 on ``device``. ``warmup(batch)`` runs one frame batch so that one-time costs
+    (compilation, memory planning, kernel selection) are paid before timing or serving.
+    """
+
+    def __init__(self, name: str, run: Callable[[torch.Tensor], Frame], device: torch.device, pose_dim: int) -> None:
+        self.name = name
+        self.device = device
+        self.pose_dim = pose_dim
+        self._run = run
+
+    def __call__(self, keypoints: torch.Tensor) -> Frame:
+        if keypoints.dim() != 2 or keypoints.shape[1] != self.pose_dim:
+            raise ValueError(
+                f"{self.name} renderer: keypoints have shape {tuple(keypoints.shape)}; expected (B, {self.pose_dim})."
+            )
+        with torch.inference_mode():
+            image, mask = self._run(keypoints.to(self.device, torch.float32))
+        return image.to(self.device, torch.float32), mask.to(self.device, torch.float32)
+
+    def warmup(self, batch: int = 1) -> "FrameRenderer":
+        """Render one batch of neutral (all-zero) keypoints and discard it; returns ``self``."""
+        self(torch.zeros(batch, self.pose_dim, device=self.device))
+        return self
+
+    def __repr__(self) -> str:
+        return f"FrameRenderer({self.name!r}, device={str(self.device)!r})"
+
+
+def make_renderer(
+    renderer: BakedRenderer,
+    backend: str = "eager",
+    *,
+    device: str | torch.device = "cpu",
+    onnx_path: str | os.PathLike | None = None,
+) -> FrameRenderer:
+    """A ``FrameRenderer`` running ``renderer`` with ``backend`` (one of ``BACKENDS``) on ``device``.
+
+    ``renderer`` is not modified (each backend works on a copy). ``onnx_path``: where the onnx backend writes its
+    graph (kept for reuse); by default a temporary file, deleted once ONNX Runtime has loaded it.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
+    if renderer.training:
+        raise BackendError("make_renderer needs the baked renderer in eval mode; call renderer.eval() first.")
+    device = torch.device(device)
+    pose_dim = renderer.pose_dim
+    if backend == "fp16" and device.type != "cuda":
+        raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
+    if backend == "eager":
+        module = copy.deepcopy(renderer).eval().to(device)
+        return FrameRenderer(backend, module, device, pose_dim)
+    if backend in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if backend == "bf16" else torch.float16
+        return FrameRenderer(backend, low_precision(renderer, dtype).to(device), device, pose_dim)
+    if backend == "compile":
+        return FrameRenderer(backend, _compiled(renderer, device), device, pose_dim)
+    return FrameRenderer(backend, _onnx_runner(renderer, device, onnx_path), device, pose_dim)
+
+
+def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.Tensor], Frame]:
+    # Mode "default": inductor's fusions and generated kernels, but neither CUDA graphs ("reduce-overhead",
+    # whose static output buffers the next frame would overwrite under the caller) nor max-autotune's
+    # minutes of kernel benchmarking. Dynamic shapes are left automatic: a second batch size recompiles once
+    # with a symbolic batch, which then serves every size.
+    if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+        raise BackendError("compile on CPU needs a C++ compiler (g++ or clang++) on PATH; use eager or onnx.")
+    module = copy.deepcopy(renderer).eval().to(device)
+    return torch.compile(module, mode="default")
+
+
+def _onnx_runner(
+    renderer: BakedRenderer, device: torch.device, onnx_path: str | os.PathLike | None
+) -> Callable[[torch.Tensor], Frame]:
+    from .export import export_baked, onnx_session  # optional dependency: only this backend needs onnx
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise BackendError("the onnx backend on CUDA needs onnxruntime-gpu (CUDAExecutionProvider); use compile.")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if onnx_path is not None:
+        session = onnx_session(export_baked(renderer, onnx_path), providers=providers)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bilayer-onnx-") as folder:
+            session = onnx_session(export_baked(renderer, Path(folder) / "baked.onnx"), providers=providers)
+
+    def run(keypoints: torch.Tensor) -> Frame:
+        image, mask = session.run(["image", "mask"], {"keypoints": keypoints.cpu().numpy()})
+        return torch.from_numpy(image), torch.from_numpy(mask)
+
+    return run

@@ -1,0 +1,135 @@
+"""Backends: every way of running a baked avatar returns the eager module's frames (bf16 loosely), as float32,
+without modifying the renderer; unavailable or unknown backends are refused with one sentence."""
+
+import math
+
+import pytest
+import torch
+
+from bilayer import preset
+from bilayer.runtime.backends import BACKENDS, BackendError, FrameRenderer, low_precision, make_renderer
+from bilayer.runtime.bake import bake
+
+from .conftest import build_model
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    model = build_model(preset("tiny"))
+    g = torch.Generator().manual_seed(1)
+    size = model.config.image_size
+    with torch.no_grad():
+        state = model.personalize(
+            torch.rand(1, 1, 3, size, size, generator=g) * 2 - 1,
+            torch.rand(1, 1, 136, generator=g) * 1.6 - 0.8,
+            torch.rand(1, 1, 1, size, size, generator=g),
+        )
+    return bake(model, state, 0)
+
+
+@pytest.fixture(scope="module")
+def keypoints():
+    return torch.rand(3, 136, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+
+
+@pytest.fixture(scope="module")
+def reference(renderer, keypoints):
+    with torch.no_grad():
+        return renderer(keypoints)
+
+
+def psnr(ours: torch.Tensor, ref: torch.Tensor, peak_to_peak: float = 2.0) -> float:
+    mse = (ours.double() - ref.double()).pow(2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(peak_to_peak**2 / mse)
+
+
+def _check_frame(out, keypoints):
+    image, mask = out
+    assert image.shape == (keypoints.shape[0], 3, 64, 64) and mask.shape == (keypoints.shape[0], 1, 64, 64)
+    assert image.dtype == mask.dtype == torch.float32
+
+
+def test_eager_is_the_module(renderer, keypoints, reference):
+    r = make_renderer(renderer)
+    assert isinstance(r, FrameRenderer) and r.name == "eager"
+    out = r(keypoints)
+    _check_frame(out, keypoints)
+    assert torch.equal(out[0], reference[0]) and torch.equal(out[1], reference[1])
+
+
+def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference):
+    r = make_renderer(renderer, "bf16")
+    out = r(keypoints)
+    _check_frame(out, keypoints)
+    assert psnr(out[0], reference[0]) >= 30
+    assert (out[1] - reference[1]).abs().max() < 2e-2
+    # The body is bfloat16; the grid, texture and heads' output (so tanh, warp, sum, sigmoid) are float32.
+    assert renderer.blocks[0].conv1.weight.dtype == torch.float32  # the caller's module is untouched
+    low = low_precision(renderer, torch.bfloat16)
+    assert low.blocks[0].conv1.weight.dtype == torch.bfloat16
+    assert low.grid.dtype == low.texture.dtype == torch.float32
+
+
+def test_low_precision_in_float32_is_exact(renderer, keypoints, reference):
+    """The inserted casts do not change the computation (guards against drift from BakedRenderer.forward)."""
+    with torch.no_grad():
+        image, mask = low_precision(renderer, torch.float32)(keypoints)
+    assert torch.equal(image, reference[0]) and torch.equal(mask, reference[1])
+
+
+def test_onnx_backend_matches_eager(renderer, keypoints, reference, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "avatar.onnx"
+    r = make_renderer(renderer, "onnx", onnx_path=path)
+    assert path.is_file()
+    assert r.warmup(2) is r
+    for batch in (1, 3):
+        image, mask = r(keypoints[:batch])
+        _check_frame((image, mask), keypoints[:batch])
+        assert (image - reference[0][:batch]).abs().max() <= 1e-4
+        assert (mask - reference[1][:batch]).abs().max() <= 1e-4
+    image, _ = make_renderer(renderer, "onnx")(keypoints)  # through a temporary file
+    assert (image - reference[0]).abs().max() <= 1e-4
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
+@pytest.mark.slow  # inductor compiles C++ kernels: seconds with a warm cache, a minute or more cold
+def test_compile_matches_eager(renderer, keypoints, reference):
+    r = make_renderer(renderer, "compile").warmup(3)
+    image, mask = r(keypoints)
+    _check_frame((image, mask), keypoints)
+    assert (image - reference[0]).abs().max() <= 1e-4
+    assert (mask - reference[1]).abs().max() <= 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")
+def test_fp16_on_cuda_is_close(renderer, keypoints, reference):  # pragma: no cover - no GPU in CI
+    image, mask = make_renderer(renderer, "fp16", device="cuda")(keypoints)
+    assert image.device.type == "cuda" and image.dtype == torch.float32
+    assert psnr(image.cpu(), reference[0]) >= 30
+
+
+def test_fp16_on_cpu_is_refused(renderer):
+    with pytest.raises(BackendError, match=r"^fp16 needs a CUDA device; on CPU use bf16\.$"):
+        make_renderer(renderer, "fp16")
+
+
+def test_unknown_backend_names_the_valid_ones(renderer):
+    assert issubclass(BackendError, ValueError)
+    assert BACKENDS == ("eager", "bf16", "fp16", "compile", "onnx")
+    valid = "valid backends: eager, bf16, fp16, compile, onnx"
+    with pytest.raises(BackendError, match=f"unknown backend 'tensorrt'; {valid}"):
+        make_renderer(renderer, "tensorrt")
+
+
+def test_bad_keypoints_and_train_mode_are_refused(renderer):
+    r = make_renderer(renderer)
+    with pytest.raises(ValueError, match=r"expected \(B, 136\)"):
+        r(torch.zeros(2, 68, 2))
+    renderer.train()
+    try:
+        with pytest.raises(BackendError, match="eval mode"):
+            make_renderer(renderer)
+    finally:
+        renderer.eval()
