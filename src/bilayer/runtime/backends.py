@@ -125,14 +125,23 @@ def make_renderer(
     if backend == "fp16" and device.type != "cuda":
         raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
     if backend == "eager":
-        module = copy.deepcopy(renderer).eval().to(device)
+        module = _channels_last(copy.deepcopy(renderer).eval().to(device))
         return FrameRenderer(backend, module, device, pose_dim)
     if backend in ("bf16", "fp16"):
         dtype = torch.bfloat16 if backend == "bf16" else torch.float16
-        return FrameRenderer(backend, low_precision(renderer, dtype).to(device), device, pose_dim)
+        return FrameRenderer(backend, _channels_last(low_precision(renderer, dtype).to(device)), device, pose_dim)
     if backend == "compile":
         return FrameRenderer(backend, _compiled(renderer, device), device, pose_dim)
     return FrameRenderer(backend, _onnx_runner(renderer, device, onnx_path), device, pose_dim)
+
+
+def _channels_last(module: BakedRenderer) -> BakedRenderer:
+    """NHWC weights and activations on CPU, where oneDNN's convolutions are about twice as fast in that layout
+    (results differ from NCHW by float rounding only, ~1e-5)."""
+    if next(module.parameters()).device.type == "cpu":
+        module.to(memory_format=torch.channels_last)
+        module.channels_last = True
+    return module
 
 
 def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.Tensor], Frame]:
@@ -142,7 +151,7 @@ def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.
     # with a symbolic batch, which then serves every size.
     if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
         raise BackendError("compile on CPU needs a C++ compiler (g++ or clang++) on PATH; use eager or onnx.")
-    module = copy.deepcopy(renderer).eval().to(device)
+    module = _channels_last(copy.deepcopy(renderer).eval().to(device))
     return torch.compile(module, mode="default")
 
 
