@@ -88,6 +88,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not (model / "model.safetensors").is_file():
         raise UserError(f"no trained model in {model}; expected the committed assets/synth-quick checkpoint "
                         "(or pass --model DIR, or --random-weights).")
+    if args.frames < 2:
+        raise UserError(f"--frames is {args.frames}; the driver needs at least 2 frames.")
     result = trained_demo(out, model, frames=args.frames, progress=not args.no_progress)
     print(result["animation"].summary())
     print(f"wrote {result['overview']}")

@@ -89,7 +89,7 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
     state = avatar.state()
     rows = []
     cases = [(src_frames[i], src_kps[i], "target") for i in (12, 30)]
-    cases += [(drv_frames[i], drv_kps[i], "driver") for i in (20, 60 if frames > 60 else frames - 1)]
+    cases += [(drv_frames[i], drv_kps[i], "driver") for i in (min(20, frames // 3), min(60, frames - 1))]
     with torch.no_grad():
         for image, kp, kind in cases:
             if kind == "driver":  # relative motion, as animate does
