@@ -33,6 +33,7 @@ from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
 from bilayer.runtime.backends import BACKENDS, make_renderer
 from bilayer.runtime.bake import bake
+from bilayer.testing import randomize_buffers
 
 
 def timed(fn, min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> float:
@@ -71,17 +72,10 @@ def conv_ceiling(dtype: torch.dtype, channels: int = 256, size: int = 64) -> dic
 
 
 def calibrated_model(name: str, size: int, seed: int = 0) -> BilayerModel:
-    """Random weights with well-conditioned BatchNorm statistics (means in ±0.2, variances in [0.5, 2]), as a
-    trained model has; one small random batch would leave near-zero variances that amplify any rounding."""
+    """Random weights with well-conditioned BatchNorm statistics, as a trained model has (``randomize_buffers``);
+    one small random batch would leave near-zero variances that amplify any rounding."""
     torch.manual_seed(seed)
-    model = BilayerModel(preset(name, size))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-    return model.eval()
+    return randomize_buffers(BilayerModel(preset(name, size)), seed).eval()
 
 
 def bench_preset(name: str, size: int, backends: list[str], ceilings: dict[str, dict]) -> dict:

@@ -71,6 +71,20 @@ def test_animate_api_side_by_side_with_audio(files, tmp_path):
     frames, has_audio, fps = read_video(tmp_path / "out.mp4")
     assert len(frames) == 20 and has_audio and abs(fps - 25) < 1e-6
     assert frames[0].shape == (64, 128, 3)  # driver (resized to 64 px high) | 64-px result
+    # left: the driver's frames; right, first frame: the avatar in its own pose (relative motion) on black
+    import cv2
+
+    with av.open(str(files["driver"])) as c:
+        driver0 = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    left = cv2.resize(driver0, (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(frames[0][:, :64].astype(float) - left).mean() < 6
+    from bilayer.runtime.compose import to_mask, to_uint8
+
+    image, mask = avatar.renderer(model)(torch.from_numpy(avatar.source_keypoints_normalized)[None])
+    m = to_mask(mask[0])[..., None]
+    expected = to_uint8(image[0]).astype(float) * m
+    assert np.abs(frames[0][:, 64:].astype(float) - expected).mean() < 6
+    assert np.abs(frames[0][:, 64:].astype(float) - frames[0][:, :64]).mean() > 10  # not the driver copied
     assert set(report.seconds) == {"read", "render", "compose", "encode"} and report.fps > 0
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
@@ -136,6 +150,8 @@ def test_cli_errors_are_one_sentence_before_work(files, tmp_path):
                        tmp_path / "nothing.mp4", "--out", tmp_path / "o.mp4"], "nothing.mp4")
     user_error(["animate", "--source", files["photo"], "--out", tmp_path / "o.mov", "--alpha",
                        "--paste-back", *common], "--alpha")
+    user_error(["animate", "--source", files["photo"], "--avatar", tmp_path / "x.avatar", "--out",
+                tmp_path / "o.mp4", *common], "not both")
     other = tmp_path / "other"
     build_model(preset("tiny"), seed=9).save_pretrained(other)
     avatar = tmp_path / "a.avatar"

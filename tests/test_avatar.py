@@ -115,3 +115,13 @@ def test_create_from_given_crop_keypoints_and_mask(model):
     np.testing.assert_allclose(a.source_keypoints_normalized, normalize_keypoints(kp_crop, 64.0).astype(np.float32))
     with pytest.raises(AvatarError, match="must be the model's 64×64 crop"):
         Avatar.create(model, img, keypoints=kp, mask=mask, crop=False)
+
+
+def test_fingerprint_follows_in_place_weight_changes():
+    model = build_model(preset("tiny"), seed=7)
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before  # cached, same answer
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)  # what an optimizer step does
+    assert model_fingerprint(model) != before
+

@@ -24,23 +24,28 @@ class AdaptiveParams:
         norm = self.final_norm
         return (norm.gamma if isinstance(norm, AdaptiveAffine) else norm.gamma.weight).shape[0]
 
-    def tensors(self) -> list[torch.Tensor]:
-        """All tensors in a fixed order (the projector's assignment order, SPEC §2.6)."""
-        out: list[torch.Tensor] = []
+    def named_tensors(self, prefix: str = "params") -> list[tuple[str, torch.Tensor]]:
+        """(field path, tensor) pairs in a fixed order (the projector's assignment order, SPEC §2.6), e.g.
+        ``params.blocks.0.norm2.gamma``, ``params.final_norm.beta``."""
+        out: list[tuple[str, torch.Tensor]] = []
 
-        def visit(item) -> None:
+        def visit(item, name: str) -> None:
             if item is None:
                 return
             if isinstance(item, torch.Tensor):
-                out.append(item)
+                out.append((name, item))
                 return
             for f in fields(item):
-                visit(getattr(item, f.name))
+                visit(getattr(item, f.name), f"{name}.{f.name}")
 
-        for block in self.blocks:
-            visit(block)
-        visit(self.final_norm)
+        for k, block in enumerate(self.blocks):
+            visit(block, f"{prefix}.blocks.{k}")
+        visit(self.final_norm, f"{prefix}.final_norm")
         return out
+
+    def tensors(self) -> list[torch.Tensor]:
+        """All tensors in the order of ``named_tensors``."""
+        return [t for _, t in self.named_tensors()]
 
     def map(self, fn) -> "AdaptiveParams":
         """A copy with ``fn`` applied to every tensor (e.g. ``.detach()``, ``.to(device)``, select identities)."""

@@ -144,6 +144,15 @@ class BilayerModel(nn.Module):
         )
         return dataclasses.replace(state, texture=texture, base_texture=base, enhanced=True)
 
+    def params_skeleton(self) -> AdaptiveParams:
+        """One avatar's inference-generator ``AdaptiveParams``, all zeros (float32, CPU): the structure and shapes
+        ``personalize`` produces, taken from the projector itself so that it cannot disagree with it."""
+        c = self.config
+        size, device = c.embedder.output_size, self.grid.device
+        with torch.no_grad():
+            params = self.inference_projector([torch.zeros(1, e, size, size, device=device) for e in c.embed_channels])
+        return params.map(lambda t: torch.zeros(t.shape, dtype=torch.float32))
+
     # -------------------------------------------------------------------------- once per frame
     def render_layers(self, params: AdaptiveParams, keypoints: torch.Tensor) -> Render:
         """The texture-free part of a frame: Δuv → uv, LF, mask; ``image`` and ``hf`` are left as LF and 0."""

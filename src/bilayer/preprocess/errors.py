@@ -18,3 +18,10 @@ class MissingWeightsError(PreprocessError):
 class VideoReadError(Exception):
     """A video or image that cannot be decoded (missing, truncated, corrupt). Not a user error: the run reports
     the sequence as unreadable and goes on with the next one."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (an OSError's strerror when it has one), at most 200 characters,
+    without a final full stop: the "(reason)" part of a one-sentence error."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200].rstrip(".")

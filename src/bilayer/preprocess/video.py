@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import VideoReadError
+from .errors import VideoReadError, short_reason
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -92,7 +92,7 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
-        raise VideoReadError(f"cannot open {path.name}: {_short(exc)}") from exc
+        raise VideoReadError(f"cannot open {path.name}: {short_reason(exc)}") from exc
     try:
         if not container.streams.video:
             raise VideoReadError(f"{path.name} has no video stream")
@@ -118,7 +118,7 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
         if kept == 0 and max_frames != 0:
             raise VideoReadError(f"{path.name} holds no decodable frame")
     except av.FFmpegError as exc:
-        raise VideoReadError(f"{path.name} is corrupt: {_short(exc)}") from exc
+        raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc
     finally:
         container.close()
 
@@ -165,8 +165,3 @@ def decode_frames(path: str | Path, fps: float | None = None, max_frames: int | 
     """
     for frame in iter_frames(path, fps, max_frames):
         yield frame.image
-
-
-def _short(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

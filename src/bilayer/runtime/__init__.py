@@ -1,1 +1,2 @@
-"""Runtime: baking avatars into plain per-frame modules (more arrives with the runtime issue)."""
+"""Runtime: avatars (avatar.py), baking (bake.py), backends and ONNX export, and the streamed `animate` pipeline
+(driver → motion → render → compose → videoio)."""

@@ -132,10 +132,9 @@ def animate(
     size = avatar.size
     out = Path(out)
     report = AnimationReport(output=out, fps_in=driver.fps)
-    source_crop = to_uint8(avatar.source_image)
-    backgrounds = {"black": np.zeros_like(source_crop), "white": np.full_like(source_crop, 255),
-                   "source": source_crop}
-    bg = backgrounds[background].astype(np.float32)
+    bg = to_uint8(avatar.source_image).astype(np.float32)  # "source"
+    if background != "source":
+        bg[:] = 0.0 if background == "black" else 255.0
 
     # Relative motion keeps the driver's crop fixed at its first face, so head translation and scale are
     # transferred too; absolute motion uses the stabilised per-frame crop the model was trained on.

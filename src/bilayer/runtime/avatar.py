@@ -41,19 +41,32 @@ class AvatarError(ValueError):
 
 def model_fingerprint(model: BilayerModel) -> str:
     """SHA-256 (hex, first 16 bytes) of every tensor the model saves, in name order: identifies the weights an
-    avatar was made with. Cached on the model; training code that changes weights in place should not rely on it."""
+    avatar was made with. Cached on the model until a tensor changes (in-place updates bump tensor versions)."""
+    state = sorted(model.state_dict().items())
+    key = tuple((id(t), t._version) for _, t in state)
     cached = getattr(model, "_bilayer_fingerprint", None)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state:
         t = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(name.encode())
         digest.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     value = digest.hexdigest()[:32]
-    object.__setattr__(model, "_bilayer_fingerprint", value)
+    object.__setattr__(model, "_bilayer_fingerprint", (key, value))  # a plain attribute, not a module buffer
     return value
+
+
+def read_photo(path: str | Path) -> np.ndarray:
+    """An image file as H×W×3 RGB uint8; ``AvatarError`` (one sentence) when it cannot be read."""
+    from ..preprocess.errors import VideoReadError
+    from ..preprocess.video import read_image
+
+    try:
+        return read_image(path)
+    except VideoReadError as exc:
+        raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -105,16 +118,9 @@ class Avatar:
         "none" = the whole crop) when omitted. ``crop=False`` takes a photo that already is the model's crop
         (S × S, e.g. a preprocessed frame). ``enhance`` runs the texture enhancer when the model has one.
         """
-        from ..preprocess.errors import VideoReadError
-        from ..preprocess.video import read_image
-
         name = "the photo"
         if isinstance(photo, (str, Path)):
-            name = str(photo)
-            try:
-                photo = read_image(photo)
-            except VideoReadError as exc:
-                raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
+            name, photo = str(photo), read_photo(photo)
         photo = np.asarray(photo)
         if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
             raise AvatarError(f"{name} must be an H×W×3 RGB uint8 image, got shape {photo.shape} {photo.dtype}.")
@@ -220,7 +226,6 @@ class Avatar:
             "format": AVATAR_FORMAT, "format_version": AVATAR_FORMAT_VERSION, "config": self.config.to_json(),
             "model_hash": self.model_hash, "box": json.dumps(list(self.box.to_array())),
             "photo_size": json.dumps(list(self.photo_size)), "enhanced": json.dumps(self.enhanced),
-            "num_params": str(len(self.params.tensors())),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -234,8 +239,7 @@ class Avatar:
         }
         if self.base_texture is not None:
             tensors["base_texture"] = self.base_texture
-        for i, t in enumerate(self.params.tensors()):
-            tensors[f"params.{i:04d}"] = t
+        tensors.update(self.params.named_tensors("params"))
         write_safetensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, path, self._metadata())
         return path
 
@@ -264,19 +268,20 @@ class Avatar:
         except (KeyError, ValueError, TypeError) as exc:
             raise AvatarError(f"{path} has damaged metadata ({exc}).") from None
         device = next(model.parameters()).device
-        # The parameter structure comes from the model: project zero embeddings, then fill in the saved tensors.
-        template = _params_template(model)
-        flat = template.tensors()
-        saved = [tensors.get(f"params.{i:04d}") for i in range(len(flat))]
-        if any(t is None for t in saved) or len(saved) != int(meta.get("num_params", -1)):
-            raise AvatarError(f"{path} holds {meta.get('num_params')} parameter tensors but this model needs "
-                              f"{len(flat)}; it was made for another model.")
-        for t, ref in zip(saved, flat):
-            if tuple(t.shape) != tuple(ref.shape):
-                raise AvatarError(f"{path} was made for another model (a parameter of shape {tuple(t.shape)} where "
-                                  f"this model has {tuple(ref.shape)}).")
-        it = iter(saved)
-        params = template.map(lambda _: next(it).to(device))
+        # The parameter structure comes from the model; the file's tensors are put into it by name.
+        skeleton = model.params_skeleton()
+        expected = dict(skeleton.named_tensors("params"))
+        stored = {k for k in tensors if k.startswith("params.")}
+        if stored != set(expected):
+            odd = sorted(stored ^ set(expected))
+            raise AvatarError(f"{path} was made for another model (parameter {odd[0]!r} is "
+                              f"{'missing' if odd[0] in expected else 'unexpected'} for this one).")
+        for name, ref in expected.items():
+            if tuple(tensors[name].shape) != tuple(ref.shape):
+                raise AvatarError(f"{path} was made for another model (parameter {name!r} has shape "
+                                  f"{tuple(tensors[name].shape)} where this model has {tuple(ref.shape)}).")
+        names = iter(expected)
+        params = skeleton.map(lambda _: tensors[next(names)].to(device))
         avatar = cls(
             config=config, model_hash=model_hash, texture=tensors["texture"].to(device), params=params,
             source_image=tensors["source_image"].to(device), source_mask=tensors["source_mask"].to(device),
@@ -293,19 +298,3 @@ class Avatar:
             base_texture=None if self.base_texture is None else self.base_texture.to(device),
         )
 
-
-@torch.no_grad()
-def _params_template(model: BilayerModel) -> AdaptiveParams:
-    """The structure (and shapes) of one avatar's adaptive parameters for ``model``."""
-    size = model.config.image_size
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        embeds = model.identity_embeds(
-            torch.zeros(1, 1, 3, size, size, device=device), torch.zeros(1, 1, model.config.pose_dim, device=device),
-            torch.ones(1, 1, 1, size, size, device=device), torch.zeros(1, 1, 3, size, size, device=device),
-        )
-        return model.inference_projector(embeds)
-    finally:
-        model.train(was_training)

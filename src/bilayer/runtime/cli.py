@@ -39,19 +39,15 @@ def _load_points(path: str | None):
 
 def _avatar_for(args: argparse.Namespace, model):
     """The avatar from --avatar (a saved file) or made now from --source."""
-    from .avatar import Avatar, AvatarError
+    from .avatar import Avatar, AvatarError, read_photo
 
     if getattr(args, "avatar", None):
+        if getattr(args, "source", None):
+            raise AvatarError("give either --source PHOTO or --avatar FILE, not both.")
         return Avatar.load(args.avatar, model), None
     if not getattr(args, "source", None):
         raise AvatarError("give --source PHOTO (or --avatar FILE made by `bilayer avatar`).")
-    from ..preprocess.errors import VideoReadError
-    from ..preprocess.video import read_image
-
-    try:
-        photo = read_image(args.source)
-    except VideoReadError as exc:
-        raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
+    photo = read_photo(args.source)
     kp = _load_points(args.source_keypoints)
     crop = not args.source_is_crop
     mask = None
@@ -68,6 +64,10 @@ def _avatar_for(args: argparse.Namespace, model):
     except AvatarError as exc:
         raise AvatarError(str(exc).replace("the photo", str(args.source))) from None
     return avatar, photo
+
+
+def _add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
 
 
 def _add_avatar_options(p: argparse.ArgumentParser) -> None:
@@ -96,7 +96,7 @@ def cmd_avatar(args: argparse.Namespace) -> int:
 
 
 def configure_avatar(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
+    _add_model_option(p)
     p.add_argument("--source", required=True, help="the photo (JPEG/PNG) with one face")
     p.add_argument("--out", required=True, help="avatar file to write (.avatar, safetensors)")
     _add_avatar_options(p)
@@ -140,7 +140,7 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
     from .animate import BACKGROUNDS, MOTION_MODES
     from .backends import BACKENDS
 
-    p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
+    _add_model_option(p)
     p.add_argument("--source", default=None, help="the photo to animate (or give --avatar)")
     p.add_argument("--avatar", default=None, help="an avatar file made by `bilayer avatar` (instead of --source)")
     p.add_argument("--driver", required=True, help="driving video, folder of frames, or keypoint file (.npy/.json)")
@@ -204,7 +204,7 @@ def _render_pair(model, state, keypoints):
 
 
 def configure_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model folder (save_pretrained format)")
+    _add_model_option(p)
     p.add_argument("--avatar", default=None, help="avatar file: bake it into the graph (texture as an initializer)")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--generic", action="store_true", help="a graph taking the texture and adaptive parameters as inputs")

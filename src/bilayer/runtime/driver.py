@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess.errors import PreprocessError, VideoReadError
+from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
 from ..preprocess.landmarks import (NUM_KEYPOINTS, LandmarkBackend, MainFaceTracker, create_landmark_backend,
                                     load_keypoint_file)
 from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
+from .motion import face_size
 from ..preprocess.video import IMAGE_SEQUENCE_FPS, is_image, iter_frames, list_images
 
 #: Frames searched for a first face before the driver is rejected.
@@ -144,15 +145,6 @@ def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
         raise DriverError(f"frame {int(np.argmax(bad))} of keypoint file {path} is partly NaN; expected a row of "
                           "finite values, or all NaN for no face.")
     return kp, fps
-
-
-def _face_size(kp: np.ndarray) -> float:
-    return float((kp.max(0) - kp.min(0)).max())
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200].rstrip(".")
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -267,7 +259,7 @@ class Driver:
                 self.num_frames = int(stream.frames) if stream.frames else None
                 self.audio = bool(container.streams.audio)
         except (av.FFmpegError, OSError) as exc:
-            raise DriverError(f"cannot read driver {path} ({_short(exc)}); expected a video file, a folder of frames "
+            raise DriverError(f"cannot read driver {path} ({short_reason(exc)}); expected a video file, a folder of frames "
                               "or a keypoint file (.npy, .json).") from exc
         first = self._first_frame()
         self.size = (first.shape[1], first.shape[0])  # after the display rotation, as the frames are yielded
@@ -277,7 +269,7 @@ class Driver:
             for frame in iter_frames(self.path, max_frames=1):
                 return frame.image
         except VideoReadError as exc:
-            raise DriverError(f"cannot decode driver {self.path} ({_short(exc)}); expected a readable video or "
+            raise DriverError(f"cannot decode driver {self.path} ({short_reason(exc)}); expected a readable video or "
                               "image.") from exc
         raise DriverError(f"driver {self.path} holds no decodable frame; expected a video with at least one frame.")
 
@@ -287,7 +279,7 @@ class Driver:
             searched += 1
             if kp is not None:
                 self.first_face, self._first_keypoints = index, kp
-                self._scale = max(_face_size(kp), 1e-6)
+                self._scale = max(face_size(kp), 1e-6)
                 return
         where = (f"its first {searched} frames" if searched >= self.face_search
                  else f"any of its {searched} frame{'s' if searched != 1 else ''}")
@@ -300,7 +292,7 @@ class Driver:
             try:
                 self._backend = create_landmark_backend(str(self.landmarks), **options)
             except PreprocessError as exc:
-                raise DriverError(f"cannot create the landmark backend for driver {self.path}: {_short(exc)}.") from exc
+                raise DriverError(f"cannot create the landmark backend for driver {self.path}: {short_reason(exc)}.") from exc
             self._own_backend = True
         return self._backend
 
@@ -323,7 +315,7 @@ class Driver:
             try:
                 backend.start_sequence(source=self.path)
             except PreprocessError as exc:
-                raise DriverError(f"cannot track faces in driver {self.path}: {_short(exc)}.") from exc
+                raise DriverError(f"cannot track faces in driver {self.path}: {short_reason(exc)}.") from exc
         frames = iter_frames(self.path, max_frames=count)
         position = 0
         while True:
@@ -332,7 +324,7 @@ class Driver:
             except StopIteration:
                 return
             except VideoReadError as exc:
-                raise DriverError(f"driver {self.path} stopped decoding after {position} frames ({_short(exc)}); "
+                raise DriverError(f"driver {self.path} stopped decoding after {position} frames ({short_reason(exc)}); "
                                   "expected a complete video.") from exc
             # folders of images (and videos read at their own rate) number their frames from 0 without gaps
             time = frame.time if self.kind == "video" else position / self.fps

@@ -42,7 +42,6 @@ import copy
 import io
 import os
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -122,7 +121,7 @@ class GenericRenderer(nn.Module):
                 norm.weight = nn.Parameter(torch.ones_like(norm.running_mean), requires_grad=False)
                 norm.bias = nn.Parameter(torch.zeros_like(norm.running_mean), requires_grad=False)
         self.register_buffer("grid", identity_grid(model.config.image_size))
-        self.skeleton = params_skeleton(model)  # the structure that flat inputs are put back into
+        self.skeleton = model.params_skeleton()  # the structure that flat inputs are put back into
         self.param_names = param_names(self.skeleton)
         if dtype != torch.float32:
             layers = self.keypoints_embedder.layers.to(dtype)  # the harmonic encoding stays float32
@@ -178,38 +177,14 @@ def export_generic(
     return _write(proto, path)
 
 
-def params_skeleton(model: BilayerModel) -> AdaptiveParams:
-    """The inference generator's ``AdaptiveParams`` for one avatar, all zeros: the structure and shapes that
-    ``personalize`` produces (taken from the model's own projector, so it cannot disagree with it)."""
-    c = model.config
-    size, device = c.embedder.output_size, model.grid.device
-    with torch.no_grad():
-        params = model.inference_projector([torch.zeros(1, e, size, size, device=device) for e in c.embed_channels])
-    return params.map(lambda t: torch.zeros(t.shape, dtype=torch.float32))
-
-
 def param_names(params: AdaptiveParams) -> list[str]:
     """Input names of the adaptive-parameter tensors, in ``params.tensors()`` order: ``params.`` + field path."""
-    names: list[str] = []
-
-    def visit(item: Any, prefix: str) -> None:
-        if item is None:
-            return
-        if isinstance(item, torch.Tensor):
-            names.append(prefix)
-            return
-        for f in fields(item):
-            visit(getattr(item, f.name), f"{prefix}.{f.name}")
-
-    for k, block in enumerate(params.blocks):
-        visit(block, f"params.blocks.{k}")
-    visit(params.final_norm, "params.final_norm")
-    return names
+    return [name for name, _ in params.named_tensors()]
 
 
 def generic_input_names(model: BilayerModel) -> list[str]:
     """Every input of ``export_generic``'s graph, in order: keypoints, texture, then the parameters."""
-    return ["keypoints", "texture", *param_names(params_skeleton(model))]
+    return ["keypoints", "texture", *param_names(model.params_skeleton())]
 
 
 def generic_inputs(state: AvatarState, index: int | None = 0) -> dict[str, np.ndarray]:

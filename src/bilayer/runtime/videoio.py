@@ -42,6 +42,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from ..preprocess.errors import short_reason
 from .compose import even_size, pad_even
 
 log = logging.getLogger(__name__)
@@ -294,15 +295,15 @@ class VideoWriter:
             with av.open(str(source)) as probe:
                 has_audio = bool(probe.streams.audio)
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot read the audio of {source}: {_short(exc)}.") from exc
+            raise OutputError(f"cannot read the audio of {source}: {short_reason(exc)}.") from exc
         if not has_audio:
             return
         try:
             self._audio = _AudioCopy(source, self._container, _FORMATS[self.path.suffix.lower()])
             self.audio = True
         except (av.FFmpegError, OSError, ValueError) as exc:
-            log.warning("the audio of %s cannot be copied (%s); the output has no sound", source, _short(exc))
-            self.audio_error = _short(exc)
+            log.warning("the audio of %s cannot be copied (%s); the output has no sound", source, short_reason(exc))
+            self.audio_error = short_reason(exc)
 
     # ------------------------------------------------------------------------------------------- write
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
@@ -352,7 +353,7 @@ class VideoWriter:
             else:
                 self._audio.copy_until(self._container, end)
         except (av.FFmpegError, ValueError) as exc:
-            self.audio_error = _short(exc)
+            self.audio_error = short_reason(exc)
             log.warning("copying the audio stopped at %.2f s (%s); the rest of the output is silent", end,
                         self.audio_error)
 
@@ -418,8 +419,3 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-def _short(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
