@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export]"
 	$(PIP) install -q -c constraints.txt --no-deps mediapipe==0.10.21
+# LPIPS's released v0.1 linear weights ship inside the lpips wheel; only its weight file is read, the package is
+# never imported (it needs torchvision).
+	$(PIP) install -q -c constraints.txt --no-deps lpips==0.1.4
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -19,13 +19,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .compat.official import ConversionError
     from .config import ConfigError
     from .data.dataset import DatasetError
+    from .eval.cli import evaluation_errors
     from .preprocess.errors import PreprocessError
     from .train.loop import TrainingError
     from .runtime.cli import runtime_errors
     from .weights import WeightsError
 
     return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
-            *runtime_errors())
+            *runtime_errors(), *evaluation_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -185,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .runtime.cli import register as runtime_commands
 
     runtime_commands(sub)
+
+    from .eval.cli import configure_parser as evaluate_parser
+
+    evaluate_parser(sub.add_parser("evaluate", help="the paper's test protocol: LPIPS, SSIM, CSIM, NME, GMACs and timings → Table 2"))
 
     p = sub.add_parser("demo", help="animate a held-out SynthHeads person with the committed synth-quick model")
     p.add_argument("--out", default="demo", help="output folder (default demo/)")

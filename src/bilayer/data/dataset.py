@@ -551,6 +551,10 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    def item_video(self, item: int) -> int:
+        """The index in ``videos`` of the video that item ``item`` reads (before any unreadable-video fallback)."""
+        return self._items[item][0]
+
     def frame_indices(self, item: int, generator: torch.Generator | None = None) -> list[int]:
         """The n + t frame indices item ``item`` uses (sources first). ``reference`` advances the Weyl state."""
         video_index, fixed = self._items[item]
