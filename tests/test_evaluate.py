@@ -82,7 +82,8 @@ def test_two_models_table_plot_and_direct_recomputation(files, tmp_path):
     png = out / "quality_vs_gmacs.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    gmacs = complexity(preset("tiny"))["macs_per_frame"] / 1e9
+    counted = complexity(preset("tiny"))
+    gmacs = counted["macs_per_frame"] / 1e9
     for name in ("a", "b"):
         entry = saved["models"][name]
         assert entry["pairs"] == files["pairs"] and entry["videos"] == 4
@@ -91,6 +92,8 @@ def test_two_models_table_plot_and_direct_recomputation(files, tmp_path):
         for nme in ("nme", "nme_released"):
             assert 0 <= entry["metrics"][nme]["frames"] <= files["pairs"]
         assert entry["gmacs_per_frame"] == pytest.approx(gmacs)
+        assert entry["gmacs_per_avatar"] == pytest.approx(
+            counted["macs_per_avatar"] / 1e9 if entry["enhancer"] else counted["macs_per_avatar_breakdown"]["personalize"] / 1e9)
         assert entry["init_ms"] > 0 and entry["frame_ms"] > 0 and entry["params"] > 0
         direct = direct_scores(Path(entry["path"]), files["data"])
         assert entry["metrics"]["ssim"]["mean"] == pytest.approx(direct["ssim"], abs=1e-5)

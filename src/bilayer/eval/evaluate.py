@@ -28,7 +28,7 @@ import torch
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from .registry import (
     DEFAULT_METRICS, EVALUATION_MODES, METRICS, EvaluationError, Metric, MetricContext, MetricInputs,
-    build_metrics, check_metric_names, gmacs_per_frame, time_frame, time_init,
+    build_metrics, check_metric_names, gmacs_per_avatar, gmacs_per_frame, time_frame, time_init,
 )
 
 log = logging.getLogger("bilayer.eval")
@@ -403,6 +403,7 @@ def evaluate(
                 "skipped": dict(skipped),
                 "params": sum(p.numel() for p in model.parameters()),
                 "gmacs_per_frame": gmacs_per_frame(model.config),
+                "gmacs_per_avatar": gmacs_per_avatar(model.config, uses_enhancer),
                 "init_ms": None, "frame_ms": None, "enhancer": uses_enhancer,
             }
             if timing and plans:

@@ -323,11 +323,21 @@ class NMEReleasedMetric(_NMEBase):
 
 # ================================================================================================ figures
 @functools.lru_cache(maxsize=16)
-def gmacs_per_frame(config) -> float:
-    """Per-frame GMACs (keypoints MLP + inference generator), as ``bilayer info`` counts them (cached per config)."""
+def _complexity(config) -> dict:
     from .complexity import complexity
 
-    return complexity(config)["macs_per_frame"] / 1e9
+    return complexity(config)
+
+
+def gmacs_per_frame(config) -> float:
+    """Per-frame GMACs (keypoints MLP + inference generator), as ``bilayer info`` counts them (cached per config)."""
+    return _complexity(config)["macs_per_frame"] / 1e9
+
+
+def gmacs_per_avatar(config, enhance: bool) -> float:
+    """Per-avatar GMACs (embedder, projectors, texture generator; plus the enhancer's M steps when ``enhance``)."""
+    parts = _complexity(config)["macs_per_avatar_breakdown"]
+    return (parts["personalize"] + (parts["enhancer"] if enhance else 0)) / 1e9
 
 
 def _sync(device: torch.device) -> None:
