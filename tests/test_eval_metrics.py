@@ -287,6 +287,8 @@ def test_identity_alignment_reproduces_image():
     assert torch.allclose(theta, torch.tensor([[[1.0, 0, 0], [0, 1, 0]]]), atol=1e-6)
     assert torch.allclose(align_arcface(image, kp), image, atol=1e-9)
     assert torch.allclose(align_arcface(image.float(), kp), image.float(), atol=1e-4)  # float32 grid rounding
+    # Keypoints of any float dtype (bfloat16 has no NumPy twin) and device give the float64 estimate.
+    assert torch.allclose(arcface_theta(kp.bfloat16(), 112, 112), theta, atol=0.05)
 
 
 def _dots(points: np.ndarray, height: int, width: int, sigma: float) -> torch.Tensor:

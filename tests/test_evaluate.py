@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,26 @@ def test_resume_reuses_per_video_files_and_recomputes_on_new_settings(files, tmp
     assert fourth["models"]["a"]["reused_videos"] == 4  # a subset of the stored metrics: still reused
 
 
+def test_resume_ignores_records_of_another_dataset_and_malformed_records(files, tmp_path):
+    """Records name their dataset: another dataset whose videos and frames have the same names (here a copy) is
+    evaluated afresh, not read from the first one's files; a record with a non-number value is recomputed."""
+    out = tmp_path / "eval"
+    common = dict(metrics=("ssim",), weights_dir=files["weights"], timing=False, progress=False, max_videos=1)
+    evaluate([files["a"]], files["data"], out, **common)
+    other = tmp_path / "copy"
+    shutil.copytree(files["data"], other)
+    assert evaluate([files["a"]], other, out, **common)["models"]["a"]["reused_videos"] == 0
+    assert evaluate([files["a"]], other, out, **common)["models"]["a"]["reused_videos"] == 1
+
+    (record,) = (out / "videos" / "a").glob("*.json")
+    edited = json.loads(record.read_text())
+    edited["metrics"]["ssim"][0] = "0.5"
+    record.write_text(json.dumps(edited))
+    again = evaluate([files["a"]], other, out, **common)
+    assert again["models"]["a"]["reused_videos"] == 0
+    assert isinstance(json.loads(record.read_text())["metrics"]["ssim"][0], float)
+
+
 # ============================================================================================ cross-person
 def test_cross_mode_skips_reference_metrics_and_drives_with_another_person(files, tmp_path):
     out = tmp_path / "cross"
@@ -179,6 +200,13 @@ def test_cli_errors_are_one_sentence(files, tmp_path, capsys):
     assert_user_error_text(code, err, "dataset root")
     code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--max-videos", "1", "--mode", "cross")
     assert_user_error_text(code, err, "at least two people")
+    code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--device", "gpu0")
+    assert_user_error_text(code, err, "unknown device 'gpu0'")
+    code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--fps", "inf")
+    assert_user_error_text(code, err, "fps must be a positive number")
+    if not torch.cuda.is_available():
+        code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--device", "cuda")
+        assert_user_error_text(code, err, "CUDA is not available")
     assert not (tmp_path / "o" / "results.json").exists()
 
 
@@ -211,6 +239,14 @@ def test_frame_rate_from_metadata(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="bilayer.eval"):
         assert dataset_fps(tmp_path / "nothing", "test") == (25.0, "default")
     assert "assuming 25 fps" in caplog.text
+
+    # Valid JSON of another shape is metadata without a frame rate, not a crash.
+    (synth / "synth.json").write_text("[30]")
+    (markers / "A" / "v1" / "seq.json").write_text(json.dumps({"source_fps": 30.0, "settings": ["fps", 10]}))
+    (markers / "A" / "v2" / "seq.json").write_text("[]")
+    assert dataset_fps(synth, "test") == (25.0, "default")
+    rates, _ = dataset_fps(pre, "test")
+    assert rates == {"A/v1": 30.0, "A/v2": 25.0, "B/v1": 25.0}
 
 
 def test_aggregate_leaves_out_nan_frames():

@@ -2,7 +2,8 @@
 
 The embedder is InsightFace's IR-SE-50 (``Backbone(50, drop_ratio=0.6, mode='ir_se')``), written by hand with the
 state-dict keys of the authors' ``insight_face.pth``. Both images are aligned to the 112×112 ArcFace template with
-a similarity transform estimated from five points of the *ground-truth* target keypoints.
+a similarity transform estimated from five points of the *ground-truth* target keypoints (cross-person
+reenactment: each image with its own keypoints, see :func:`csim`).
 """
 
 from __future__ import annotations
@@ -138,13 +139,20 @@ def five_points(keypoints: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tens
     return np.stack(points, axis=-2)
 
 
+def _float64(points: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Points as a float64 NumPy array; a tensor may live on any device and have any float dtype (bfloat16 too)."""
+    if isinstance(points, torch.Tensor):
+        return points.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(points, dtype=np.float64)
+
+
 def similarity_from_template(points: np.ndarray | torch.Tensor) -> np.ndarray:
     """The least-squares similarity transform (3, 3) mapping ARCFACE_TEMPLATE onto ``points`` (5, 2).
 
     Umeyama's closed form (rotation, uniform scale, translation), the same estimate as scikit-image's
     ``SimilarityTransform.estimate(template, points)``.
     """
-    dst = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+    dst = _float64(points)
     src = ARCFACE_TEMPLATE
     if dst.shape != src.shape:
         raise ValueError(f"expected five (x, y) points, shape (5, 2); got {dst.shape}.")
@@ -170,8 +178,7 @@ def _normalise(size_x: float, size_y: float) -> np.ndarray:
 
 def _theta(keypoints: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:
     """:func:`arcface_theta` in float64 NumPy."""
-    points = five_points(keypoints)
-    points = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+    points = _float64(five_points(keypoints))
     if points.ndim != 3:
         raise ValueError(f"expected keypoints of shape (N, 68, 2); got five points of shape {points.shape}.")
     out_to_pixel = np.linalg.inv(_normalise(ARCFACE_SIZE, ARCFACE_SIZE))
@@ -198,10 +205,14 @@ def align_arcface(images: torch.Tensor, keypoints: np.ndarray | torch.Tensor) ->
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def csim(net: IRSE50, pred: torch.Tensor, target: torch.Tensor, keypoints: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Per-image cosine similarity (N,) of the embeddings of ``pred`` and ``target``, both aligned with the
-    ground-truth target ``keypoints`` (SPEC §3.4)."""
+def csim(net: IRSE50, pred: torch.Tensor, target: torch.Tensor, keypoints: np.ndarray | torch.Tensor,
+         target_keypoints: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image cosine similarity (N,) of the embeddings of ``pred`` and ``target`` (N, 3, H, W) in [-1, 1], both
+    aligned with the ground-truth target ``keypoints`` (N, 68, 2) in pixels (SPEC §3.4). With ``target_keypoints``,
+    ``target`` is aligned with those instead: cross-person reenactment, where the prediction has the driver's pose
+    and the reference (the source) its own."""
     param = next(net.parameters())
+    reference_keypoints = keypoints if target_keypoints is None else target_keypoints
     a = net(align_arcface(pred, keypoints).to(param))
-    b = net(align_arcface(target, keypoints).to(param))
+    b = net(align_arcface(target, reference_keypoints).to(param))
     return F.cosine_similarity(a, b, dim=1)

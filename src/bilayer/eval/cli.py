@@ -69,6 +69,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="warm-up and timed runs of the avatar-creation timing (default 3 20)")
     p.add_argument("--frame-runs", type=int, nargs=2, default=(10, 100), metavar=("WARMUP", "TIMED"),
                    help="warm-up and timed runs of the per-frame timing (default 10 100)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)

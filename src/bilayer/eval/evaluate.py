@@ -7,9 +7,10 @@ by the keypoints of the next video of another person (cyclic, absolute motion): 
 ground-truth image (CSIM against the source, NME against the driver) apply.
 
 Outputs under ``out_dir``: ``videos/MODEL/PERSON__VIDEO.json`` (per-frame values; an interrupted run resumes by
-reusing the files made with the same settings and model weights), ``results.json`` (means, frames covered,
-skipped metrics with their reason, GMACs per frame, milliseconds per avatar and per frame), ``results.md`` (paper
-Table 2 layout) and ``quality_vs_gmacs.png`` (paper Fig. 4 layout). Every file is written atomically.
+reusing the files made from the same dataset with the same settings and model weights), ``results.json`` (means,
+frames covered, skipped metrics with their reason, GMACs per frame and per avatar, milliseconds per avatar and per
+frame), ``results.md`` (paper Table 2 layout) and ``quality_vs_gmacs.png`` (paper Fig. 4 layout). Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ log = logging.getLogger("bilayer.eval")
 MASKING_MODES = ("reference", "gt", "none")
 LANDMARK_BACKENDS = ("mediapipe", "face-alignment")
 DEFAULT_FPS = 25.0
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: records name their dataset root
 
 # Paper Table 2: (header, key in a model's results); metrics outside it follow as extra columns.
 TABLE2_METRICS = ("lpips", "ssim", "csim", "nme")
@@ -68,15 +69,15 @@ def dataset_fps(root: Path, split: str) -> tuple[float | dict[str, float], str]:
     ``ROOT/synth.json`` (SynthHeads) gives one "fps" for all videos; ``ROOT/.preprocess/SPLIT/PERSON/VIDEO/SEQ.json``
     (``bilayer preprocess``) gives each video the rate its frames were kept at (the source rate, or the lower
     ``--fps`` it was subsampled to). Anything else: 25 fps, with a log line."""
+    from ..preprocess.pipeline import MARKER_DIR
+
     meta = root / "synth.json"
     if meta.is_file():
-        try:
-            fps = float(json.loads(meta.read_text()).get("fps"))
-            if fps > 0:
-                return fps, f"{meta.name}"
-        except (ValueError, TypeError, OSError):
-            log.warning("cannot read a frame rate from %s; ignoring it", meta)
-    markers = root / ".preprocess" / split
+        fps = _read_json_object(meta).get("fps")
+        if isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps < math.inf:
+            return float(fps), meta.name
+        log.warning("cannot read a frame rate from %s; ignoring it", meta)
+    markers = root / MARKER_DIR / split
     images = root / "imgs" / split
     if markers.is_dir() and images.is_dir():
         rates: dict[str, float] = {}
@@ -99,30 +100,58 @@ def dataset_fps(root: Path, split: str) -> tuple[float | dict[str, float], str]:
     return DEFAULT_FPS, "default"
 
 
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; {} when it cannot be read or holds something else (a list, a number)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _marker_fps(folder: Path) -> float | None:
     if not folder.is_dir():
         return None
     for marker in sorted(folder.glob("*.json")):
-        try:
-            info = json.loads(marker.read_text())
-        except (ValueError, OSError):
-            continue
-        source = info.get("source_fps")
-        kept = (info.get("settings") or {}).get("fps")
-        rates = [float(r) for r in (source, kept) if isinstance(r, (int, float)) and r > 0]
+        info = _read_json_object(marker)
+        settings = info.get("settings")
+        kept = settings.get("fps") if isinstance(settings, dict) else None
+        rates = [float(r) for r in (info.get("source_fps"), kept)
+                 if isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < math.inf]
         if rates:
             return min(rates)
     return None
 
 
 def _check_model_dir(path: Path) -> None:
+    from ..weights import CONFIG_FILE, WEIGHTS_FILE
+
+    layout = f"a save_pretrained folder ({CONFIG_FILE} + {WEIGHTS_FILE})"
     if not path.is_dir():
-        raise EvaluationError(f"model folder {path} does not exist; expected a save_pretrained folder "
-                              "(config.json + model.safetensors), e.g. runs/NAME/model.")
-    for name in ("config.json", "model.safetensors"):
+        raise EvaluationError(f"model folder {path} does not exist; expected {layout}, e.g. runs/NAME/model.")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
-            raise EvaluationError(f"model folder {path} has no {name}; expected a save_pretrained folder "
-                                  "(config.json + model.safetensors).")
+            raise EvaluationError(f"model folder {path} has no {name}; expected {layout}.")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device (None: cuda when available, else cpu); an unknown name or an unavailable
+    CUDA device is an ``EvaluationError``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise EvaluationError(f"unknown device {str(device)!r}; expected cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise EvaluationError(f"device {resolved} was requested but CUDA is not available here; use --device cpu.")
+        if resolved.index is not None and resolved.index >= count:
+            raise EvaluationError(f"device {resolved} does not exist; this machine has {count} CUDA device(s).")
+    elif resolved.type != "cpu":
+        raise EvaluationError(f"unsupported device {str(device)!r}; expected cpu, cuda or cuda:N.")
+    return resolved
 
 
 def _check_options(mode: str, masking: str, landmarks: str, batch_size: int, max_videos: int | None) -> None:
@@ -265,10 +294,17 @@ def _read_record(path: Path, settings: dict, names: Iterable[str]) -> dict[str, 
     if not isinstance(record, dict) or record.get("settings") != settings:
         return None
     stored, pairs = record.get("metrics"), len(settings["targets"])
-    if not isinstance(stored, dict) or not all(isinstance(stored.get(n), list) and len(stored[n]) == pairs
-                                               for n in names):
+    if not isinstance(stored, dict):
         return None
-    return {n: [math.nan if v is None else float(v) for v in stored[n]] for n in names}
+    values: dict[str, list[float]] = {}
+    for name in names:
+        column = stored.get(name)
+        if not isinstance(column, list) or len(column) != pairs:
+            return None
+        if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in column):
+            return None  # a hand-edited or foreign file: recompute rather than fail or guess
+        values[name] = [math.nan if v is None else float(v) for v in column]
+    return values
 
 
 def _json_floats(values: Iterable[float]) -> list[float | None]:
@@ -285,8 +321,8 @@ def aggregate(per_video: Sequence[dict[str, list[float]]], names: Iterable[str])
 
 
 # ============================================================================================ the runner
-def hardware() -> dict:
-    """What the timings ran on."""
+def hardware(device: torch.device | None = None) -> dict:
+    """What the timings ran on (the GPU's name when ``device`` is a CUDA device, or None with CUDA available)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -297,8 +333,8 @@ def hardware() -> dict:
         pass
     info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 
@@ -345,14 +381,14 @@ def evaluate(
         raise EvaluationError(f"dataset root {root} does not exist or is not a folder.")
     names = check_metric_names(metrics)
     _check_options(mode, masking, landmarks, batch_size, max_videos)
-    if fps is not None and not fps > 0:
-        raise EvaluationError(f"fps must be positive, got {fps}.")
+    if fps is not None and not 0 < fps < math.inf:
+        raise EvaluationError(f"fps must be a positive number, got {fps}.")
     for runs, what in ((init_runs, "init"), (frame_runs, "per-frame")):
         if len(runs) != 2 or runs[0] < 0 or runs[1] < 1:
             raise EvaluationError(f"{what} timing runs must be (warm-up ≥ 0, timed ≥ 1), got {tuple(runs)}.")
     if out_dir.exists() and not out_dir.is_dir():
         raise EvaluationError(f"output {out_dir} exists and is not a folder.")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     weights = resolve_weights_dir(weights_dir)
     rate, rate_source = (float(fps), "--fps") if fps is not None else dataset_fps(root, split)
 
@@ -376,7 +412,8 @@ def evaluate(
             for plan in tqdm(plans, desc=label, unit="video", disable=not progress, dynamic_ncols=True):
                 driver_items = plan.target_items
                 settings = {
-                    "version": RECORD_VERSION, "model": fingerprint, "split": split, "mode": mode,
+                    "version": RECORD_VERSION, "model": fingerprint, "data_root": str(root.resolve()),
+                    "split": split, "mode": mode,
                     "masking": masking, "enhance": uses_enhancer, "landmarks": landmarks,
                     "image_size": size,
                     "fps": rate if isinstance(rate, float) else rate[plan.driver or plan.video],
@@ -426,7 +463,7 @@ def evaluate(
             "timing": {"init": {"warmup": init_runs[0], "runs": init_runs[1]},
                        "frame": {"warmup": frame_runs[0], "runs": frame_runs[1], "backend": "eager", "batch": 1}}
             if timing else None,
-            "hardware": hardware(),
+            "hardware": hardware(device),
         },
         "models": results,
     }

@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .metrics import psnr, ssim
 
@@ -205,12 +204,10 @@ def csim_aligned_separately(net, pred: torch.Tensor, pred_keypoints_px: torch.Te
                             reference_keypoints_px: torch.Tensor) -> torch.Tensor:
     """ArcFace cosine similarity (N,) of two image sets (N, 3, H, W) in [-1, 1], each aligned to the 112×112
     template with its own keypoints (N, 68, 2) in pixels — cross-person reenactment, where the prediction has
-    the driver's pose and the reference (the source) its own."""
-    from .arcface import align_arcface
+    the driver's pose and the reference (the source) its own. ``arcface.csim`` with ``target_keypoints``."""
+    from .arcface import csim
 
-    a = net(align_arcface(pred, pred_keypoints_px)).flatten(1)
-    b = net(align_arcface(reference, reference_keypoints_px)).flatten(1)
-    return F.cosine_similarity(a, b, dim=1)
+    return csim(net, pred, reference, pred_keypoints_px, reference_keypoints_px)
 
 
 @register_metric
@@ -225,14 +222,13 @@ class CSIMMetric(Metric):
 
     @torch.no_grad()
     def compute(self, batch: MetricInputs) -> torch.Tensor:
+        from .arcface import csim
+
         d = self.device
         pred, kp = batch.pred.to(d), batch.target_keypoints_px.to(d).float()
-        if batch.cross:  # identity of the source, pose of the driver
-            source, source_kp = batch.source.to(d), batch.source_keypoints_px.to(d).float()
-            out = csim_aligned_separately(self.net, pred, kp, source, source_kp)
+        if batch.cross:  # identity of the source (aligned with its own keypoints), pose of the driver
+            out = csim(self.net, pred, batch.source.to(d), kp, batch.source_keypoints_px.to(d).float())
         else:
-            from .arcface import csim
-
             out = csim(self.net, pred, batch.target.to(d), kp)
         return out.reshape(-1).float().cpu()
 
