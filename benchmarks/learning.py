@@ -1,6 +1,6 @@
 """Proof that training learns: synth-quick on SynthHeads, evaluated on held-out identities.
 
-    python benchmarks/learning.py [--steps 600] [--enhancer-steps 150] [--out benchmarks/results/learning]
+    python benchmarks/learning.py [--steps 1100] [--enhancer-steps 150] [--config synth-quick] [--out benchmarks/results/learning]
 
 1. Generates SynthHeads at 128 px (train and test identities disjoint), unless --data is given.
 2. Trains the base model (``bilayer train base --config synth-quick``) for --steps iterations, then the texture
@@ -100,7 +100,8 @@ def plot(run_dirs: dict[str, Path], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--config", default="synth-quick", help="training preset or JSON file (default synth-quick)")
+    parser.add_argument("--steps", type=int, default=1100)
     parser.add_argument("--enhancer-steps", type=int, default=150)
     parser.add_argument("--data", type=Path, default=None, help="an existing SynthHeads root (default: generate one)")
     parser.add_argument("--identities", type=int, default=30)
@@ -114,7 +115,7 @@ def main() -> None:
         run(bilayer + ["synth", "--out", str(data), "--identities", str(args.identities), "--videos-per-identity", "2",
                        "--frames", "40", "--size", "128", "--workers", "2", "--seed", "0"])
     base_run, enh_run = args.out / "run-base", args.out / "run-enhancer"
-    common = ["--config", "synth-quick", "--data", str(data), "--perceptual-init", "random", "--no-progress", "--resume"]
+    common = ["--config", args.config, "--data", str(data), "--perceptual-init", "random", "--no-progress", "--resume"]
     run(bilayer + ["train", "base", "--run", str(base_run), "--steps", str(args.steps)] + common)
     run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"),
                    "--steps", str(args.enhancer_steps)] + common)
@@ -124,7 +125,7 @@ def main() -> None:
     base = evaluate(base_run / "model", data, mean)
     enhanced = evaluate(enh_run / "model", data, mean)
     results = {
-        "config": "synth-quick", "image_size": 128, "base_steps": args.steps, "enhancer_steps": args.enhancer_steps,
+        "config": args.config, "image_size": 128, "base_steps": args.steps, "enhancer_steps": args.enhancer_steps,
         "wall_seconds_generate_and_train": round(train_seconds, 1), "threads": torch.get_num_threads(),
         "held_out": {
             "model": base["model"], "copy_source": base["copy_source"], "mean_train_image": base["mean_train_image"],
