@@ -33,7 +33,8 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/bilayer demo --out demo
 
-# Machine-independent complexity, SynthHeads speed; the learning proof (tens of minutes) is `make bench-learning`.
+# Complexity (machine-independent), then SynthHeads, rendering and `animate` speed on this machine, each writing
+# benchmarks/results/NAME.json; the learning proof (tens of minutes) is `make bench-learning`.
 bench: $(STAMP)
 	$(PY) benchmarks/complexity.py --out benchmarks/results
 	$(PY) benchmarks/synth.py --out benchmarks/results

@@ -80,6 +80,31 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_mb, "threads": torch.get_num_threads()}))
 
 
+def measure(root: Path, args: argparse.Namespace) -> list[dict]:
+    """One child process per backend × landmark source × driver length; their reports (or the error)."""
+    runs = []
+    for backend in args.backends:
+        for landmarks in args.landmarks:
+            for length in ("short", "long") if landmarks == "file" else ("short",):
+                cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
+                       "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
+                       "--image-size", str(args.image_size)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:])
+                    runs.append({"backend": backend, "landmarks": landmarks, "length": length,
+                                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"})
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r.pop("output", None)  # in the temporary folder, removed at the end
+                r.update(backend=backend, landmarks=landmarks, length=length)
+                runs.append(r)
+                per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
+                print(f"{backend:<6} {landmarks:<9} {length:<5} {r['frames']:4d} frames  {r['fps']:6.1f} frames/s  "
+                      f"peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="medium")
@@ -99,28 +124,11 @@ def main() -> None:
         args.landmarks = args.landmarks_child
         child(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="bilayer-animate-bench-"))
-    lengths = make_media(root, args.image_size, args.frames, args.repeat)
-    print(f"drivers: short {lengths['short']} frames, long {lengths['long']} frames ({root})", flush=True)
-    runs = []
-    for backend in args.backends:
-        for landmarks in args.landmarks:
-            for length in ("short", "long") if landmarks == "file" else ("short",):
-                cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
-                       "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
-                       "--image-size", str(args.image_size)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:])
-                    runs.append({"backend": backend, "landmarks": landmarks, "length": length,
-                                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"})
-                    continue
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                r.update(backend=backend, landmarks=landmarks, length=length)
-                runs.append(r)
-                per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
-                print(f"{backend:<6} {landmarks:<9} {length:<5} {r['frames']:4d} frames  {r['fps']:6.1f} frames/s  "
-                      f"peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bilayer-animate-bench-") as tmp:
+        root = Path(tmp)
+        lengths = make_media(root, args.image_size, args.frames, args.repeat)
+        print(f"drivers: short {lengths['short']} frames, long {lengths['long']} frames ({root})", flush=True)
+        runs = measure(root, args)
     summary = {}
     for backend in args.backends:
         short = next((r for r in runs if r.get("backend") == backend and r["landmarks"] == "file"
@@ -135,11 +143,9 @@ def main() -> None:
                                 "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
     report = {"preset": args.preset, "image_size": args.image_size, "frames_short": lengths["short"],
               "frames_long": lengths["long"], "runs": runs, "summary": summary}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "animate.json", report)
     for k, v in summary.items():
         print(k, json.dumps(v))
-    print(f"wrote {args.out / 'animate.json'}")
+    print(f"wrote {write_json_atomic(args.out / 'animate.json', report)}")
 
 
 if __name__ == "__main__":

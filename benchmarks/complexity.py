@@ -32,10 +32,7 @@ def main() -> None:
         results[name] = report
         print(f"{name:<7} {gmacs:7.3f} GMACs/frame (paper {paper:5.2f}, {100 * (gmacs / paper - 1):+5.1f}%)  "
               f"{report['macs_per_avatar'] / 1e9:7.1f} GMACs/avatar")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "complexity.json", results)
-    print(f"wrote {out / 'complexity.json'}")
+    print(f"wrote {write_json_atomic(Path(args.out) / 'complexity.json', results)}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Proof that training learns: synth-quick on SynthHeads, evaluated on held-out identities.
 
-    python benchmarks/learning.py [--steps 1100] [--enhancer-steps 150] [--config synth-quick] [--out benchmarks/results/learning]
+    python benchmarks/learning.py [--steps 1100] [--enhancer-steps 150] [--config synth-quick] [--data DIR]
+                                  [--identities 30] [--out benchmarks/results/learning]
 
-1. Generates SynthHeads at 128 px (train and test identities disjoint), unless --data is given.
+1. Generates SynthHeads at 128 px (--identities people; train and test identities disjoint), unless --data is given.
 2. Trains the base model (``bilayer train base --config synth-quick``) for --steps iterations, then the texture
    enhancer (``bilayer train enhancer --init RUN/model``) for --enhancer-steps.
 3. One-shot reenactment on the held-out identities (source = first frame, targets = every 5th later frame, other
    poses and expressions). PSNR and SSIM, both images on a black background by the target's ground-truth mask, of
    (a) the model, (b) copying the source image, (c) the mean training image, (d) the model without its texture
    layer (LF only), (e) the model with the texture enhancer.
-Writes learning.json (all numbers) and learning_curve.png (losses and held-out PSNR against iterations).
+Writes learning.json (all numbers) and learning_curve.png (training losses against iterations, and held-out PSNR
+when the training preset evaluates while it trains) under --out, next to the data and the two runs.
 Times depend on the machine; the comparison is within one run.
 """
 
@@ -28,7 +30,7 @@ import torch
 from bilayer import BilayerModel
 from bilayer.data.dataset import VideoDataset, collate
 from bilayer.eval.metrics import psnr, ssim
-from bilayer.io import write_json_atomic
+from bilayer.io import atomic_path, write_json_atomic
 from bilayer.nn.image import apply_mask
 
 
@@ -37,9 +39,11 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+LOSS_KEYS = ("G_L1", "G_VGG19", "G_FM", "D_ADV")
+
+
 @torch.no_grad()
-def evaluate(model_dir: Path, data: Path, mean_image: torch.Tensor) -> dict:
-    model = BilayerModel.from_pretrained(model_dir).eval()
+def evaluate(model: BilayerModel, data: Path, mean_image: torch.Tensor) -> dict:
     dataset = VideoDataset(data, "test", model.config.image_size, 1, 1, "test", fps=5.0)
     scores: dict[str, dict[str, list[float]]] = {k: {"psnr": [], "ssim": []} for k in
                                                   ("model", "copy_source", "mean_train_image", "lf_only", "enhanced")}
@@ -75,27 +79,42 @@ def mean_train_image(data: Path, size: int, limit: int = 400) -> torch.Tensor:
     return total / count
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def plot(run_dirs: dict[str, Path], out: Path) -> None:
-    import matplotlib
+    """Training losses per stage (the terms switched on) and, when a run evaluated held-out data while training
+    (``metrics.jsonl``), held-out PSNR in a second panel."""
+    from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    losses, held_out = [], []  # (label, steps, values)
     for stage, run_dir in run_dirs.items():
-        logs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-        steps = [r["step"] for r in logs]
-        for key in ("G_L1", "G_VGG19", "G_FM", "D_ADV"):
-            if key in logs[0]:
-                axes[0].plot(steps, [r[key] for r in logs], label=f"{stage} {key}")
+        logs = _jsonl(run_dir / "log.jsonl")
+        for key in LOSS_KEYS:
+            rows = [r for r in logs if key in r]
+            if any(r[key] for r in rows):  # a term with weight 0 logs zeros: nothing to draw on a log scale
+                losses.append((f"{stage} {key}", [r["step"] for r in rows], [r[key] for r in rows]))
         metrics = run_dir / "metrics.jsonl"
         if metrics.exists():
-            m = [json.loads(line) for line in metrics.read_text().splitlines()]
-            axes[1].plot([r["step"] for r in m], [r["psnr"] for r in m], marker="o", label=f"{stage} held-out PSNR")
-    axes[0].set_xlabel("iteration"), axes[0].set_yscale("log"), axes[0].legend(fontsize=7), axes[0].set_title("training losses")
-    axes[1].set_xlabel("iteration"), axes[1].set_ylabel("dB"), axes[1].legend(fontsize=7), axes[1].set_title("held-out PSNR")
+            m = _jsonl(metrics)
+            held_out.append((f"{stage} held-out PSNR", [r["step"] for r in m], [r["psnr"] for r in m]))
+    # (title, curves, y scale, marker); the PSNR panel only when there is something to show
+    panels = [("training losses", losses, "log", None)]
+    if held_out:
+        panels.append(("held-out PSNR (dB)", held_out, "linear", "o"))
+    fig = Figure(figsize=(6 * len(panels), 4))
+    for ax, (title, curves, yscale, marker) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        for label, steps, values in curves:
+            ax.plot(steps, values, label=label, marker=marker)
+        ax.set_xlabel("iteration")
+        ax.set_title(title)
+        ax.set_yscale(yscale)
+        if curves:
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
 
 
 def main() -> None:
@@ -104,7 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1100)
     parser.add_argument("--enhancer-steps", type=int, default=150)
     parser.add_argument("--data", type=Path, default=None, help="an existing SynthHeads root (default: generate one)")
-    parser.add_argument("--identities", type=int, default=30)
+    parser.add_argument("--identities", type=int, default=30, help="people in the generated data (default 30)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,11 +140,13 @@ def main() -> None:
                    "--steps", str(args.enhancer_steps)] + common)
     train_seconds = time.perf_counter() - t0
 
-    mean = mean_train_image(data, 128)
-    base = evaluate(base_run / "model", data, mean)
-    enhanced = evaluate(enh_run / "model", data, mean)
+    base_model = BilayerModel.from_pretrained(base_run / "model").eval()
+    size = base_model.config.image_size
+    mean = mean_train_image(data, size)
+    base = evaluate(base_model, data, mean)
+    enhanced = evaluate(BilayerModel.from_pretrained(enh_run / "model").eval(), data, mean)
     results = {
-        "config": args.config, "image_size": 128, "base_steps": args.steps, "enhancer_steps": args.enhancer_steps,
+        "config": args.config, "image_size": size, "base_steps": args.steps, "enhancer_steps": args.enhancer_steps,
         "wall_seconds_generate_and_train": round(train_seconds, 1), "threads": torch.get_num_threads(),
         "held_out": {
             "model": base["model"], "copy_source": base["copy_source"], "mean_train_image": base["mean_train_image"],
@@ -133,11 +154,11 @@ def main() -> None:
         },
     }
     plot({"base": base_run, "enhancer": enh_run}, args.out / "learning_curve.png")
-    write_json_atomic(args.out / "learning.json", results)
+    written = write_json_atomic(args.out / "learning.json", results)
     for name, m in results["held_out"].items():
         if m:
             print(f"{name:<22} PSNR {m['psnr']:6.2f} dB   SSIM {m['ssim']:.4f}   ({m['pairs']} pairs)")
-    print(f"wrote {args.out / 'learning.json'} and {args.out / 'learning_curve.png'}")
+    print(f"wrote {written} and {args.out / 'learning_curve.png'}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,11 @@ def conv_ceiling(dtype: torch.dtype, channels: int = 256, size: int = 64) -> dic
             "layout": best[1], "shape": f"{channels}→{channels}, 3×3, {size}×{size}"}
 
 
+def ceilings() -> dict[str, dict]:
+    """:func:`conv_ceiling` in float32 and bfloat16, keyed by dtype name."""
+    return {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
+
+
 def calibrated_model(name: str, size: int, seed: int = 0) -> BilayerModel:
     """Random weights with well-conditioned BatchNorm statistics, as a trained model has (``randomize_buffers``);
     one small random batch would leave near-zero variances that amplify any rounding."""
@@ -78,7 +83,7 @@ def calibrated_model(name: str, size: int, seed: int = 0) -> BilayerModel:
     return randomize_buffers(BilayerModel(preset(name, size)), seed).eval()
 
 
-def bench_preset(name: str, size: int, backends: list[str], ceilings: dict[str, dict]) -> dict:
+def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     model = calibrated_model(name, size)
     macs = complexity(model.config)["macs_per_frame"]
     g = torch.Generator().manual_seed(1)
@@ -96,34 +101,41 @@ def bench_preset(name: str, size: int, backends: list[str], ceilings: dict[str, 
     frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
     with torch.inference_mode():
         reference = baked(frame)[0]
-    tmp = Path(tempfile.mkdtemp(prefix="bilayer-bench-"))
     # this machine's speed drifts by 2× within minutes (shared host): each preset is compared with a ceiling
     # measured right before it
-    ceilings = {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
-    out["ceiling_gflops"] = {k: v["gflops"] for k, v in ceilings.items()}
-    for backend in backends:
-        entry: dict = {}
-        try:
-            renderer = make_renderer(baked, backend, onnx_path=tmp / f"{name}.onnx")
-            t0 = time.perf_counter()
-            renderer.warmup(1)
-            entry["warmup_s"] = time.perf_counter() - t0
-            ms = timed(lambda: renderer(frame))
-            image = renderer(frame)[0].float()
-            ceiling = ceilings["bfloat16" if backend == "bf16" else "float32"]["gflops"]
-            gflops = 2 * macs / ms / 1e6
-            entry.update(ms=ms, fps=1000.0 / ms, gflops=gflops, ceiling_gflops=ceiling,
-                         fraction_of_ceiling=gflops / ceiling,
-                         psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1))) if backend != "eager" else None)
-        except Exception as exc:  # a backend that cannot run here is reported, not fatal
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-        out["backends"][backend] = entry
-        shown = (f"{entry['ms']:8.2f} ms  {entry['fps']:7.1f} fps  {entry['gflops']:6.1f} GFLOP/s "
-                 f"({100 * entry['fraction_of_ceiling']:5.1f} % of ceiling)"
-                 + (f"  PSNR vs fp32 {entry['psnr_vs_fp32']:.1f} dB" if entry.get("psnr_vs_fp32") else "")
-                 if "ms" in entry else entry["error"])
-        print(f"  {name:<7}{backend:<8}{shown}", flush=True)
+    ceiling = ceilings()
+    out["ceiling_gflops"] = {k: v["gflops"] for k, v in ceiling.items()}
+    with tempfile.TemporaryDirectory(prefix="bilayer-bench-") as tmp:
+        for backend in backends:
+            entry = bench_backend(baked, backend, frame, reference, macs, ceiling, Path(tmp) / f"{name}.onnx")
+            out["backends"][backend] = entry
+            shown = (f"{entry['ms']:8.2f} ms  {entry['fps']:7.1f} fps  {entry['gflops']:6.1f} GFLOP/s "
+                     f"({100 * entry['fraction_of_ceiling']:5.1f} % of ceiling)"
+                     + (f"  PSNR vs fp32 {entry['psnr_vs_fp32']:.1f} dB" if entry.get("psnr_vs_fp32") else "")
+                     if "ms" in entry else entry["error"])
+            print(f"  {name:<7}{backend:<8}{shown}", flush=True)
     return out
+
+
+def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Tensor, macs: int,
+                  ceiling: dict[str, dict], onnx_path: Path) -> dict:
+    """Warm-up time, median latency, frames/s, GFLOP/s and the fraction of ``ceiling`` of one backend, and its
+    image's PSNR against the fp32 eager ``reference``; ``{"error": …}`` when the backend cannot run here."""
+    entry: dict = {}
+    try:
+        renderer = make_renderer(baked, backend, onnx_path=onnx_path)
+        t0 = time.perf_counter()
+        renderer.warmup(1)
+        entry["warmup_s"] = time.perf_counter() - t0
+        ms = timed(lambda: renderer(frame))
+        image = renderer(frame)[0].float()
+        peak = ceiling["bfloat16" if backend == "bf16" else "float32"]["gflops"]
+        gflops = 2 * macs / ms / 1e6
+        entry.update(ms=ms, fps=1000.0 / ms, gflops=gflops, ceiling_gflops=peak, fraction_of_ceiling=gflops / peak,
+                     psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1))) if backend != "eager" else None)
+    except Exception as exc:  # a backend that cannot run here is reported, not fatal
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    return entry
 
 
 def main() -> None:
@@ -138,12 +150,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]
     print(f"threads: {torch.get_num_threads()}")
-    ceilings = {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
-    for c in ceilings.values():
+    before = ceilings()
+    for c in before.values():
         print(f"ceiling {c['dtype']:<9} {c['gflops']:6.1f} GFLOP/s  ({c['shape']})", flush=True)
-    results = [bench_preset(name, args.image_size, backends, ceilings) for name in args.presets]
+    results = [bench_preset(name, args.image_size, backends) for name in args.presets]
     # the ceiling again at the end: how much the machine's speed drifted during the run
-    after = {"float32": conv_ceiling(torch.float32), "bfloat16": conv_ceiling(torch.bfloat16)}
+    after = ceilings()
     by = {r["preset"]: r for r in results}
     targets = {}
     if "medium" in by:
@@ -163,13 +175,11 @@ def main() -> None:
     for k, v in targets.items():
         if "target" in v:
             v["met"] = bool(v["value"] >= v["target"])
-    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "ceiling": ceilings,
+    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "ceiling": before,
               "ceiling_after": after, "results": results, "targets": targets}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "render.json", report)
     for k, v in targets.items():
         print(f"{k:<36} {v}")
-    print(f"wrote {args.out / 'render.json'}")
+    print(f"wrote {write_json_atomic(args.out / 'render.json', report)}")
 
 
 if __name__ == "__main__":

@@ -17,23 +17,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ.setdefault(_var, "1")  # before NumPy is imported
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 
 from bilayer.io import write_json_atomic  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -49,8 +38,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from bilayer.data.synth import (SynthRenderer, _encode_jpeg, _encode_npy, _encode_png, identity_params,
-                                    scene_params, sequence_trajectory)
+    from bilayer.data.synth import JPEG_QUALITY, SynthRenderer, identity_params, scene_params, sequence_trajectory
+    from bilayer.eval.evaluate import cpu_name
+    from bilayer.io import encode_image, encode_npy
 
     per_identity = max(1, args.frames // args.identities)
     setup, render, encode, frames = 0.0, 0.0, 0.0, 0
@@ -64,7 +54,7 @@ def main() -> None:
             t0 = time.perf_counter()
             rgb, keypoints, mask = renderer.render(frame)
             t1 = time.perf_counter()
-            _encode_jpeg(rgb), _encode_npy(keypoints), _encode_png(mask)
+            encode_image(rgb, ".jpg", JPEG_QUALITY), encode_npy(keypoints), encode_image(mask, ".png")
             t2 = time.perf_counter()
             render += t1 - t0
             encode += t2 - t1
@@ -80,17 +70,14 @@ def main() -> None:
         "frames_per_second_per_core": frames / render,
         "frames_per_second_per_core_with_encoding": frames / (render + encode),
         "setup_seconds_per_identity": setup / args.identities,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     print(f"SynthHeads at {args.size} px on 1 thread: {results['frames_per_second_per_core']:.2f} frames/s/core "
           f"({results['render_ms_per_frame']:.0f} ms/frame; {results['frames_per_second_per_core_with_encoding']:.2f} "
           f"with JPEG/PNG/NPY encoding), set-up {results['setup_seconds_per_identity']:.2f} s per identity "
           f"(load average {results['load_average_1min']:.2f})")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "synth.json", results)
-    print(f"wrote {out / 'synth.json'}")
+    print(f"wrote {write_json_atomic(Path(args.out) / 'synth.json', results)}")
 
 
 if __name__ == "__main__":

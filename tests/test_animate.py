@@ -17,7 +17,7 @@ from bilayer.runtime.animate import animate
 from bilayer.runtime.avatar import Avatar
 from bilayer.runtime.driver import open_driver
 
-from .conftest import assert_user_error, build_model, run_cli
+from .conftest import assert_user_error, assert_user_error_text, build_model, run_cli, run_main
 from .test_driver import BLANK, blank_out, render_person
 from .test_videoio import make_video
 
@@ -174,3 +174,86 @@ def test_make_demo_with_the_committed_checkpoint(tmp_path):
     assert overview.shape == (4 * 128, 8 * 128, 3)
     # the result column is a head on black, not noise: its mean sits between black and the source's
     assert 5 < overview[:, 7 * 128 :].mean() < 200
+
+
+# ------------------------------------------------------------------------------------- in-process CLI checks
+def cli(capsys, *args) -> tuple[int, str, str]:
+    from bilayer.cli import main
+
+    return run_main(main, capsys, *(str(a) for a in args))
+
+
+def test_cli_avatar_from_given_keypoints(files, tmp_path, capsys):
+    """--source-keypoints takes the photo's (68, 2) landmarks and --segmentation none the whole crop: the same
+    avatar as the API makes from them, with no detection."""
+    from bilayer import BilayerModel
+
+    images, kps = render_person(1, person=1)
+    import cv2
+
+    photo = tmp_path / "frame.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
+    np.save(tmp_path / "kp.npy", kps[0])
+    code, out, err = cli(capsys, "avatar", "--model", files["model"], "--source", photo, "--source-keypoints",
+                         tmp_path / "kp.npy", "--segmentation", "none", "--out", tmp_path / "a.avatar")
+    assert code == 0, err
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    made = Avatar.load(tmp_path / "a.avatar", model)
+    expected = Avatar.create(model, images[0], keypoints=kps[0], segmentation="none")
+    assert made.box == expected.box and torch.equal(made.texture, expected.texture)
+    assert torch.equal(made.source_mask, torch.ones_like(made.source_mask))
+    np.save(tmp_path / "two.npy", kps[[0, 0]])
+    code, _, err = cli(capsys, "avatar", "--model", files["model"], "--source", photo, "--source-keypoints",
+                       tmp_path / "two.npy", "--out", tmp_path / "b.avatar")
+    assert_user_error_text(code, err, "two.npy holds 2 frames; expected the photo's 68 points")
+    assert not (tmp_path / "b.avatar").exists()
+    # a keypoint driver has no frames to show side by side, and a saved avatar no photo to paste into
+    common = ["--model", files["model"], "--avatar", tmp_path / "a.avatar", "--driver", tmp_path / "two.npy",
+              "--no-progress"]
+    code, _, err = cli(capsys, "animate", *common, "--out", tmp_path / "o.mp4", "--side-by-side")
+    assert_user_error_text(code, err, "side by side needs a driver with frames", "two.npy holds keypoints only")
+    code, _, err = cli(capsys, "animate", *common, "--out", tmp_path / "o.mp4", "--paste-back")
+    assert_user_error_text(code, err, "--paste-back needs --source PHOTO")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_checks_outputs_and_options_before_work(files, tmp_path, capsys):
+    # a model folder that does not exist: these errors come before the model is read
+    code, _, err = cli(capsys, "avatar", "--model", tmp_path / "no-model", "--source", files["photo"], "--out", tmp_path)
+    assert_user_error_text(code, err, "it is a folder")
+    code, _, err = cli(capsys, "animate", "--model", tmp_path / "no-model", "--source", files["photo"], "--driver",
+                       files["driver"], "--out", tmp_path / "o.mp4", "--report", tmp_path)
+    assert_user_error_text(code, err, "--report", "is a folder")
+    with pytest.raises(SystemExit) as exc:  # the command renders on the CPU: fp16 (CUDA only) is not offered
+        cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver", files["driver"],
+            "--out", tmp_path / "o.mp4", "--backend", "fp16")
+    assert_user_error_text(exc.value.code, capsys.readouterr().err, "invalid choice: 'fp16'")
+    # face-alignment reads its weights from --landmark-weights, which these commands take
+    code, _, err = cli(capsys, "avatar", "--model", files["model"], "--source", files["photo"], "--out",
+                       tmp_path / "a.avatar", "--landmarks", "face-alignment")
+    assert_user_error_text(code, err, "pass --landmark-weights DIR")
+    (tmp_path / "weights").mkdir()
+    code, _, err = cli(capsys, "avatar", "--model", files["model"], "--source", files["photo"], "--out",
+                       tmp_path / "a.avatar", "--landmarks", "face-alignment", "--landmark-weights", tmp_path / "weights")
+    assert_user_error_text(code, err, "not found in", "weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_random_weight_demo_and_demo_errors(tmp_path, capsys):
+    import cv2
+
+    code, out, err = cli(capsys, "demo", "--random-weights", "--out", tmp_path / "rw")
+    assert code == 0, err
+    path = tmp_path / "rw" / "overview_random_weights.png"
+    assert out.strip() == f"wrote {path}"
+    grid = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert grid.shape == (3 * 128, 7 * 128, 3)  # 3 poses × (photo, keypoints, texture, LF, HF, mask, result), 2×
+    assert tuple(grid[0, 0]) == (60, 90, 140)  # the photo's background
+    mask = grid[:, 5 * 128 : 6 * 128].astype(int)
+    assert (mask[..., 0] == mask[..., 1]).all() and (mask[..., 1] == mask[..., 2]).all()  # grey
+    assert grid[:, 2 * 128 : 3 * 128].std() > 1  # a texture, not a constant
+    code, _, err = cli(capsys, "demo", "--model", tmp_path / "none", "--out", tmp_path / "d")
+    assert_user_error_text(code, err, "no trained model in", "--random-weights")
+    code, _, err = cli(capsys, "demo", "--frames", "1", "--out", tmp_path / "d")
+    assert_user_error_text(code, err, "--frames is 1")
+    assert not (tmp_path / "d").exists()

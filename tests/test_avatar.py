@@ -1,12 +1,15 @@
 """Avatars: made once from a real photo (MediaPipe keypoints + segmentation), saved to one safetensors file,
 loaded only with the model they belong to, rendered per frame the same way as the model."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from skimage import data as skdata
 
 from bilayer import preset
+from bilayer.config import KeypointsEmbedderConfig
 from bilayer.data.dataset import normalize_keypoints
 from bilayer.preprocess.crop import crop_box, crop_image, keypoints_to_crop
 from bilayer.runtime.avatar import Avatar, AvatarError, model_fingerprint
@@ -81,9 +84,12 @@ def test_load_refuses_another_model(photo_avatar, model, tmp_path):
     other_weights = build_model(preset("tiny"), seed=4)
     with pytest.raises(AvatarError, match="other model weights"):
         Avatar.load(path, other_weights)
-    other_config = build_model(preset("tiny").replace(image_size=128), seed=3)
-    with pytest.raises(AvatarError, match="another model|different model"):
-        Avatar.load(path, other_config)
+    other_size = build_model(preset("tiny").replace(image_size=128), seed=3)
+    with pytest.raises(AvatarError, match=r"different model configuration \(image size 64 vs the model's 128\)"):
+        Avatar.load(path, other_size)
+    other_keypoints = build_model(preset("tiny").replace(keypoints=KeypointsEmbedderConfig(num_harmonics=4)), seed=3)
+    with pytest.raises(AvatarError, match=r"different model configuration \(keypoints differs\)"):
+        Avatar.load(path, other_keypoints)
     with pytest.raises(AvatarError, match="other model weights"):
         photo_avatar.render(other_weights, torch.zeros(1, 136))
 
@@ -98,6 +104,39 @@ def test_load_bad_files(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     with pytest.raises(AvatarError, match="not a bilayer avatar file"):
         Avatar.load(tmp_path / "m" / "model.safetensors", model)
+
+
+def test_damaged_avatar_files_and_bad_destinations(photo_avatar, model, tmp_path):
+    from safetensors import safe_open
+
+    from bilayer.weights import read_safetensors, write_safetensors
+
+    good = photo_avatar.save(tmp_path / "me.avatar")
+    with safe_open(str(good), "pt") as f:
+        meta = f.metadata()
+    tensors = read_safetensors(good)
+    for name, change in (("texture", None), ("params.final_norm.gamma", None),
+                         ("params.final_norm.beta", tensors["params.final_norm.beta"][:, :-1])):
+        damaged = {k: v for k, v in tensors.items() if k != name}
+        if change is not None:
+            damaged[name] = change.contiguous()
+        write_safetensors(damaged, tmp_path / "damaged.avatar", meta)
+        with pytest.raises(AvatarError, match=rf"damaged\.avatar is damaged \(tensor '{name}' (is missing|has shape)"):
+            Avatar.load(tmp_path / "damaged.avatar", model)
+    with pytest.raises(AvatarError, match=r"it is a folder; give a file name such as"):
+        photo_avatar.save(tmp_path)
+    with pytest.raises(AvatarError, match=r"folder .*missing does not exist"):
+        photo_avatar.save(tmp_path / "missing" / "me.avatar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.avatar", "me.avatar"]
+
+
+def test_save_refuses_a_read_only_folder(photo_avatar, tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr("bilayer.runtime.avatar.os.access", lambda path, mode: Path(path) != folder)  # root writes anyway
+    with pytest.raises(AvatarError, match=r"cannot write .*me\.avatar: folder .*ro is not writable\."):
+        photo_avatar.save(folder / "me.avatar")
+    assert list(folder.iterdir()) == []
 
 
 def test_create_from_given_crop_keypoints_and_mask(model):

@@ -163,3 +163,73 @@ def test_preset_at_other_sizes(size):
 def test_invalid_values_name_the_field(changes, needle):
     with pytest.raises(ConfigError, match=needle):
         preset("medium").replace(**changes)
+
+
+# ------------------------------------------------------------------------------------------ training config
+def test_train_presets_round_trip_through_json(tmp_path):
+    from bilayer.train.config import TRAIN_PRESETS, TrainConfig, train_config
+
+    for name, cfg in TRAIN_PRESETS.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(cfg.to_json())
+        assert TrainConfig.load(path) == cfg, name
+        assert train_config(str(path)) == cfg and train_config(name) is cfg
+    quick = TRAIN_PRESETS["synth-quick"].losses
+    assert (quick.adversarial, quick.feature_matching, quick.vggface) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (lambda d: d.update(stepz=3), ["unknown field(s) ['stepz'] in the training config"]),
+        (lambda d: d["losses"].update(adversarail=0.0), ["'adversarail'", "training config section 'losses'"]),
+        (lambda d: d["losses"]["warp"].update(rate=1), ["'rate'", "'losses.warp'"]),
+        (lambda d: d.update(losses=[1, 2]), ["section 'losses' must be a JSON object"]),
+        (lambda d: d["model"]["inference"].update(num_chanels=8), ["'num_chanels'", "model config section 'inference'"]),
+        (lambda d: d.update(checkpoint_every=0), ["checkpoint_every is 0", "integer ≥ 1"]),
+        (lambda d: d.update(log_every=0), ["log_every is 0"]),
+        (lambda d: d.update(micro_batch=-1), ["micro_batch is -1"]),
+        (lambda d: d.update(workers=-2), ["workers is -2"]),
+        (lambda d: d.update(perceptual_layers=6), ["perceptual_layers is 6", "from 1 to 5"]),
+        (lambda d: d.update(perceptual_layer_weights="equal"), ["perceptual_layer_weights is 'equal'"]),
+        (lambda d: d.update(steps="many"), ["steps is 'many'"]),
+        (lambda d: d.update(lr=0), ["lr is 0", "positive"]),
+        (lambda d: d.update(lr="fast"), ["lr is 'fast'"]),
+        (lambda d: d.update(betas=0.5), ["betas.json"]),  # a TypeError inside: still one sentence naming the file
+    ],
+    ids=["top", "losses", "warp", "losses-type", "model-section", "checkpoint-every", "log-every", "micro-batch",
+         "workers", "perceptual-layers", "layer-weights", "steps-type", "lr", "lr-type", "betas-type"],
+)
+def test_train_config_file_errors_name_the_field(tmp_path, edit, needles):
+    from bilayer.train.config import TRAIN_PRESETS, TrainConfig
+
+    data = TRAIN_PRESETS["tiny"].to_dict()
+    edit(data)
+    path = tmp_path / "betas.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig.load(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(path) in msg
+    for needle in needles:
+        assert needle in msg, msg
+
+
+def test_train_cli_bad_config_and_overrides_are_one_line_errors(tmp_path, capsys):
+    from bilayer.cli import main
+    from bilayer.train.config import TRAIN_PRESETS
+
+    from .conftest import assert_user_error_text, run_main
+
+    data = TRAIN_PRESETS["tiny"].to_dict()
+    data["losses"]["adversarail"] = 0.0
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(data))
+    common = ["train", "base", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--no-progress"]
+    code, _, err = run_main(main, capsys, *common, "--config", str(path))
+    assert_user_error_text(code, err, "cfg.json", "adversarail")
+    for flag, value, needle in (("--workers", "-1", "workers is -1"), ("--lr", "0", "lr is 0.0"),
+                                ("--micro-batch", "-2", "micro_batch is -2")):
+        code, _, err = run_main(main, capsys, *common, "--config", "tiny", flag, value)
+        assert_user_error_text(code, err, needle)
+    assert not (tmp_path / "run").exists()

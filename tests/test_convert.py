@@ -18,7 +18,7 @@ from bilayer.compat.official import (
     read_options,
 )
 from bilayer.models import Discriminator
-from bilayer.nn.spectral import apply_spectral_norm, fold_reference_weight
+from bilayer.nn.spectral import fold_reference_weight
 from bilayer.weights import load_pretrained, read_safetensors
 
 try:
@@ -35,9 +35,8 @@ ENH_STEPS = 3  # written to the enhancer's args.txt; the converter must pick it 
 
 
 def _discriminator(config, seed=0):
-    d = config.discriminator
     torch.manual_seed(seed)
-    disc = apply_spectral_norm(Discriminator(config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size))
+    disc = Discriminator.from_config(config)  # spectral norm: the released format stores weight_orig/u/v
     return randomize_buffers(disc, seed).eval()  # BN stats and u, v off their initial values
 
 
@@ -184,8 +183,7 @@ def test_convert_official_round_trip(converted, reference, tiny_config):
 def test_converted_discriminator(converted, released, tiny_config):
     _, out, _ = converted
     _, disc, _ = released
-    d = tiny_config.discriminator
-    plain = Discriminator(tiny_config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size)
+    plain = Discriminator.from_config(tiny_config.replace(spectral_norm=False))
     plain.load_state_dict(read_safetensors(out / "discriminator.safetensors"))
     plain.eval()
     x, s = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64)
@@ -318,28 +316,23 @@ def test_unknown_tensor_is_listed_as_unexpected(released):
     model.load_state_dict(conv.model_state)  # everything else still converts
 
 
-def test_missing_tensor_is_named(released):
+@pytest.mark.parametrize(
+    "network, key, replacement, match",
+    [
+        ("inference_generator", "gen_inf.heads.1.0.bias", None, r"inference_generator\.head_lf\.bias"),
+        ("keypoints_embedder", "net.mlp.2.bias", torch.zeros(7), r"keypoints_embedder\.layers\.1\.bias.*\(7,\)"),
+        ("keypoints_embedder", "net.mlp.4.weight_v", None, r"weight_orig but no weight_u/weight_v"),
+    ],
+    ids=["missing-tensor", "wrong-shape", "weight-orig-without-vectors"],
+)
+def test_broken_released_tensor_is_named(released, network, key, replacement, match):
+    """One tensor of one network removed (None) or replaced: the error names our tensor (and shape) or the cause."""
     _, _, states = released
-    patched = dict(states)
-    patched["inference_generator"] = {k: v for k, v in states["inference_generator"].items() if k != "gen_inf.heads.1.0.bias"}
-    with pytest.raises(ConversionError, match=r"inference_generator\.head_lf\.bias"):
-        convert_states(patched)
-
-
-def test_wrong_shape_is_named(released):
-    _, _, states = released
-    patched = dict(states)
-    patched["keypoints_embedder"] = {**states["keypoints_embedder"], "net.mlp.2.bias": torch.zeros(7)}
-    with pytest.raises(ConversionError, match=r"keypoints_embedder\.layers\.1\.bias.*\(7,\)"):
-        convert_states(patched)
-
-
-def test_weight_orig_without_vectors(released):
-    _, _, states = released
-    patched = dict(states)
-    patched["keypoints_embedder"] = {k: v for k, v in states["keypoints_embedder"].items() if k != "net.mlp.4.weight_v"}
-    with pytest.raises(ConversionError, match=r"weight_orig but no weight_u/weight_v"):
-        convert_states(patched)
+    patched = {k: v for k, v in states[network].items() if k != key}
+    if replacement is not None:
+        patched[key] = replacement
+    with pytest.raises(ConversionError, match=match):
+        convert_states({**states, network: patched})
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "zip"])
@@ -397,14 +390,19 @@ def test_cli_convert_official(converted, released, tmp_path):
     assert loaded.config == conv.config
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, conv.model_state[k]), k
-    assert (tmp_path / "cli" / "discriminator.safetensors").is_file()
+    disc = read_safetensors(tmp_path / "cli" / "discriminator.safetensors")
+    assert disc.keys() == conv.discriminator_state.keys()
+    for k, v in disc.items():
+        assert torch.equal(v, conv.discriminator_state[k]), k
 
 
 def test_cli_convert_official_epoch(converted, tmp_path, capsys):
-    _, _, runs = converted
+    conv, _, runs = converted
     code, out, err = run_main(cli_main, capsys, "convert-official", str(runs), "--out", str(tmp_path / "cli"), "--epoch", "2225")
     assert code == 0, err
-    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    loaded = load_pretrained(BilayerModel, tmp_path / "cli")
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, conv.model_state[k]), k
     assert "2225_identity_embedder.pth" in out
 
 

@@ -284,6 +284,8 @@ def test_missing_and_empty_roots_are_clear_errors(tmp_path):
         VideoDataset(tmp_path, use_masks=False)
     with pytest.raises(DatasetError, match="unknown sampling mode 'weyl'"):
         VideoDataset(tmp_path, sampling="weyl")
+    with pytest.raises(DatasetError, match="num_targets must be at least 1 with sampling 'test', got 0"):
+        VideoDataset(tmp_path, sampling="test", num_targets=0)
 
 
 # ------------------------------------------------------------------------------------------------ corrupt frames
@@ -361,8 +363,12 @@ def test_collate_shapes(tree):
     assert batch.source_stickmen.shape == (3, 1, 3, S, S) and batch.target_stickmen.shape == (3, 3, 3, S, S)
     assert batch.index.tolist() == [0, 1, 2] and batch.index.dtype == torch.long
     assert batch.video == [ds.videos[i].name for i in range(3)] and batch.flipped.tolist() == [False] * 3
-    moved = batch.to("cpu")
-    assert moved.source_images.shape == batch.source_images.shape and moved.video == batch.video
+    moved = batch.to("cpu", non_blocking=True)
+    assert isinstance(moved, SampleBatch) and moved.video == batch.video and moved.target_frames == batch.target_frames
+    for name in ("source_images", "target_keypoints", "target_masks", "source_stickmen", "index", "flipped"):
+        assert torch.equal(getattr(moved, name), getattr(batch, name)), name
+    unmasked = collate([dataset(tree, use_masks=False, num_sources=1, num_targets=3)[0]]).to("cpu")
+    assert unmasked.source_masks is None and unmasked.target_masks is None and unmasked.batch == 1
 
 
 def test_loader_with_two_workers_matches_one_process(tree):

@@ -246,6 +246,15 @@ def test_unusable_drivers_fail_with_one_sentence(tmp_path):
     np.save(nan, np.full((4, 68, 2), np.nan, np.float32))
     with pytest.raises(DriverError, match=r"no face found in driver .*nan\.npy"):
         open_driver(nan)
+    folder = tmp_path / "kp_folder"  # a folder of per-frame keypoint files with a bad one
+    folder.mkdir()
+    np.save(folder / "000000.npy", np.zeros((68, 2), np.float32))
+    np.save(folder / "000001.npy", np.zeros((3, 68, 2), np.float32))
+    with pytest.raises(DriverError, match=r"000001\.npy holds 3 frames; expected one \(68, 2\) frame per file"):
+        open_driver(folder)
+    np.save(folder / "000001.npy", np.full((68, 2), "x"))
+    with pytest.raises(DriverError, match=r"keypoint file .*000001\.npy holds <U1 values"):
+        open_driver(folder)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DriverError, match="holds no image or .npy keypoint file"):

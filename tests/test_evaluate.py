@@ -21,7 +21,7 @@ from bilayer.data.dataset import VideoDataset, collate, denormalize_keypoints
 from bilayer.eval.complexity import complexity
 from bilayer.eval.evaluate import aggregate, dataset_fps, evaluate, model_names
 from bilayer.eval.metrics import psnr, ssim
-from bilayer.eval.registry import LandmarkPairs, MetricInputs
+from bilayer.eval.registry import EvaluationError, LandmarkPairs, MetricInputs, check_metric_names
 from bilayer.nn.image import apply_mask
 
 from .conftest import assert_user_error_text, build_model, run_main
@@ -188,7 +188,7 @@ def test_cross_mode_skips_reference_metrics_and_drives_with_another_person(files
 
 
 # ============================================================================================ user errors
-def test_cli_errors_are_one_sentence(files, tmp_path, capsys):
+def test_cli_errors_are_one_sentence(files, tmp_path, capsys, caplog):
     base = ["evaluate", "--data", str(files["data"]), "--out", str(tmp_path / "o"), "--no-progress", "--no-timing"]
     code, _, err = run_main(main, capsys, *base, "--model", str(tmp_path / "missing"))
     assert code == 2
@@ -207,7 +207,38 @@ def test_cli_errors_are_one_sentence(files, tmp_path, capsys):
     if not torch.cuda.is_available():
         code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--device", "cuda")
         assert_user_error_text(code, err, "CUDA is not available")
-    assert not (tmp_path / "o" / "results.json").exists()
+    for option, value, needle in (("--batch-size", "0", "batch size must be at least 1, got 0"),
+                                  ("--max-videos", "0", "max videos must be at least 1, got 0")):
+        code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), option, value)
+        assert_user_error_text(code, err, needle)
+    code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--frame-runs", "1", "0")
+    assert_user_error_text(code, err, "per-frame timing runs", "(1, 0)")
+    weights_file = tmp_path / "weights.pth"
+    weights_file.write_bytes(b"x")
+    code, _, err = run_main(main, capsys, *base, "--model", str(files["a"]), "--weights-dir", str(weights_file))
+    assert_user_error_text(code, err, f"weights folder {weights_file} is a file")
+    # A dataset root without the split: the dataset's sentence alone, no frame-rate warning before it.
+    (tmp_path / "empty").mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bilayer.eval"):
+        code, _, err = run_main(main, capsys, "evaluate", "--model", str(files["a"]), "--data", str(tmp_path / "empty"),
+                                "--out", str(tmp_path / "o"), "--no-progress", "--no-timing")
+    assert_user_error_text(code, err, f"dataset folder {tmp_path / 'empty' / 'imgs' / 'test'} does not exist")
+    assert not caplog.records
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_frame_rate_is_announced_once_the_dataset_reads(files, tmp_path, caplog):
+    data = tmp_path / "no-metadata"
+    shutil.copytree(files["data"], data)
+    (data / "synth.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="bilayer.eval"):
+        report = evaluate([files["a"]], data, tmp_path / "o", metrics=("psnr",), weights_dir=files["weights"],
+                          timing=False, progress=False, max_videos=1)
+    assert report["settings"]["fps"] == 25.0 and report["settings"]["fps_source"] == "default"
+    assert [r.getMessage() for r in caplog.records if "assuming 25 fps" in r.getMessage()] == [
+        f"no frame rate in the dataset's metadata (synth.json or .preprocess/ markers) under {data}; assuming 25 fps "
+        "(pass --fps to set it)"]
 
 
 # ============================================================================================ pieces
@@ -238,7 +269,7 @@ def test_frame_rate_from_metadata(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="bilayer.eval"):
         assert dataset_fps(tmp_path / "nothing", "test") == (25.0, "default")
-    assert "assuming 25 fps" in caplog.text
+    assert not caplog.records  # evaluate says it once the dataset has been read (see above)
 
     # Valid JSON of another shape is metadata without a frame rate, not a crash.
     (synth / "synth.json").write_text("[30]")
@@ -247,6 +278,14 @@ def test_frame_rate_from_metadata(tmp_path, caplog):
     assert dataset_fps(synth, "test") == (25.0, "default")
     rates, _ = dataset_fps(pre, "test")
     assert rates == {"A/v1": 30.0, "A/v2": 25.0, "B/v1": 25.0}
+
+
+def test_metric_names_are_checked_and_deduplicated():
+    assert check_metric_names(["psnr", "ssim", "psnr"]) == ["psnr", "ssim"]
+    with pytest.raises(EvaluationError, match="unknown metric 'fid'; valid metrics: lpips, ssim, psnr, csim, nme"):
+        check_metric_names(["ssim", "fid"])
+    with pytest.raises(EvaluationError, match="no metric given"):
+        check_metric_names([])
 
 
 def test_aggregate_leaves_out_nan_frames():
@@ -264,29 +303,33 @@ def test_nme_detects_once_per_batch_and_marks_missing_faces(monkeypatch):
     calls = []
 
     def fake_detect(images):  # image 1 has no face in the prediction; the reference is the face plus 1 px
-        calls.append(len(images))
+        calls.append(images)
         if len(calls) % 2:  # prediction
             return [faces.get(0), None, faces.get(2)]
         return [faces[0] + 1, faces[2] * 0 + 20, faces[2] + 1]
 
     monkeypatch.setattr(pairs, "detect", fake_detect)
-    images = torch.zeros(3, 3, 16, 16)
-    batch = MetricInputs(images, images, torch.zeros(3, 68, 2), images, torch.zeros(3, 68, 2), 16)
+    images, target = torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)
+    batch = MetricInputs(images, target, torch.zeros(3, 68, 2), images, torch.zeros(3, 68, 2))
     values = pairs.values(batch)
     assert pairs.values(batch) is values and len(calls) == 2  # nme and nme_released share one detection pass
+    assert calls[0] is images and calls[1] is target  # self mode: prediction against the target
     assert math.isnan(values["nme"][1]) and math.isnan(values["nme_released"][1])
     expected = nme_both(np.stack([faces[0], faces[2]]), np.stack([faces[0] + 1, faces[2] + 1]))
     torch.testing.assert_close(values["nme"][[0, 2]], expected["nme"].float())
     torch.testing.assert_close(values["nme"][[0, 2]], 10 * values["nme_released"][[0, 2]])
-    pairs.values(MetricInputs(images, images, torch.zeros(3, 68, 2), images, torch.zeros(3, 68, 2), 16))
-    assert len(calls) == 4  # a new batch: detected again
+    driver = torch.full((3, 3, 16, 16), 0.5)
+    cross = pairs.values(MetricInputs(images, None, torch.zeros(3, 68, 2), target, torch.zeros(3, 68, 2),
+                                      driver=driver))
+    assert len(calls) == 4 and calls[3] is driver  # a new batch: detected again; cross mode: against the driver
+    torch.testing.assert_close(cross["nme"], values["nme"], equal_nan=True)
     pairs.close()
 
 
 def test_csim_and_lpips_plumbing_with_random_networks(files):
     """The weight-file-free part of CSIM and LPIPS (random networks, never used for results): CSIM in cross mode
-    compares the prediction (driver keypoints) with the source (its own keypoints); with the source equal to the
-    target it equals self-mode CSIM."""
+    compares the prediction (driver keypoints) with the source aligned with *its own* keypoints; with the source
+    being the target moved inside a larger canvas (keypoints moved with it), it equals self-mode CSIM."""
     from bilayer.eval.arcface import IRSE50
     from bilayer.eval.lpips import LPIPS
     from bilayer.eval.registry import CSIMMetric, LPIPSMetric
@@ -299,11 +342,15 @@ def test_csim_and_lpips_plumbing_with_random_networks(files):
     csim_metric, lpips_metric = CSIMMetric(), LPIPSMetric()
     csim_metric.net, csim_metric.device = IRSE50().eval(), torch.device("cpu")
     lpips_metric.net, lpips_metric.device = LPIPS().eval(), torch.device("cpu")
-    self_batch = MetricInputs(pred, target, kp, target, kp, 64)
-    cross_batch = MetricInputs(pred, None, kp, target, kp, 64, driver=target)
+    self_batch = MetricInputs(pred, target, kp, target, kp)
+    moved = torch.nn.functional.pad(target, (7, 1, 3, 5))  # 72 × 72, the target's content 7 px right, 3 px down
+    moved_kp = kp + torch.tensor([7.0, 3.0])
+    cross_batch = MetricInputs(pred, None, kp, moved, moved_kp, driver=target)
     same = csim_metric.compute(self_batch)
     assert same.shape == (2,) and torch.isfinite(same).all()
     torch.testing.assert_close(csim_metric.compute(cross_batch), same, atol=1e-5, rtol=0)
+    wrongly_aligned = csim_metric.compute(MetricInputs(pred, None, kp, moved, kp, driver=target))
+    assert (wrongly_aligned - same).abs().max() > 1e-3  # the source's own keypoints matter
     with torch.no_grad():
         expected = lpips_metric.net(pred, target).reshape(-1)
     torch.testing.assert_close(lpips_metric.compute(self_batch), expected)

@@ -1,6 +1,7 @@
 """ONNX export: the baked and the generic per-frame graphs agree with PyTorch in ONNX Runtime (dynamic batch),
 the float16 variants load and stay close, files are written atomically, and misuse gets one clear sentence."""
 
+import copy
 import os
 
 import numpy as np
@@ -23,7 +24,7 @@ from bilayer.runtime.export import (  # noqa: E402
     param_names,
 )
 
-from .conftest import build_model  # noqa: E402
+from .conftest import build_model, clone_model  # noqa: E402
 
 TOL = 1e-4
 
@@ -219,18 +220,10 @@ def test_errors_are_one_clear_sentence(model, renderer, tmp_path):
         export_baked(renderer, tmp_path / "a.onnx", opset=15)
     with pytest.raises(ExportError, match="opset 21 is newer"):
         export_generic(model, tmp_path / "a.onnx", opset=21)
-    model.train()
-    try:
-        with pytest.raises(ExportError, match="eval mode"):
-            export_generic(model, tmp_path / "a.onnx")
-    finally:
-        model.eval()
-    renderer.train()
-    try:
-        with pytest.raises(ExportError, match="eval mode"):
-            export_baked(renderer, tmp_path / "a.onnx")
-    finally:
-        renderer.eval()
+    with pytest.raises(ExportError, match="eval mode"):
+        export_generic(clone_model(model).train(), tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="eval mode"):
+        export_baked(copy.deepcopy(renderer).train(), tmp_path / "a.onnx")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,7 @@ import torch
 from bilayer import BilayerModel, preset
 from bilayer.models import Discriminator
 
-from .conftest import assert_user_error_text, parse_json_stdout, run_cli
+from .conftest import assert_user_error_text, parse_json_stdout, run_cli, run_main
 
 NETWORKS = (
     "identity_embedder", "texture_generator", "keypoints_embedder", "inference_generator", "discriminator",
@@ -32,9 +32,7 @@ PAPER_MACS = {"small": 1.08e9, "medium": 4.32e9, "large": 17.3e9}
 def _info_in_process(capsys, *args: str) -> tuple[int, str, str]:
     from bilayer.cli import main
 
-    code = main(["info", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(main, capsys, "info", *args)
 
 
 def _info_json(capsys, *args: str) -> dict:
@@ -115,10 +113,14 @@ def test_tiny_counts_match_the_modules(capsys):
 
 
 def test_human_readable_output(capsys):
+    report = _info_json(capsys, "--preset", "tiny")
     code, out, err = _info_in_process(capsys, "--preset", "tiny")
     assert code == 0, err
-    for name in NETWORKS:
-        assert name in out
+    rows = {parts[0]: parts[1] for parts in map(str.split, out.splitlines()) if parts and parts[0] in NETWORKS}
+    for name in NETWORKS:  # the table shows the JSON report's counts
+        assert rows[name] == f"{report['networks'][name]['params']:,}", name
+    assert f"per frame : {report['macs_per_frame'] / 1e9:8.3f} GMACs" in out
+    assert f"per avatar: {report['macs_per_avatar'] / 1e9:8.1f} GMACs" in out
 
 
 def test_unknown_preset_is_a_user_error(capsys):
@@ -130,18 +132,39 @@ def test_unknown_preset_is_a_user_error(capsys):
 
 def test_invalid_image_size_is_a_user_error(capsys):
     code, out, err = _info_in_process(capsys, "--preset", "medium", "--image-size", "100", "--json")
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "100" in lines[0], err
+    assert_user_error_text(code, err, "100")
     assert out == ""
 
 
-def test_bad_option_value_exits_2_without_traceback(capsys):
-    """argparse's own errors (a non-integer size) exit 2 with the usage line and an error line, no traceback."""
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["info", "--image-size", "abc"], ["bilayer info: argument --image-size: invalid int value: 'abc'"]),
+        ([], ["bilayer: the following arguments are required: COMMAND", "'bilayer --help'"]),
+        (["nope"], ["invalid choice: 'nope'", "animate"]),
+        (["animate", "--model", "m"], ["bilayer animate: the following arguments are required: --driver, --out",
+                                       "'bilayer animate --help'"]),
+        (["info", "--bogus"], ["unrecognized arguments: --bogus"]),
+    ],
+    ids=["bad-int", "no-command", "unknown-command", "missing-options", "unknown-option"],
+)
+def test_usage_errors_are_one_sentence(capsys, argv, needles):
+    """argparse's own errors read like the commands' errors: one line ``error: …``, exit 2, no usage dump."""
     from bilayer.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["info", "--image-size", "abc"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "error:" in err.strip().splitlines()[-1] and "abc" in err
+        main(argv)
+    out = capsys.readouterr()
+    assert out.out == ""
+    line = assert_user_error_text(exc.value.code, out.err, *needles)
+    assert exc.value.code == 2 and line.endswith(".") and "usage:" not in out.err
+
+
+def test_help_is_unchanged(capsys):
+    from bilayer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["animate", "--help"])
+    out = capsys.readouterr()
+    assert exc.value.code == 0 and out.err == ""
+    assert out.out.startswith("usage: bilayer animate [-h] --model MODEL") and "--driver DRIVER" in out.out

@@ -445,3 +445,29 @@ def test_discriminator_objective_by_hand_and_fakes_detached():
     loss.backward()
     assert real.grad is None and fake.grad is None
     assert d.conv1.weight.grad is not None and d.conv1.weight.grad.abs().sum() > 0
+
+
+def test_objective_without_gan_terms_never_calls_the_discriminator():
+    """Adversarial and feature-matching weights both 0 (the synth-quick preset): D is not run, and no G_ADV/G_FM."""
+    torch.manual_seed(0)
+    weights = LossWeights(adversarial=0.0, feature_matching=0.0, vggface=0.0)
+    obj = GeneratorObjective(weights, "paper", perceptual_layers=1)
+    assert not obj.uses_discriminator
+    assert GeneratorObjective(LossWeights(adversarial=0.0), "paper", perceptual_layers=1).uses_discriminator
+    assert GeneratorObjective(LossWeights(feature_matching=0.0), "paper", perceptual_layers=1).uses_discriminator
+    terms = _with_image(_terms())
+    d = RecordingDiscriminator()
+    total, named, real, fake = obj(terms, d, iteration=0)
+    assert d.seen == []
+    assert set(named) == {"G_VGG19", "G_L1", "G_BCE", "G_WPR"}
+    assert total.item() == pytest.approx(sum(v.item() for v in named.values()), rel=1e-6)
+    # the same terms as with D present (D only adds G_ADV and G_FM)
+    with_d = GeneratorObjective(LossWeights(vggface=0.0), "paper", perceptual_layers=1)
+    with_d.load_state_dict(obj.state_dict())
+    _, named_d, real_d, fake_d = with_d(_with_image(_terms()), RecordingDiscriminator(), iteration=0)
+    assert set(named_d) == set(named) | {"G_ADV", "G_FM"}
+    for k, v in named.items():
+        assert v.item() == pytest.approx(named_d[k].item(), rel=1e-6), k
+    assert torch.equal(real, real_d) and torch.equal(fake, fake_d)
+    _, named_none, _, _ = obj(_with_image(_terms()), None, iteration=0)  # D may be absent altogether
+    assert set(named_none) == set(named)

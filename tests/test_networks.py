@@ -7,7 +7,7 @@ import torch
 
 from bilayer import AvatarState, BilayerModel, Render
 from bilayer.models import Discriminator
-from bilayer.nn.spectral import apply_spectral_norm
+from bilayer.nn.spectral import has_spectral_norm
 
 from .conftest import B, N_SRC, T_TGT, make_inputs
 
@@ -156,10 +156,8 @@ def test_inference_projector_and_generator(train_model, tiny_config):
 def test_discriminator(tiny_config, spectral):
     d = tiny_config.discriminator
     torch.manual_seed(0)
-    disc = Discriminator(tiny_config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size)
-    if spectral:
-        apply_spectral_norm(disc)
-    disc.train()
+    disc = Discriminator.from_config(tiny_config.replace(spectral_norm=spectral)).train()
+    assert has_spectral_norm(disc) == spectral
     h = tiny_config.image_size
     images, stickmen = torch.randn(2 * B, 3, h, h), torch.randn(2 * B, 3, h, h)
     scores, features = disc(images, stickmen)

@@ -20,7 +20,6 @@ from bilayer.config import (
     TextureGeneratorConfig,
 )
 from bilayer.models import Discriminator
-from bilayer.nn.spectral import apply_spectral_norm
 
 from .conftest import PARITY_A, build_model, randomize_buffers, requires_parity_a, run_module
 
@@ -86,10 +85,7 @@ def _make_vector(tmp_path, name, seed=0):
     model = build_model(config, seed=seed, warm=True)  # BN running stats and u, v off their initial values
     disc = None
     if with_disc:
-        d = config.discriminator
-        disc = randomize_buffers(apply_spectral_norm(
-            Discriminator(config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size)
-        )).eval()
+        disc = randomize_buffers(Discriminator.from_config(config)).eval()
     inputs = random_inputs(config, b, n, t, torch.Generator().manual_seed(seed + 1))
     npz, js = tmp_path / f"{name}.npz", tmp_path / f"{name}.json"
     write_vector(model, npz, js, inputs, discriminator=disc)

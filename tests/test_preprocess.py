@@ -469,6 +469,60 @@ def test_missing_face_alignment_weights_name_the_file(tmp_path):
     assert_user_error(proc, "2DFAN4", "not found")
 
 
+def test_bad_keypoint_files_are_one_sentence(tmp_path):
+    from bilayer.preprocess.landmarks import load_keypoint_file
+
+    np.savez(tmp_path / "several.npz", a=np.zeros((3, 68, 2)))
+    (tmp_path / "several.npz").rename(tmp_path / "several.npy")
+    np.save(tmp_path / "text.npy", np.full((3, 68, 2), "x"))
+    np.save(tmp_path / "flat.npy", np.zeros((3, 136), np.float32))
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    for name, what, expected in (("several", "holds several arrays", "(T, 68, 2)"),
+                                 ("text", "holds <U1 values", "(T, 68, 2)"),
+                                 ("flat", "has shape (3, 136)", "(T, 68, 2)"),
+                                 ("junk", "cannot read", "a .npy array")):
+        with pytest.raises(PreprocessError) as err:
+            load_keypoint_file(tmp_path / f"{name}.npy")
+        msg = str(err.value)
+        assert what in msg and expected in msg and str(tmp_path / f"{name}.npy") in msg, msg
+        assert "\n" not in msg and msg.endswith(".")
+    # in a run, such a file fails its own sequence with that sentence
+    write_video(tmp_path / "clip.mp4", [np.zeros((32, 32, 3), np.uint8)] * 2)
+    summary = preprocess(tmp_path / "clip.mp4", tmp_path / "out", landmarks="file", keypoints=tmp_path / "several.npy",
+                         segmentation="none", progress=False)
+    (result,) = summary.sequences
+    assert (result.status, result.reason) == ("failed", "bad keypoint file") and "several arrays" in result.detail
+
+
+def test_backend_registry_checks_names_and_filters_options():
+    from bilayer.preprocess import LANDMARK_BACKENDS, LandmarkBackend, create_landmark_backend, \
+        create_segmentation_backend, register_landmark_backend
+
+    @register_landmark_backend
+    class Probe(LandmarkBackend):
+        name = "probe"
+
+        def __init__(self, path=None, scale: float = 1.0):
+            self.path, self.scale = path, scale
+
+    try:
+        probe = create_landmark_backend("probe", scale=2.0, path=None, weights_dir="ignored")
+        assert isinstance(probe, Probe) and probe.scale == 2.0 and probe.path is None
+        with pytest.raises(UnknownBackendError, match=r"unknown keypoint backend 'prob'; valid names: .*probe"):
+            create_landmark_backend("prob")
+    finally:
+        del LANDMARK_BACKENDS["probe"]
+    assert create_segmentation_backend("none", model=1).segment(np.zeros((8, 8, 3), np.uint8)) is None
+
+
+def test_module_entry_point_reports_os_errors_in_one_line(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    cv2.imwrite(str(tmp_path / "face.png"), np.zeros((8, 8, 3), np.uint8))
+    proc = run_module("bilayer.preprocess", str(tmp_path / "face.png"), "--out", str(tmp_path / "taken" / "out"),
+                      "--no-progress")
+    assert_user_error(proc, str(tmp_path / "taken"))
+
+
 @pytest.mark.slow
 def test_parallel_workers(tmp_path):
     rng = np.random.default_rng(2)

@@ -176,11 +176,9 @@ def test_remove_is_a_no_op_without_spectral_norm(tiny_config, inputs):
 def test_two_train_forwards_before_backward(tiny_config):
     """The discriminator runs twice per iteration before one backward: the in-place u/v update must not break
     autograd (SPEC §2.9)."""
-    d = tiny_config.discriminator
     torch.manual_seed(0)
-    disc = apply_spectral_norm(
-        Discriminator(tiny_config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size)
-    ).train()
+    disc = Discriminator.from_config(tiny_config).train()
+    assert has_spectral_norm(disc)
     x, s = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     a, _ = disc(x, s)
     b, _ = disc(x, s)

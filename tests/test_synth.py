@@ -6,6 +6,7 @@ Everything renders at 64–128 px with a handful of frames so the file runs in s
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import cv2
@@ -55,7 +56,10 @@ def test_layout_matches_the_reference_tree(datasets):
     test = {f.parts[1] for f in stems["imgs"] if f.parts[0] == "test"}
     assert train and test and not train & test
     assert sorted(train) == summary["identities"]["train"] and sorted(test) == summary["identities"]["test"]
-    assert (root / "synth.json").is_file()
+    meta = json.loads((root / "synth.json").read_text())
+    assert meta == {"generator": "SynthHeads", "seed": 3, "size": SIZE, "frames_per_sequence": FRAMES,
+                    "videos_per_identity": 1, "sequences_per_video": 2, "fps": 25.0,
+                    "identities": summary["identities"]}
     # file formats: RGB JPEG, float32 (68, 2) keypoints in pixels, single-channel 8-bit masks
     rel = sorted(stems["imgs"])[0]
     img = cv2.imread(str(root / "imgs" / rel.with_suffix(".jpg")), cv2.IMREAD_UNCHANGED)
@@ -101,7 +105,21 @@ def test_preview_sheet_is_written(datasets):
     root, _, _, summary = datasets
     sheet = cv2.imread(str(root / "preview.png"))
     assert summary["preview"] == str(root / "preview.png")
-    assert sheet is not None and sheet.shape[0] >= SIZE and sheet.shape[1] >= 2 * SIZE and sheet.std() > 10
+    # one row per identity (3), one column per frame (all 3 of the short sequences), SIZE px tiles
+    assert sheet is not None and sheet.shape == (3 * SIZE, FRAMES * SIZE, 3)
+    # the second tile of the first row is frame 1 of id00000's first sequence with keypoint dots drawn over it:
+    # away from the dots and the label it is the saved frame, in the same channel order
+    tile = sheet[:SIZE, SIZE:2 * SIZE].astype(int)
+    frame = cv2.imread(str(root / "imgs/train/id00000/vid000/seq000/000001.jpg")).astype(int)
+    kp = np.load(root / "keypoints/train/id00000/vid000/seq000/000001.npy")
+    away = np.ones((SIZE, SIZE), bool)
+    away[:20] = False  # the row's label
+    for x, y in kp:
+        away[max(0, int(y) - 2):int(y) + 3, max(0, int(x) - 2):int(x) + 3] = False
+    assert away.mean() > 0.4
+    assert np.abs(tile - frame)[away].mean() < 4  # JPEG loss only
+    assert np.abs(tile - frame[..., ::-1])[away].mean() > 2 * np.abs(tile - frame)[away].mean()
+    assert (np.abs(tile - frame).max(-1) > 60)[~away].mean() > 0.1  # the dots
 
 
 # ------------------------------------------------------------------------------------------- keypoints
@@ -231,6 +249,42 @@ def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     message = str(info.value)
     assert needle in message and message.endswith(".") and "\n" not in message
     assert not (tmp_path / "bad").exists()
+
+
+def test_output_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text
+
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        generate(target, identities=2, videos_per_identity=1, frames=2, size=64, progress=False)
+    code = main(["synth", "--out", str(target), "--identities", "2", "--frames", "2", "--size", "64"])
+    assert_user_error_text(code, capsys.readouterr().err, str(target), "not a folder")
+    assert target.read_text() == "not a folder"
+
+
+def test_interrupted_run_leaves_no_partial_video(tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    original, rendered = SynthRenderer.render, []
+
+    def render_then_interrupt(self, frame):
+        if len(rendered) == 20:  # far enough for the encoder to have written packets
+            raise KeyboardInterrupt
+        rendered.append(frame)
+        return original(self, frame)
+
+    monkeypatch.setattr(SynthRenderer, "render", render_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path / "cut", identities=2, videos_per_identity=1, frames=25, size=64, videos=True,
+                 progress=False)
+    written = {p.relative_to(tmp_path / "cut").as_posix() for p in (tmp_path / "cut").rglob("*") if p.is_file()}
+    # the finished frames' files are complete; the sequence's video never got its name, and no temporary file is
+    # left behind
+    seq = "train/id00000/vid000/seq000"
+    assert written == {f"{tree}/{seq}/{i:06d}.{ext}" for i in range(20)
+                       for tree, ext in (("imgs", "jpg"), ("keypoints", "npy"), ("segs", "png"))}
 
 
 def test_cli_glue_parses_and_runs(tmp_path, capsys):

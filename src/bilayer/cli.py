@@ -1,6 +1,7 @@
 """The ``bilayer`` command line: thin subcommands (options → config → one call).
 
-User errors print one sentence (``error: …``) and exit with status 2, without a traceback.
+User errors print one sentence (``error: …``) and exit with status 2, without a traceback; so do argparse's own
+usage errors (a missing or malformed option), which name the command and point to its ``--help``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 
 class UserError(Exception):
     """A mistake in the command's input; printed as one sentence."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors printed as one sentence, like the commands' own errors (subcommand parsers
+    inherit the class; ``--help`` is unchanged)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see '{self.prog} --help'.\n")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -135,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import PRESETS
 
-    parser = argparse.ArgumentParser(prog="bilayer", description="Fast bi-layer neural head avatars (ECCV 2020).")
+    parser = _Parser(prog="bilayer", description="Fast bi-layer neural head avatars (ECCV 2020).")
     parser.add_argument("--version", action="version", version=f"bilayer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -166,15 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
     p.add_argument("--perceptual-weights", nargs=2, metavar=("VGG19", "VGGFACE"), default=None,
                    help="torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth (read with weights_only=True)")
-    p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained")
+    p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained",
+                   help="pretrained (default): the VGGs of --perceptual-weights; random: randomly initialised VGGs")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (accumulated over processes and micro-batches)")
     p.add_argument("--micro-batch", type=int, default=None, help="per-process batch per forward (accumulate up to --batch-size)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the --config's)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the --config's)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="bf16: forward passes under bf16 autocast (default: the --config's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     from .data.synth import configure_parser as synth_parser
@@ -196,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder (default: assets/synth-quick)")
     p.add_argument("--frames", type=int, default=100, help="driver length in frames at 25 fps (default 100)")
     p.add_argument("--random-weights", action="store_true", help="a random-weight tiny model instead (data flow only)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
     return parser
 

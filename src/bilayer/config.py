@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 
 class ConfigError(ValueError):
@@ -32,6 +32,34 @@ def read_json_file(path: str | Path, what: str) -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
+def check_fields(cls: type, data: Any, where: str) -> None:
+    """``data`` must be a JSON object whose keys are fields of dataclass ``cls``; otherwise a ConfigError naming
+    ``where``, the unknown keys and the valid ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object with fields {sorted(known)}, got {type(data).__name__}.")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} in {where}; valid: {sorted(known)}.")
+
+
+_Config = TypeVar("_Config", bound="JsonConfig")
+
+
+class JsonConfig:
+    """The JSON side shared by the frozen config dataclasses (``BilayerConfig``, ``TrainConfig``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self: _Config, **changes: Any) -> _Config:
+        """A copy with ``changes`` (validated again by ``__post_init__``)."""
+        return dataclasses.replace(self, **changes)
 
 
 def _log2_ratio(big: int, small: int, what: str) -> int:
@@ -110,7 +138,7 @@ class EnhancerConfig:
 
 
 @dataclass(frozen=True)
-class BilayerConfig:
+class BilayerConfig(JsonConfig):
     """The whole model. ``derived`` values are computed here once and handed to the networks."""
 
     image_size: int = 256
@@ -197,12 +225,6 @@ class BilayerConfig:
                 raise ConfigError(f"enhancer.steps must be at least 1, got {self.enhancer.steps}.")
 
     # ------------------------------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BilayerConfig":
         sub = {
@@ -213,19 +235,12 @@ class BilayerConfig:
             "discriminator": DiscriminatorConfig,
             "enhancer": EnhancerConfig,
         }
+        check_fields(cls, data, "the model config")
         kwargs: dict[str, Any] = {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; valid fields: {sorted(known)}.")
         for key, value in data.items():
             if key in sub and value is not None:
-                sub_cls = sub[key]
-                sub_known = {f.name for f in dataclasses.fields(sub_cls)}
-                bad = sorted(set(value) - sub_known)
-                if bad:
-                    raise ConfigError(f"unknown field(s) {bad} in config section '{key}'; valid: {sorted(sub_known)}.")
-                kwargs[key] = sub_cls(**value)
+                check_fields(sub[key], value, f"model config section '{key}'")
+                kwargs[key] = sub[key](**value)
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -237,9 +252,6 @@ class BilayerConfig:
     @classmethod
     def load(cls, path: str | Path) -> "BilayerConfig":
         return cls.from_dict(read_json_file(path, "config file"))
-
-    def replace(self, **changes: Any) -> "BilayerConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def _tiny() -> BilayerConfig:

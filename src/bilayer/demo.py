@@ -25,6 +25,8 @@ from .data.face import posed_keypoints
 from .data.stickman import draw_stickman
 from .io import write_image_atomic
 from .models.bilayer import BilayerModel
+from .runtime.avatar import Avatar
+from .runtime.compose import to_uint8
 
 ASSET_MODEL = Path(__file__).resolve().parents[2] / "assets" / "synth-quick"
 # SynthHeads people of the asset's training data (seed 0, 30 people): 24–29 are its held-out test split.
@@ -32,11 +34,8 @@ DATA_SEED, SOURCE_PERSON, DRIVER_PERSON = 0, 25, 28
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3|1, H, W) in [-1, 1] (or [0, 1] for masks) → (H, W, 3) uint8 RGB."""
-    x = x.detach().float()
-    if x.shape[0] == 1:
-        x = x.repeat(3, 1, 1) * 2 - 1
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    """(3, H, W) in [-1, 1] or a (1, H, W) mask in [0, 1] → (H, W, 3) uint8 RGB."""
+    return to_uint8(x.repeat(3, 1, 1) * 2 - 1 if x.shape[0] == 1 else x)
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -62,8 +61,8 @@ def _person(person: int, frames: int, size: int, video: int = 0):
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
     from .data.dataset import normalize_keypoints
     from .runtime.animate import animate
-    from .runtime.avatar import Avatar
     from .runtime.driver import open_driver
+    from .runtime.motion import MotionTransfer
     from .runtime.videoio import VideoWriter
 
     model = BilayerModel.from_pretrained(model_dir).eval()
@@ -86,55 +85,47 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
                          progress=progress)
 
     # the overview: self-reenactment (targets: later frames of the source person) and cross-reenactment
-    state = avatar.state()
     rows = []
     cases = [(src_frames[i], src_kps[i], "target") for i in (12, 30)]
     cases += [(drv_frames[i], drv_kps[i], "driver") for i in (min(20, frames // 3), min(60, frames - 1))]
-    with torch.no_grad():
-        for image, kp, kind in cases:
-            if kind == "driver":  # relative motion, as animate does
-                from .runtime.motion import MotionTransfer
-
-                kp = MotionTransfer("relative", avatar.source_keypoints, drv_kps[0])(kp)
-            r = model.render(state, torch.from_numpy(normalize_keypoints(kp, float(size)))[None, None])
-            cells = [
-                _label(_to_uint8(avatar.source_image), "source"), _label(image, kind),
-                _label(draw_stickman(normalize_keypoints(kp, float(size)), size), "keypoints"),
-                _label(_to_uint8(state.texture[0]), "texture"), _label(_to_uint8(r.lf[0, 0]), "LF"),
-                _label(_to_uint8(r.hf[0, 0]), "HF"), _label(_to_uint8(r.mask[0, 0]), "mask"),
-                _label(_to_uint8(r.masked()[0, 0]), "result"),
-            ]
-            rows.append(np.concatenate(cells, axis=1))
+    for image, kp, kind in cases:
+        if kind == "driver":  # relative motion, as animate does
+            kp = MotionTransfer("relative", avatar.source_keypoints, drv_kps[0])(kp)
+        pose = normalize_keypoints(kp, float(size))
+        r = avatar.render(model, pose)
+        cells = [
+            _label(_to_uint8(avatar.source_image), "source"), _label(image, kind),
+            _label(draw_stickman(pose, size), "keypoints"), _label(_to_uint8(avatar.texture[0]), "texture"),
+            _label(_to_uint8(r.lf[0, 0]), "LF"), _label(_to_uint8(r.hf[0, 0]), "HF"),
+            _label(_to_uint8(r.mask[0, 0]), "mask"), _label(_to_uint8(r.masked()[0, 0]), "result"),
+        ]
+        rows.append(np.concatenate(cells, axis=1))
     grid = np.concatenate(rows, axis=0)
     overview = write_image_atomic(out_dir / "overview.png", grid)
     return {"animation": report, "overview": overview}
 
 
 def random_weight_demo(out_dir: Path, seed: int = 0) -> Path:
-    """A random-weight tiny model through every stage: personalize → enhance → render (data flow, not quality)."""
+    """A random-weight tiny model through every stage: avatar (personalize → enhance) → render (data flow, not
+    quality)."""
     torch.manual_seed(seed)
     config = preset("tiny")
     size = config.image_size
     model = BilayerModel(config).eval()
 
-    kp = posed_keypoints()
-    px = ((kp + 1) / 2 * size).astype(np.int32)
+    kp = (posed_keypoints().reshape(-1, 2) + 1) / 2 * size  # pixels
+    px = kp.astype(np.int32)
     photo = np.full((size, size, 3), (60, 90, 140), np.uint8)
     mask = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.concatenate([px[0:17], px[17:27] - [0, size // 10]]))
     cv2.fillConvexPoly(photo, hull, (224, 172, 140))
     cv2.fillConvexPoly(mask, hull, 255)
-    image = torch.from_numpy(photo).permute(2, 0, 1).float().div(127.5).sub(1)[None, None]
-    source_mask = torch.from_numpy(mask).float().div(255)[None, None, None]
-    source_kp = torch.from_numpy(kp).reshape(1, 1, -1)
+    avatar = Avatar.create(model, photo, keypoints=kp, mask=mask / 255.0, crop=False)
     poses = [posed_keypoints(yaw, roll, mouth) for yaw, roll, mouth in ((-0.4, 0, 0), (0, 0.2, 0.6), (0.4, -0.1, 1.0))]
-    target_kp = torch.from_numpy(np.stack(poses)).reshape(1, len(poses), -1)
-    with torch.no_grad():
-        state = model.enhance(model.personalize(image, source_kp, source_mask))
-        render = model.render(state, target_kp)
+    render = avatar.render(model, np.stack(poses))
     rows = []
     for j in range(len(poses)):
-        cells = [photo, draw_stickman(poses[j].reshape(-1), size), _to_uint8(state.texture[0])] + [
+        cells = [photo, draw_stickman(poses[j].reshape(-1), size), _to_uint8(avatar.texture[0])] + [
             _to_uint8(t[0, j]) for t in (render.lf, render.hf, render.mask, render.masked())
         ]
         rows.append(np.concatenate(cells, axis=1))

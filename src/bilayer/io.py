@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -49,14 +50,30 @@ def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> Path:
     return write_bytes_atomic(path, (json.dumps(obj, indent=indent) + "\n").encode())
 
 
-def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:
-    """An RGB uint8 (H, W, 3) or grey (H, W) image as PNG or JPEG, chosen by the file suffix."""
+def encode_npy(array: np.ndarray) -> bytes:
+    """The bytes of one array's ``.npy`` file (never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    return write_bytes_atomic(path, encode_npy(array))
+
+
+def encode_image(rgb: np.ndarray, suffix: str = ".png", quality: int = 95) -> bytes:
+    """An RGB uint8 (H, W, 3) or grey (H, W) image encoded as PNG or JPEG (``suffix`` .png, .jpg or .jpeg)."""
     import cv2
 
-    path = Path(path)
     image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, encoded = cv2.imencode(path.suffix or ".png", image, params)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
-        raise OSError(f"could not encode {path} as {path.suffix or '.png'}")
-    return write_bytes_atomic(path, encoded.tobytes())
+        raise OSError(f"could not encode an image of shape {rgb.shape} as {suffix}")
+    return encoded.tobytes()
+
+
+def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:
+    """An RGB uint8 (H, W, 3) or grey (H, W) image as PNG or JPEG, chosen by the file suffix."""
+    path = Path(path)
+    return write_bytes_atomic(path, encode_image(rgb, path.suffix or ".png", quality))

@@ -340,8 +340,7 @@ def convert_states(states: dict[str, dict[str, torch.Tensor]], options: dict | N
             raise ConversionError(f"the released checkpoint has no tensor for {key}.")
 
     if "discriminator" in states:
-        c = config.discriminator
-        dis = Discriminator(config.image_size, c.num_channels, c.max_channels, c.num_blocks, c.output_size, config.eps, config.bn_momentum)
+        dis = Discriminator.from_config(config)
         dstate: dict[str, torch.Tensor] = {}
         _translate("discriminator", states["discriminator"], config, dstate, conv)
         dexp = dis.state_dict()
@@ -391,8 +390,7 @@ def convert_official(runs_dir: str | Path, out_dir: str | Path, epoch: int | Non
     model.load_state_dict(conv.model_state)
     extra = {}
     if conv.discriminator_state is not None:
-        c = conv.config.discriminator
-        dis = Discriminator(conv.config.image_size, c.num_channels, c.max_channels, c.num_blocks, c.output_size, conv.config.eps, conv.config.bn_momentum)
+        dis = Discriminator.from_config(conv.config)
         dis.load_state_dict(conv.discriminator_state)
         extra["discriminator"] = dis
     save_pretrained(model, out_dir, extra)

@@ -443,8 +443,8 @@ class VideoDataset(Dataset):
             raise DatasetError(f"image_size must be at least 8 px, got {self.image_size}.")
         if self.num_sources < 1:
             raise DatasetError(f"num_sources must be at least 1, got {self.num_sources}.")
-        if self.num_targets < (1 if self.sampling == "test" else 0):
-            least = 1 if self.sampling == "test" else 0
+        least = 1 if self.sampling == "test" else 0
+        if self.num_targets < least:
             raise DatasetError(
                 f"num_targets must be at least {least} with sampling {self.sampling!r}, got {self.num_targets}."
             )

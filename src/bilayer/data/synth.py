@@ -36,33 +36,30 @@ Command line (wired as ``bilayer synth``): ``configure_parser`` and ``command``.
 from __future__ import annotations
 
 import argparse
-import io
-import json
+import contextlib
 import multiprocessing
-import os
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..io import write_bytes_atomic
+from ..io import atomic_path, write_image_atomic, write_json_atomic, write_npy_atomic
 from .synth_params import (FPS, FrameParams, IdentityParams, SceneParams, sample_identity, sample_scene,
                            sample_trajectory)
 from .synth_render import SynthRenderer, render_frame
 
 __all__ = [
     "FrameParams", "IdentityParams", "SceneParams", "SynthRenderer", "command", "configure_parser", "draw_keypoints",
-    "generate",
-    "identity_params", "render_frame", "sample_identity", "sample_scene", "sample_trajectory", "scene_params",
-    "sequence_trajectory",
+    "generate", "identity_params", "render_frame", "sample_identity", "sample_scene", "sample_trajectory",
+    "scene_params", "sequence_trajectory",
 ]
 
 JPEG_QUALITY = 95
 PREVIEW_ROWS, PREVIEW_COLUMNS = 6, 6
 
-# keypoint groups for drawing: (first, last + 1, BGR colour)
-_GROUPS = ((0, 17, (255, 255, 255)), (17, 27, (0, 200, 255)), (27, 36, (255, 160, 0)), (36, 48, (0, 0, 255)),
+# keypoint groups for drawing: (first, last + 1, RGB colour)
+_GROUPS = ((0, 17, (255, 255, 255)), (17, 27, (255, 200, 0)), (27, 36, (0, 160, 255)), (36, 48, (255, 0, 0)),
            (48, 68, (0, 255, 0)))
 
 
@@ -86,8 +83,12 @@ def person_name(person: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ validation
-def _check(identities, videos_per_identity, frames, size, test_identities, sequences_per_video, workers) -> int:
+def _check(root: Path, identities, videos_per_identity, frames, size, test_identities, sequences_per_video,
+           workers) -> int:
     """Validate the arguments (one sentence per mistake); returns the number of test identities."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output {root} exists and is not a folder.")
+
     def integer(name, value):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an integer, got {value!r}.")
@@ -119,53 +120,25 @@ def _check(identities, videos_per_identity, frames, size, test_identities, seque
 
 
 # ---------------------------------------------------------------------------------------------- writing
-_write_atomic = write_bytes_atomic  # temporary name next to the file, then rename
+@contextlib.contextmanager
+def _video_writer(path: Path, size: int):
+    """A function writing RGB frames to an H.264 mp4 through PyAV; the file gets its name only when the block
+    ends without an exception (``atomic_path``)."""
+    import av
 
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=int(FPS))
+            stream.width = stream.height = size
+            stream.pix_fmt = "yuv420p"
+            # one encoder thread: workers already use the cores, and x264 output stays reproducible
+            stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
 
-def _encode_jpeg(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    assert ok
-    return buf.tobytes()
+            def write(rgb: np.ndarray) -> None:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
 
-
-def _encode_png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    assert ok
-    return buf.tobytes()
-
-
-def _encode_npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-class _VideoWriter:
-    """H.264 mp4 through PyAV, written to a temporary name and renamed on ``close``."""
-
-    def __init__(self, path: Path, size: int):
-        import av
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.tmp = path, path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-        self.container = av.open(str(self.tmp), mode="w", format="mp4")
-        self.stream = self.container.add_stream("libx264", rate=int(FPS))
-        self.stream.width = self.stream.height = size
-        self.stream.pix_fmt = "yuv420p"
-        # one encoder thread: workers already use the cores, and x264 output stays reproducible
-        self.stream.options = {"crf": "16", "preset": "veryfast", "threads": "1"}
-        self._av = av
-
-    def write(self, rgb: np.ndarray) -> None:
-        frame = self._av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        os.replace(self.tmp, self.path)
+            yield write
+            container.mux(stream.encode())  # flush the encoder
 
 
 def _render_sequence(job: dict, tick=None) -> dict:
@@ -175,25 +148,25 @@ def _render_sequence(job: dict, tick=None) -> dict:
     rel = Path(job["split"]) / person_name(person) / f"vid{video:03d}" / f"seq{seq:03d}"
     renderer = SynthRenderer(identity_params(seed, person), scene_params(seed, person, video), size)
     trajectory = sequence_trajectory(seed, person, video, seq, job["frames"])
-    writer = _VideoWriter(root / "videos" / rel.parent / f"{rel.name}.mp4", size) if job["videos"] else None
     keep = set()
     if job["preview"]:
         keep = set(np.linspace(0, len(trajectory) - 1, PREVIEW_COLUMNS).round().astype(int).tolist())
     shots = []
-    for i, frame in enumerate(trajectory):
-        rgb, keypoints, mask = renderer.render(frame)
-        stem = f"{i:06d}"
-        _write_atomic(root / "imgs" / rel / f"{stem}.jpg", _encode_jpeg(rgb))
-        _write_atomic(root / "keypoints" / rel / f"{stem}.npy", _encode_npy(keypoints.astype(np.float32)))
-        _write_atomic(root / "segs" / rel / f"{stem}.png", _encode_png(mask))
-        if writer is not None:
-            writer.write(rgb)
-        if i in keep:
-            shots.append((rgb, keypoints))
-        if tick is not None:
-            tick(1)
-    if writer is not None:
-        writer.close()
+    with contextlib.ExitStack() as stack:
+        video_file = root / "videos" / rel.parent / f"{rel.name}.mp4"
+        write_video = stack.enter_context(_video_writer(video_file, size)) if job["videos"] else None
+        for i, frame in enumerate(trajectory):
+            rgb, keypoints, mask = renderer.render(frame)
+            stem = f"{i:06d}"
+            write_image_atomic(root / "imgs" / rel / f"{stem}.jpg", rgb, quality=JPEG_QUALITY)
+            write_npy_atomic(root / "keypoints" / rel / f"{stem}.npy", keypoints.astype(np.float32))
+            write_image_atomic(root / "segs" / rel / f"{stem}.png", mask)
+            if write_video is not None:
+                write_video(rgb)
+            if i in keep:
+                shots.append((rgb, keypoints))
+            if tick is not None:
+                tick(1)
     return {"person": person, "video": video, "sequence": seq, "frames": len(trajectory), "shots": shots}
 
 
@@ -201,14 +174,10 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # one core per worker process
 
 
-def _run_job(job: dict) -> dict:
-    return _render_sequence(job)
-
-
 # ---------------------------------------------------------------------------------------------- preview
 def draw_keypoints(rgb: np.ndarray, keypoints: np.ndarray, radius: float | None = None) -> np.ndarray:
-    """A BGR copy of ``rgb`` with the 68 keypoints drawn as dots coloured by group (jaw, brows, nose, eyes, mouth)."""
-    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    """A copy of ``rgb`` with the 68 keypoints drawn as dots coloured by group (jaw, brows, nose, eyes, mouth)."""
+    out = np.array(rgb, np.uint8)
     r = max(1.0, rgb.shape[0] / 160) if radius is None else radius
     for lo, hi, colour in _GROUPS:
         for x, y in keypoints[lo:hi]:
@@ -217,7 +186,7 @@ def draw_keypoints(rgb: np.ndarray, keypoints: np.ndarray, radius: float | None 
 
 
 def contact_sheet(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]], tile: int) -> np.ndarray:
-    """A BGR sheet: one labelled row per sequence, its frames left to right, keypoints drawn."""
+    """An RGB sheet: one labelled row per sequence, its frames left to right, keypoints drawn."""
     columns = max(len(shots) for _, shots in rows)
     sheet = np.full((len(rows) * tile, columns * tile, 3), 32, np.uint8)
     for r, (label, shots) in enumerate(rows):
@@ -239,13 +208,14 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
     split) × ``videos_per_identity`` videos (each its own background, lighting and clothes) ×
     ``sequences_per_video`` sequences of ``frames`` frames at 25 fps. ``workers`` > 1 renders sequences in
     parallel processes; the output does not depend on it."""
-    n_test = _check(identities, videos_per_identity, frames, size, test_identities, sequences_per_video, workers)
+    root = Path(root)
+    n_test = _check(root, identities, videos_per_identity, frames, size, test_identities, sequences_per_video,
+                    workers)
     if videos:
         try:
             import av  # noqa: F401
         except ImportError as exc:  # pragma: no cover - av is installed with the package's data extras
             raise RuntimeError("videos=True needs PyAV (pip install av).") from exc
-    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     n_train = identities - n_test
     split = ["train" if p < n_train else "test" for p in range(identities)]
@@ -275,7 +245,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
             else:
                 ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-                for result in pool.imap_unordered(_run_job, jobs):
+                for result in pool.imap_unordered(_render_sequence, jobs):
                     results.append(result)
                     bar.update(result["frames"])
     seconds = time.perf_counter() - start
@@ -285,15 +255,14 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
         rows = sorted((r for r in results if r["shots"]), key=lambda r: r["person"])
         sheet = contact_sheet([(f"{person_name(r['person'])} ({split[r['person']]})", r["shots"]) for r in rows],
                               tile=min(int(size), 192))
-        preview_path = root / "preview.png"
-        _write_atomic(preview_path, _encode_png(sheet))
+        preview_path = write_image_atomic(root / "preview.png", sheet)
 
     people = {"train": [person_name(p) for p in range(n_train)],
               "test": [person_name(p) for p in range(n_train, identities)]}
     meta = {"generator": "SynthHeads", "seed": int(seed), "size": int(size), "frames_per_sequence": int(frames),
             "videos_per_identity": int(videos_per_identity), "sequences_per_video": int(sequences_per_video),
             "fps": FPS, "identities": people}
-    _write_atomic(root / "synth.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_json_atomic(root / "synth.json", meta)
     return {
         "root": str(root),
         "identities": people,

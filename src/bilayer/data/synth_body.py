@@ -21,7 +21,7 @@ NECK_TOP, NECK_BOTTOM = -0.5, -2.1
 
 
 class Neck:
-    def __init__(self, p: IdentityParams, size: int):
+    def __init__(self, p: IdentityParams):
         rows, cols = 40, 64
         y = np.linspace(NECK_BOTTOM, NECK_TOP, rows)  # bottom → top, so the outside faces front
         a = np.linspace(-np.pi, np.pi, cols + 1)

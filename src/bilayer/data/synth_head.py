@@ -369,7 +369,6 @@ class HeadModel:
         hair = self.hair_thickness(s_grid.ravel(), t_grid.ravel())
         self.rest = self.place(d, skin + hair)
         self.f_smile, self.f_brow, self.f_jaw = self.fields(d, np.repeat(side, cols))
-        self.s_grid, self.t_grid = s_grid, t_grid
         self.faces = grid_faces(rows, cols)
         row_of = self.faces // cols
         self.gap_faces = (row_of.min(1) == im) & (row_of.max(1) == im + 1)
@@ -377,7 +376,6 @@ class HeadModel:
         gap = np.zeros((rows, cols), np.float32)
         gap[im] = 1.0
         self.gap_coord = gap.ravel()
-        self.hairness = self.hair_alpha(s_grid.ravel(), t_grid.ravel()).astype(np.float32)
 
         # ambient occlusion from concavity: the skin lies below its blurred neighbourhood in creases
         # (eye sockets, under the nose, lip line, inner ear) — baked per vertex once

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def grid_faces(rows: int, cols: int, offset: int = 0) -> np.ndarray:
+def grid_faces(rows: int, cols: int) -> np.ndarray:
     """(2·(rows-1)·(cols-1), 3) int32 triangles of a rows × cols vertex grid stored row-major.
 
     The winding makes a triangle's signed image area positive when the grid's columns run to the right and its
@@ -25,7 +25,7 @@ def grid_faces(rows: int, cols: int, offset: int = 0) -> np.ndarray:
     v01, v10 = v00 + 1, v00 + cols
     v11 = v10 + 1
     tri = np.concatenate([np.stack([v00, v10, v01], 1), np.stack([v10, v11, v01], 1)])
-    return (tri + offset).astype(np.int32)
+    return tri.astype(np.int32)
 
 
 def grid_normals(points: np.ndarray, wrap_columns: bool = True) -> np.ndarray:
@@ -168,12 +168,3 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, height: int,
     owner_px[pix[win]] = win
     chosen = owner_px[owner_px >= 0]
     return Raster(height, width, pix[chosen], tri[chosen], bary[chosen].astype(np.float32), z[chosen])
-
-
-def interpolate(raster: Raster, faces: np.ndarray, attribute: np.ndarray) -> np.ndarray:
-    """Per-pixel values of a per-vertex ``attribute`` (V, ...) at the raster's covered pixels."""
-    f = faces[raster.triangle]
-    w = raster.bary
-    shape = (-1,) + (1,) * (attribute.ndim - 1)
-    return (attribute[f[:, 0]] * w[:, 0].reshape(shape) + attribute[f[:, 1]] * w[:, 1].reshape(shape)
-            + attribute[f[:, 2]] * w[:, 2].reshape(shape))

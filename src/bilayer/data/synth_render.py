@@ -57,7 +57,7 @@ class SynthRenderer:
     def __init__(self, identity: IdentityParams, scene: SceneParams, size: int, supersample: int = 2):
         self.identity, self.scene, self.size, self.ss = identity, scene, int(size), int(supersample)
         self.head = head_model(identity, self.size)
-        self.neck = Neck(identity, self.size)
+        self.neck = Neck(identity)
         self.torso = Torso(identity, scene, self.size)
         self.background = background_image(scene, self.size * self.ss)
         self.light = _unit(np.asarray(scene.light_direction, np.float64))

@@ -52,7 +52,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)})")
     p.add_argument("--weights-dir", default=None,
-                   help="folder with vgg16-397923af.pth (LPIPS) and insight_face.pth (CSIM) "
+                   help="folder with the metric weights: vgg16-397923af.pth (LPIPS), insight_face.pth (CSIM), "
+                        "face-alignment's files (--landmarks face-alignment); nothing is downloaded "
                         "(default $BILAYER_WEIGHTS, else ~/.cache/bilayer/weights)")
     p.add_argument("--landmarks", choices=LANDMARK_BACKENDS, default="mediapipe",
                    help="landmark backend of NME (face-alignment reads its weights from --weights-dir)")

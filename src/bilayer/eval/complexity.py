@@ -38,8 +38,7 @@ def complexity(config: BilayerConfig) -> dict:
     config = config.replace(spectral_norm=False)  # deployment arithmetic; SN adds only a mat-vec per layer
     with torch.device("meta"):
         model = BilayerModel(config).eval()
-        d = config.discriminator
-        discriminator = Discriminator(config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size)
+        discriminator = Discriminator.from_config(config)
         size, pose = config.image_size, config.pose_dim
         images = torch.zeros(1, 1, 3, size, size)
         masks = torch.zeros(1, 1, 1, size, size)

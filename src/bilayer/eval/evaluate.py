@@ -29,7 +29,7 @@ import torch
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from .registry import (
     DEFAULT_METRICS, EVALUATION_MODES, METRICS, EvaluationError, Metric, MetricContext, MetricInputs,
-    build_metrics, check_metric_names, gmacs_per_avatar, gmacs_per_frame, time_frame, time_init,
+    build_metrics, check_metric_names, gmacs_per_avatar, gmacs_per_frame, make_avatar, time_frame, time_init,
 )
 
 log = logging.getLogger("bilayer.eval")
@@ -68,7 +68,8 @@ def dataset_fps(root: Path, split: str) -> tuple[float | dict[str, float], str]:
 
     ``ROOT/synth.json`` (SynthHeads) gives one "fps" for all videos; ``ROOT/.preprocess/SPLIT/PERSON/VIDEO/SEQ.json``
     (``bilayer preprocess``) gives each video the rate its frames were kept at (the source rate, or the lower
-    ``--fps`` it was subsampled to). Anything else: 25 fps, with a log line."""
+    ``--fps`` it was subsampled to). Anything else: (25, "default"); the caller says so once the dataset has
+    proved readable (a missing split should be the only message)."""
     from ..preprocess.pipeline import MARKER_DIR
 
     meta = root / "synth.json"
@@ -95,8 +96,6 @@ def dataset_fps(root: Path, split: str) -> tuple[float | dict[str, float], str]:
                 log.warning("no frame rate recorded for %d of %d videos under %s; assuming %g fps for those",
                             missing, len(rates), images, DEFAULT_FPS)
             return rates, f"{markers.relative_to(root)} markers"
-    log.warning("no frame rate in the dataset's metadata (synth.json or .preprocess/ markers) under %s; "
-                "assuming %g fps", root, DEFAULT_FPS)
     return DEFAULT_FPS, "default"
 
 
@@ -227,12 +226,8 @@ def _source_of(dataset, item: int, device: torch.device) -> _Source:
                    s.source_masks[None].to(device), s.source_stickmen[None].to(device))
 
 
-@torch.no_grad()
 def _avatar(model, source: _Source, enhance: bool):
-    state = model.personalize(source.images, source.keypoints, source.masks, source.stickmen)
-    if enhance and model.texture_enhancer is not None:
-        state = model.enhance(state)
-    return state
+    return make_avatar(model, source.images, source.keypoints, source.masks, source.stickmen, enhance)
 
 
 @torch.no_grad()
@@ -270,7 +265,6 @@ def evaluate_video(model, dataset, plan: VideoPlan, metrics: Sequence[Metric], *
             target_keypoints_px=denormalize_keypoints(keypoints, size).cpu(),
             source=src_image.expand(n, -1, -1, -1).cpu(),
             source_keypoints_px=src_kp.expand(n, -1, -1).cpu(),
-            image_size=size,
             driver=reference.cpu() if plan.driver is not None else None,
         )
         for metric in metrics:
@@ -321,17 +315,20 @@ def aggregate(per_video: Sequence[dict[str, list[float]]], names: Iterable[str])
 
 
 # ============================================================================================ the runner
-def hardware(device: torch.device | None = None) -> dict:
-    """What the timings ran on (the GPU's name when ``device`` is a CUDA device, or None with CUDA available)."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device | None = None) -> dict:
+    """What the timings ran on (the GPU's name when ``device`` is a CUDA device, or None with CUDA available)."""
+    info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -390,6 +387,8 @@ def evaluate(
         raise EvaluationError(f"output {out_dir} exists and is not a folder.")
     device = resolve_device(device)
     weights = resolve_weights_dir(weights_dir)
+    if weights.exists() and not weights.is_dir():
+        raise EvaluationError(f"weights folder {weights} is a file; pass the folder that holds the metric weights.")
     rate, rate_source = (float(fps), "--fps") if fps is not None else dataset_fps(root, split)
 
     ctx = MetricContext(weights_dir=weights, landmarks=landmarks, device=device, mode=mode)
@@ -404,6 +403,9 @@ def evaluate(
             size = model.config.image_size
             if size not in datasets:
                 datasets[size] = VideoDataset(root, split, size, 1, 1, "test", fps=rate)
+                if rate_source == "default" and len(datasets) == 1:
+                    log.warning("no frame rate in the dataset's metadata (synth.json or .preprocess/ markers) "
+                                "under %s; assuming %g fps (pass --fps to set it)", root, DEFAULT_FPS)
             dataset = datasets[size]
             plans = plan_videos(dataset, mode, max_videos)
             uses_enhancer = bool(enhance and model.texture_enhancer is not None)

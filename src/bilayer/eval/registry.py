@@ -52,8 +52,8 @@ class MetricInputs:
     ``target``: the ground-truth target frames (self-reenactment), None in cross-person mode. ``driver``: the
     frames whose keypoints drove the prediction when they show another person (cross-person mode), else None.
     ``target_keypoints_px`` (N, 68, 2): the keypoints the prediction was rendered with (the target's or the
-    driver's), in pixels of the ``image_size`` images; ``source`` / ``source_keypoints_px``: the avatar's source
-    frame and its keypoints, repeated N times.
+    driver's), in pixels of the images; ``source`` / ``source_keypoints_px``: the avatar's source frame and its
+    keypoints, repeated N times.
     """
 
     pred: torch.Tensor
@@ -61,7 +61,6 @@ class MetricInputs:
     target_keypoints_px: torch.Tensor
     source: torch.Tensor
     source_keypoints_px: torch.Tensor
-    image_size: int
     driver: torch.Tensor | None = None
 
     @property
@@ -91,8 +90,7 @@ class Metric:
     weights (raising ``bilayer.eval.weights.MetricUnavailable`` when they are missing)."""
 
     name: ClassVar[str] = ""
-    label: ClassVar[str] = ""  # table header, e.g. "LPIPS↓"
-    higher_is_better: ClassVar[bool] = True
+    label: ClassVar[str] = ""  # table header with the better direction, e.g. "LPIPS↓"
     needs_reference: ClassVar[bool] = True
 
     def prepare(self, ctx: MetricContext) -> None:
@@ -169,7 +167,7 @@ def _require_target(metric: Metric, batch: MetricInputs) -> torch.Tensor:
 
 @register_metric
 class LPIPSMetric(Metric):
-    name, label, higher_is_better, needs_reference = "lpips", "LPIPS↓", False, True
+    name, label = "lpips", "LPIPS↓"
 
     def prepare(self, ctx: MetricContext) -> None:
         from .lpips import load_lpips
@@ -186,7 +184,7 @@ class LPIPSMetric(Metric):
 
 @register_metric
 class SSIMMetric(Metric):
-    name, label, higher_is_better, needs_reference = "ssim", "SSIM↑", True, True
+    name, label = "ssim", "SSIM↑"
 
     def compute(self, batch: MetricInputs) -> torch.Tensor:
         return ssim(batch.pred, _require_target(self, batch)).cpu()
@@ -194,25 +192,15 @@ class SSIMMetric(Metric):
 
 @register_metric
 class PSNRMetric(Metric):
-    name, label, higher_is_better, needs_reference = "psnr", "PSNR↑", True, True
+    name, label = "psnr", "PSNR↑"
 
     def compute(self, batch: MetricInputs) -> torch.Tensor:
         return psnr(batch.pred, _require_target(self, batch)).cpu()
 
 
-def csim_aligned_separately(net, pred: torch.Tensor, pred_keypoints_px: torch.Tensor, reference: torch.Tensor,
-                            reference_keypoints_px: torch.Tensor) -> torch.Tensor:
-    """ArcFace cosine similarity (N,) of two image sets (N, 3, H, W) in [-1, 1], each aligned to the 112×112
-    template with its own keypoints (N, 68, 2) in pixels — cross-person reenactment, where the prediction has
-    the driver's pose and the reference (the source) its own. ``arcface.csim`` with ``target_keypoints``."""
-    from .arcface import csim
-
-    return csim(net, pred, reference, pred_keypoints_px, reference_keypoints_px)
-
-
 @register_metric
 class CSIMMetric(Metric):
-    name, label, higher_is_better, needs_reference = "csim", "CSIM↑", True, False
+    name, label, needs_reference = "csim", "CSIM↑", False
 
     def prepare(self, ctx: MetricContext) -> None:
         from .arcface import load_arcface
@@ -282,7 +270,7 @@ class LandmarkPairs:
 
 
 class _NMEBase(Metric):
-    higher_is_better, needs_reference = False, False
+    needs_reference = False
 
     def prepare(self, ctx: MetricContext) -> None:
         from ..preprocess.errors import PreprocessError
@@ -358,19 +346,20 @@ def median_ms(fn: Callable[[], object], warmup: int, runs: int, device: torch.de
 
 
 @torch.no_grad()
+def make_avatar(model, source_images, source_keypoints, source_masks, source_stickmen=None, enhance: bool = True):
+    """``personalize``, then the texture enhancer when the model has one and ``enhance`` is true."""
+    state = model.personalize(source_images, source_keypoints, source_masks, source_stickmen)
+    if enhance and model.texture_enhancer is not None:
+        state = model.enhance(state)
+    return state
+
+
 def time_init(model, source_images, source_keypoints, source_masks, enhance: bool = True,
               warmup: int = 3, runs: int = 20) -> float:
-    """Milliseconds to make one avatar (batch 1): ``personalize``, then the texture enhancer when the model has
-    one and ``enhance`` is true. Inputs are (1, 1, …) tensors on the model's device."""
-    device = source_images.device
-
-    def init():
-        state = model.personalize(source_images, source_keypoints, source_masks)
-        if enhance and model.texture_enhancer is not None:
-            state = model.enhance(state)
-        return state
-
-    return median_ms(init, warmup, runs, device)
+    """Milliseconds to make one avatar (batch 1) with :func:`make_avatar`, stickmen drawn from the keypoints.
+    Inputs are (1, 1, …) tensors on the model's device."""
+    return median_ms(lambda: make_avatar(model, source_images, source_keypoints, source_masks, enhance=enhance),
+                     warmup, runs, source_images.device)
 
 
 def time_frame(model, state, keypoints: torch.Tensor, warmup: int = 10, runs: int = 100) -> float:

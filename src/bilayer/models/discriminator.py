@@ -7,10 +7,15 @@ Consumes an image concatenated with the target stickman, (N, 6, H, W); produces 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ..nn.blocks import ResBlock, act
+
+if TYPE_CHECKING:
+    from ..config import BilayerConfig
 
 
 class Discriminator(nn.Module):
@@ -30,6 +35,19 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.BatchNorm2d(chans[-1], eps=eps, momentum=momentum)
         self.score = nn.Conv2d(chans[-1], 1, 1)
+
+    @classmethod
+    def from_config(cls, config: "BilayerConfig") -> "Discriminator":
+        """The discriminator of ``config``: its ``discriminator`` section, the model's image size, eps and BN
+        momentum, with spectral norm on every layer when ``config.spectral_norm`` (as the generators have)."""
+        d = config.discriminator
+        net = cls(config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size, config.eps,
+                  config.bn_momentum)
+        if config.spectral_norm:
+            from ..nn.spectral import apply_spectral_norm
+
+            apply_spectral_norm(net, config.eps)
+        return net
 
     def forward(self, images: torch.Tensor, stickmen: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         # images, stickmen: (N, 3, H, W) → scores (N, 1, S, S), features [(N, C_i, H_i, W_i)] per block

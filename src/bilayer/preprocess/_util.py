@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
+
+from .errors import UnknownBackendError
 
 
 @contextlib.contextmanager
@@ -29,3 +33,29 @@ def quiet_native_logs() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class BackendRegistry(dict):
+    """Backend classes by their ``name``: ``register`` (a class decorator), ``check`` and ``create``."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind  # "keypoint", "segmentation": the word used in error messages
+
+    def register(self, cls: type) -> type:
+        """Class decorator: make a backend available by its ``name``."""
+        self[cls.name] = cls
+        return cls
+
+    def check(self, name: str) -> None:
+        """``UnknownBackendError`` (one sentence listing the valid names) when ``name`` is not registered."""
+        if name not in self:
+            raise UnknownBackendError(f"unknown {self.kind} backend {name!r}; valid names: {', '.join(sorted(self))}.")
+
+    def create(self, name: str, **options: Any):
+        """An instance of backend ``name``. Options its constructor does not take, and options that are None, are
+        left out, so one options dict can serve every backend."""
+        self.check(name)
+        cls = self[name]
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})

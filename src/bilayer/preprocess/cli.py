@@ -67,18 +67,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m bilayer.preprocess``) until the lead wires ``bilayer preprocess``."""
+    """``python -m bilayer.preprocess ARGS``: the same as ``bilayer preprocess ARGS`` (same errors and exit codes)."""
     import sys
 
-    from .errors import PreprocessError
+    from ..cli import main as bilayer_main
 
-    parser = configure_parser(argparse.ArgumentParser(prog="bilayer preprocess"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except PreprocessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return bilayer_main(["preprocess", *(sys.argv[1:] if argv is None else argv)])

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._util import quiet_native_logs
-from .errors import MissingWeightsError, PreprocessError, UnknownBackendError
+from ._util import BackendRegistry, quiet_native_logs
+from .errors import MissingWeightsError, PreprocessError, short_reason
 from .index_map import mesh_to_ibug68
 
 NUM_KEYPOINTS = 68
@@ -79,28 +79,15 @@ class LandmarkBackend:
         self.close()
 
 
-LANDMARK_BACKENDS: dict[str, type[LandmarkBackend]] = {}
-
-
-def register_landmark_backend(cls: type[LandmarkBackend]) -> type[LandmarkBackend]:
-    """Class decorator: make a backend available by its ``name``."""
-    LANDMARK_BACKENDS[cls.name] = cls
-    return cls
-
-
-def check_landmark_backend(name: str) -> None:
-    if name not in LANDMARK_BACKENDS:
-        raise UnknownBackendError(
-            f"unknown keypoint backend {name!r}; valid names: {', '.join(sorted(LANDMARK_BACKENDS))}."
-        )
+LANDMARK_BACKENDS = BackendRegistry("keypoint")
+register_landmark_backend = LANDMARK_BACKENDS.register
+check_landmark_backend = LANDMARK_BACKENDS.check
 
 
 def create_landmark_backend(name: str = "mediapipe", **options: Any) -> LandmarkBackend:
-    """Instantiate a registered backend; options it does not take are ignored (so one options dict can serve all)."""
-    check_landmark_backend(name)
-    cls = LANDMARK_BACKENDS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    """Instantiate a registered backend; options it does not take (or that are None) are ignored, so one options
+    dict can serve all."""
+    return LANDMARK_BACKENDS.create(name, **options)
 
 
 # ------------------------------------------------------------------------------------------------ mediapipe
@@ -154,6 +141,9 @@ class MediaPipeLandmarks(LandmarkBackend):
 
 
 # ------------------------------------------------------------------------------------------- face-alignment
+FACE_ALIGNMENT_MISSING = ("the face-alignment keypoint backend needs the face_alignment package "
+                          "(pip install -c constraints.txt face-alignment), which is not installed.")
+
 # File names of face_alignment 1.5's weights, used when the package is not installed to say what is expected.
 _FA_DEFAULT_URLS = {
     "fan": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
@@ -230,10 +220,7 @@ class FaceAlignmentLandmarks(LandmarkBackend):
         try:
             import face_alignment
         except ImportError as exc:
-            raise PreprocessError(
-                "the face-alignment keypoint backend needs the face_alignment package "
-                "(pip install -c constraints.txt face-alignment), which is not installed."
-            ) from exc
+            raise PreprocessError(FACE_ALIGNMENT_MISSING) from exc
         lt = face_alignment.LandmarksType
         kind = getattr(lt, "TWO_D", None) or getattr(lt, "_2D", None)  # 1.2+ / older versions
         kwargs: dict[str, Any] = dict(device=device, flip_input=flip_input, face_detector="sfd",
@@ -259,7 +246,14 @@ def load_keypoint_file(path: str | Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise PreprocessError(f"cannot read keypoint file {path}: {exc}.") from exc
+        raise PreprocessError(
+            f"cannot read keypoint file {path} ({short_reason(exc)}); expected a .npy array."
+        ) from exc
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise PreprocessError(f"keypoint file {path} holds several arrays (.npz); expected one (T, 68, 2) array.")
+    if arr.dtype.kind not in "fiu":
+        raise PreprocessError(f"keypoint file {path} holds {arr.dtype} values; expected a float (T, 68, 2) array.")
     if arr.ndim == 2 and arr.shape[0] >= NUM_KEYPOINTS:  # a single frame
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1] < NUM_KEYPOINTS or arr.shape[2] not in (2, 3):

@@ -20,7 +20,6 @@ Per sequence:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import shutil
 import time
@@ -35,10 +34,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..io import write_bytes_atomic
+from ..io import write_image_atomic, write_json_atomic, write_npy_atomic
 from .crop import BOX_MODES, CropBox, crop_box, crop_image, is_static, keypoints_to_crop, stabilise_boxes
 from .errors import PreprocessError, VideoReadError
 from .landmarks import (
+    FACE_ALIGNMENT_MISSING,
     FileLandmarks,
     LandmarkBackend,
     MainFaceTracker,
@@ -186,22 +186,6 @@ def _fmt_counter(c: Counter) -> str:
 
 
 # --------------------------------------------------------------------------------------------- file output
-_atomic_write = write_bytes_atomic  # temporary file in the same folder, then os.replace
-
-
-def _encode(ext: str, img: np.ndarray, params: list[int] | None = None) -> bytes:
-    ok, buf = cv2.imencode(ext, img, params or [])
-    if not ok:  # pragma: no cover - OpenCV always encodes these
-        raise RuntimeError(f"could not encode {ext}")
-    return buf.tobytes()
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
 def sequence_dirs(out_root: Path, split: str, key: tuple[str, str, str]) -> dict[str, Path]:
     """The imgs / keypoints / segs folders of one sequence."""
     return {kind: out_root.joinpath(kind, split, *key) for kind in ("imgs", "keypoints", "segs")}
@@ -338,12 +322,11 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
                 box, kp = plan[frame.index]
                 crop = crop_image(frame.image, box, settings.size)
                 stem = f"{frame.index:06d}"
-                _atomic_write(dirs["imgs"] / f"{stem}.jpg", _encode(
-                    ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality]))
-                _atomic_write(dirs["keypoints"] / f"{stem}.npy", _npy_bytes(keypoints_to_crop(kp, box, settings.size)))
+                write_image_atomic(dirs["imgs"] / f"{stem}.jpg", crop, quality=settings.jpeg_quality)
+                write_npy_atomic(dirs["keypoints"] / f"{stem}.npy", keypoints_to_crop(kp, box, settings.size))
                 mask = segmentation.segment(crop)
                 if mask is not None:
-                    _atomic_write(dirs["segs"] / f"{stem}.png", _encode(".png", mask_to_uint8(mask)))
+                    write_image_atomic(dirs["segs"] / f"{stem}.png", mask_to_uint8(mask))
                 written += 1
         except VideoReadError as exc:  # the file changed between the passes
             for d in dirs.values():
@@ -389,7 +372,7 @@ def _write_marker(path: Path, job: SequenceJob, settings: Settings, result: Sequ
         "settings": asdict(settings),
         "boxes": boxes,  # FRAME → [cx, cy, half] of the crop in source pixels
     }
-    _atomic_write(path, json.dumps(info, indent=1).encode())
+    write_json_atomic(path, info, indent=1)
 
 
 # --------------------------------------------------------------------------------------- workers and run
@@ -453,10 +436,7 @@ def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: 
         import importlib.util
 
         if importlib.util.find_spec("face_alignment") is None:
-            raise PreprocessError(
-                "the face-alignment keypoint backend needs the face_alignment package "
-                "(pip install -c constraints.txt face-alignment), which is not installed."
-            )
+            raise PreprocessError(FACE_ALIGNMENT_MISSING)
     if settings.landmarks == "file":
         path = landmark_options.get("path")
         if path is not None and not Path(path).exists():
@@ -559,5 +539,5 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
         bar.close()
     summary.sequences.sort(key=lambda r: r.name)
     with contextlib.suppress(OSError):
-        _atomic_write(out_root / MARKER_DIR / split / "last_run.json", json.dumps(summary.to_dict(), indent=1).encode())
+        write_json_atomic(out_root / MARKER_DIR / split / "last_run.json", summary.to_dict(), indent=1)
     return summary

@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from ._util import quiet_native_logs
-from .errors import PreprocessError, UnknownBackendError
+from ._util import BackendRegistry, quiet_native_logs
+from .errors import PreprocessError
 
 #: The reference erosion kernel: a 5×5 square without its four corners (21 ones).
 DISK_5x5 = np.ones((5, 5), np.uint8)
@@ -42,26 +41,14 @@ class SegmentationBackend:
         self.close()
 
 
-SEGMENTATION_BACKENDS: dict[str, type[SegmentationBackend]] = {}
-
-
-def register_segmentation_backend(cls: type[SegmentationBackend]) -> type[SegmentationBackend]:
-    SEGMENTATION_BACKENDS[cls.name] = cls
-    return cls
-
-
-def check_segmentation_backend(name: str) -> None:
-    if name not in SEGMENTATION_BACKENDS:
-        raise UnknownBackendError(
-            f"unknown segmentation backend {name!r}; valid names: {', '.join(sorted(SEGMENTATION_BACKENDS))}."
-        )
+SEGMENTATION_BACKENDS = BackendRegistry("segmentation")
+register_segmentation_backend = SEGMENTATION_BACKENDS.register
+check_segmentation_backend = SEGMENTATION_BACKENDS.check
 
 
 def create_segmentation_backend(name: str = "mediapipe", **options: Any) -> SegmentationBackend:
-    check_segmentation_backend(name)
-    cls = SEGMENTATION_BACKENDS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    """Instantiate a registered backend; options it does not take (or that are None) are ignored."""
+    return SEGMENTATION_BACKENDS.create(name, **options)
 
 
 @register_segmentation_backend

@@ -39,7 +39,8 @@ BOX_SMOOTHING = OneEuroParams(min_cutoff=0.4, beta=2.0, d_cutoff=5.0)
 SMOOTHING_METHODS = ("none", "one-euro")
 
 
-def _alpha(cutoff: float, dt: float) -> float:
+def _alpha(cutoff, dt: float):
+    """The smoothing factor of a first-order low-pass filter with ``cutoff`` (Hz, a number or an array)."""
     tau = 1.0 / (2.0 * math.pi * cutoff)
     return 1.0 / (1.0 + tau / dt)
 
@@ -81,9 +82,7 @@ class OneEuroFilter:
         dx = (x - self._x) / dt
         a_d = _alpha(self.d_cutoff, dt)
         self._dx = a_d * dx + (1 - a_d) * self._dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
-        tau = 1.0 / (2.0 * np.pi * cutoff)
-        a = 1.0 / (1.0 + tau / dt)
+        a = _alpha(self.min_cutoff + self.beta * np.abs(self._dx), dt)
         self._x = a * x + (1 - a) * self._x
         self._t = float(t)
         return self._x.copy()

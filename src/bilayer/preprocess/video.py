@@ -63,6 +63,11 @@ class _Subsampler:
         return True
 
 
+def _nominal_rate(stream) -> float | None:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
 def video_fps(path: str | Path) -> float:
     """The nominal frame rate of a video (``IMAGE_SEQUENCE_FPS`` for an image or a folder of images)."""
     path = Path(path)
@@ -72,11 +77,9 @@ def video_fps(path: str | Path) -> float:
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-            return float(rate) if rate else IMAGE_SEQUENCE_FPS
+            return _nominal_rate(container.streams.video[0]) or IMAGE_SEQUENCE_FPS
     except (av.FFmpegError, OSError, IndexError) as exc:
-        raise VideoReadError(f"cannot read {path}: {exc}") from exc
+        raise VideoReadError(f"cannot read {path}: {short_reason(exc)}") from exc
 
 
 def iter_video(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
@@ -98,7 +101,7 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
             raise VideoReadError(f"{path.name} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = float(stream.average_rate or stream.guessed_rate or IMAGE_SEQUENCE_FPS)
+        rate = _nominal_rate(stream) or IMAGE_SEQUENCE_FPS
         time_base = stream.time_base
         for index, frame in enumerate(container.decode(stream)):
             if frame.pts is not None and time_base is not None:
@@ -115,7 +118,7 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
             kept += 1
             if max_frames is not None and kept >= max_frames:
                 break
-        if kept == 0 and max_frames != 0:
+        if kept == 0:
             raise VideoReadError(f"{path.name} holds no decodable frame")
     except av.FFmpegError as exc:
         raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc

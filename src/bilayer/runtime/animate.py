@@ -26,11 +26,10 @@ import torch
 
 from .avatar import Avatar
 from .compose import paste_back, rgba, side_by_side, to_mask, to_uint8
-from .driver import Driver
-from .motion import MotionTransfer, StreamingCropper, crop_keypoints, to_model_input
+from .driver import Driver, DriverError
+from .motion import MOTION_MODES, MotionTransfer, StreamingCropper, to_model_input
 from .videoio import VideoWriter
 
-MOTION_MODES = ("relative", "absolute")
 BACKGROUNDS = ("black", "white", "source")
 _END = object()
 
@@ -127,8 +126,8 @@ def animate(
     if paste and photo is None:
         raise ValueError("paste-back needs the avatar's source photo.")
     if side and driver.size is None:
-        raise ValueError("side by side needs a driver with frames (a video or a folder of images), "
-                         "not a keypoint file.")
+        raise DriverError(f"side by side needs a driver with frames (a video or a folder of images); {driver.path} "
+                          "holds keypoints only.")
     size = avatar.size
     out = Path(out)
     report = AnimationReport(output=out, fps_in=driver.fps)
@@ -234,5 +233,5 @@ def animate(
                 raise t.error
     report.wall_seconds = time.perf_counter() - wall0
     report.lost = driver.lost
-    report.audio = bool(getattr(writer, "audio", False))
+    report.audio = writer.audio
     return report

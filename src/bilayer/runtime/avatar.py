@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,9 @@ from ..models.bilayer import BilayerModel
 from ..preprocess.crop import CropBox, crop_box, crop_image, keypoints_to_crop
 from ..structures import AdaptiveParams, AvatarState, Render
 from ..weights import read_safetensors, write_safetensors
+
+if TYPE_CHECKING:
+    from ..preprocess.landmarks import LandmarkBackend
 
 AVATAR_FORMAT = "bilayer-avatar"
 AVATAR_FORMAT_VERSION = "1"
@@ -56,6 +61,30 @@ def model_fingerprint(model: BilayerModel) -> str:
     value = digest.hexdigest()[:32]
     object.__setattr__(model, "_bilayer_fingerprint", (key, value))  # a plain attribute, not a module buffer
     return value
+
+
+def _check_config(config: BilayerConfig, model: BilayerModel, where: str) -> None:
+    """``AvatarError`` naming what differs when an avatar made for ``config`` meets another model configuration."""
+    if model.config == config:
+        return
+    differ = [f.name for f in fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
+    detail = (f"image size {config.image_size} vs the model's {model.config.image_size}" if "image_size" in differ
+              else f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}")
+    raise AvatarError(f"{where} was made for a different model configuration ({detail}); use the model it was made "
+                      "with.")
+
+
+def check_avatar_path(path: str | Path) -> Path:
+    """``path`` as a ``Path`` if an avatar file can be written there; ``AvatarError`` (one sentence) when it is a
+    folder or its folder does not exist or is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise AvatarError(f"cannot write {path}: it is a folder; give a file name such as {path / 'me.avatar'}.")
+    if not path.parent.is_dir():
+        raise AvatarError(f"cannot write {path}: folder {path.parent} does not exist.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise AvatarError(f"cannot write {path}: folder {path.parent} is not writable.")
+    return path
 
 
 def read_photo(path: str | Path) -> np.ndarray:
@@ -105,7 +134,7 @@ class Avatar:
         *,
         keypoints: np.ndarray | None = None,
         mask: np.ndarray | None = None,
-        landmarks: str = "mediapipe",
+        landmarks: str | LandmarkBackend = "mediapipe",
         segmentation: str = "mediapipe",
         enhance: bool = True,
         enhancer_steps: int | None = None,
@@ -113,7 +142,8 @@ class Avatar:
     ) -> "Avatar":
         """Make an avatar from one photo (an H×W×3 RGB uint8 array or an image file).
 
-        keypoints: the photo's (68, 2|3) landmarks in pixels; detected with ``landmarks`` when omitted.
+        keypoints: the photo's (68, 2|3) landmarks in pixels; detected with ``landmarks`` (a backend name or
+        instance) when omitted.
         mask: the crop's (S, S) foreground mask in [0, 1]; computed with ``segmentation`` ("mediapipe" or
         "none" = the whole crop) when omitted. ``crop=False`` takes a photo that already is the model's crop
         (S × S, e.g. a preprocessed frame). ``enhance`` runs the texture enhancer when the model has one.
@@ -191,9 +221,8 @@ class Avatar:
         )
 
     def check_model(self, model: BilayerModel, where: str = "this avatar") -> None:
-        if model.config != self.config:
-            raise AvatarError(f"{where} was made for a different model configuration (image size "
-                              f"{self.config.image_size} vs the model's {model.config.image_size}); use its model.")
+        """``AvatarError`` unless ``model`` has the configuration and the weights the avatar was made with."""
+        _check_config(self.config, model, where)
         if model_fingerprint(model) != self.model_hash:
             raise AvatarError(f"{where} was made with other model weights (hash {self.model_hash[:12]}…, the model "
                               f"has {model_fingerprint(model)[:12]}…); recreate the avatar with this model.")
@@ -230,9 +259,7 @@ class Avatar:
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file (written atomically)."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise AvatarError(f"cannot write {path}: folder {path.parent} does not exist.")
+        path = check_avatar_path(path)
         tensors = {
             "texture": self.texture, "source_image": self.source_image, "source_mask": self.source_mask,
             "source_keypoints": torch.from_numpy(np.asarray(self.source_keypoints, np.float32)),
@@ -267,19 +294,22 @@ class Avatar:
             model_hash = meta["model_hash"]
         except (KeyError, ValueError, TypeError) as exc:
             raise AvatarError(f"{path} has damaged metadata ({exc}).") from None
+        _check_config(config, model, f"avatar {path}")
         device = next(model.parameters()).device
-        # The parameter structure comes from the model; the file's tensors are put into it by name.
+        # The parameter structure comes from the model (the configurations agree); the file's tensors are put into
+        # it by name.
         skeleton = model.params_skeleton()
         expected = dict(skeleton.named_tensors("params"))
-        stored = {k for k in tensors if k.startswith("params.")}
-        if stored != set(expected):
-            odd = sorted(stored ^ set(expected))
-            raise AvatarError(f"{path} was made for another model (parameter {odd[0]!r} is "
-                              f"{'missing' if odd[0] in expected else 'unexpected'} for this one).")
+        missing = sorted({"texture", "source_image", "source_mask", "source_keypoints", *expected} - set(tensors))
+        unexpected = sorted({k for k in tensors if k.startswith("params.")} - set(expected))
+        if missing or unexpected:
+            name = (missing or unexpected)[0]
+            raise AvatarError(f"{path} is damaged (tensor {name!r} is {'missing' if missing else 'unexpected'}); "
+                              "make the avatar again.")
         for name, ref in expected.items():
             if tuple(tensors[name].shape) != tuple(ref.shape):
-                raise AvatarError(f"{path} was made for another model (parameter {name!r} has shape "
-                                  f"{tuple(tensors[name].shape)} where this model has {tuple(ref.shape)}).")
+                raise AvatarError(f"{path} is damaged (tensor {name!r} has shape {tuple(tensors[name].shape)} where "
+                                  f"the model has {tuple(ref.shape)}); make the avatar again.")
         names = iter(expected)
         params = skeleton.map(lambda _: tensors[next(names)].to(device))
         avatar = cls(

@@ -7,10 +7,11 @@ and no half-written file.
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 from pathlib import Path
 
-log = logging.getLogger("bilayer.runtime")
+#: Landmark backends for a photo and a driving video (``--landmarks``).
+LANDMARKS = ("mediapipe", "face-alignment")
 
 
 def runtime_errors() -> tuple[type[BaseException], ...]:
@@ -30,15 +31,30 @@ def _load_model(path: str):
 
 
 def _load_points(path: str | None):
+    """--source-keypoints: the photo's (68, 2) pixel landmarks from a .npy file, or None."""
     if path is None:
         return None
     from ..preprocess.landmarks import load_keypoint_file
+    from .avatar import AvatarError
 
-    return load_keypoint_file(path)
+    kp = load_keypoint_file(path)  # (T, 68, 2)
+    if len(kp) != 1:
+        raise AvatarError(f"keypoint file {path} holds {len(kp)} frames; expected the photo's 68 points, (68, 2).")
+    return kp[0]
 
 
-def _avatar_for(args: argparse.Namespace, model):
-    """The avatar from --avatar (a saved file) or made now from --source."""
+def _landmarks(args: argparse.Namespace):
+    """A context giving ``--landmarks``: the backend name, or with ``--landmark-weights`` a face-alignment backend
+    reading its weights there (closed when the context ends)."""
+    if args.landmark_weights is None or args.landmarks == "mediapipe":
+        return contextlib.nullcontext(args.landmarks)
+    from ..preprocess.landmarks import create_landmark_backend
+
+    return create_landmark_backend(args.landmarks, weights_dir=args.landmark_weights)
+
+
+def _avatar_for(args: argparse.Namespace, model, landmarks):
+    """The avatar from --avatar (a saved file) or made now from --source (``landmarks``: from ``_landmarks``)."""
     from .avatar import Avatar, AvatarError, read_photo
 
     if getattr(args, "avatar", None):
@@ -59,7 +75,7 @@ def _avatar_for(args: argparse.Namespace, model):
             raise AvatarError(f"cannot read mask {args.source_mask}; expected a grey-scale PNG.")
         mask = m.astype("float32") / 255.0
     try:
-        avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=args.landmarks,
+        avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=landmarks,
                                segmentation=args.segmentation, enhance=not args.no_enhance, crop=crop)
     except AvatarError as exc:
         raise AvatarError(str(exc).replace("the photo", str(args.source))) from None
@@ -71,24 +87,26 @@ def _add_model_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_avatar_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source-keypoints", default=None, help="the photo's 68 landmarks (.npy, pixels) instead of detecting them")
+    p.add_argument("--source-keypoints", default=None, help="the photo's 68 landmarks (.npy, (68, 2) pixels) instead of detecting them")
     p.add_argument("--source-mask", default=None, help="the crop's foreground mask (PNG) instead of segmenting it")
     p.add_argument("--source-is-crop", action="store_true",
                    help="the photo already is the model's crop (e.g. a preprocessed frame): no cropping")
-    p.add_argument("--landmarks", default="mediapipe", help="landmark backend: mediapipe (default) or face-alignment")
-    p.add_argument("--segmentation", default="mediapipe", choices=["mediapipe", "none"])
+    p.add_argument("--landmarks", default="mediapipe", choices=LANDMARKS, help="landmark backend of the photo (and of a driving video; default mediapipe)")
+    p.add_argument("--landmark-weights", default=None, metavar="DIR",
+                   help="folder holding the face-alignment weight files (FAN and S3FD); nothing is downloaded")
+    p.add_argument("--segmentation", default="mediapipe", choices=["mediapipe", "none"],
+                   help="foreground mask of the photo's crop; none: the whole crop (default mediapipe)")
     p.add_argument("--no-enhance", action="store_true", help="skip the texture enhancer")
 
 
 # ---------------------------------------------------------------------------------------------- avatar
 def cmd_avatar(args: argparse.Namespace) -> int:
-    from .avatar import AvatarError
+    from .avatar import check_avatar_path
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise AvatarError(f"cannot write {out}: folder {out.parent} does not exist.")
+    out = check_avatar_path(args.out)
     model = _load_model(args.model)
-    avatar, _ = _avatar_for(args, model)
+    with _landmarks(args) as landmarks:
+        avatar, _ = _avatar_for(args, model, landmarks)
     avatar.save(out)
     print(f"wrote {out} ({'enhanced' if avatar.enhanced else 'not enhanced'} texture, crop box "
           f"{tuple(round(v, 1) for v in avatar.box.to_array())})")
@@ -106,23 +124,23 @@ def configure_avatar(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------- animate
 def cmd_animate(args: argparse.Namespace) -> int:
     from .animate import animate
+    from .avatar import AvatarError
     from .driver import open_driver
-    from .videoio import check_output_path
+    from .videoio import OutputError, check_output_path
 
     inputs = [p for p in (args.driver, args.source, args.avatar, args.driver_keypoints) if p]
     check_output_path(args.out, alpha=args.alpha, inputs=inputs)
     if args.alpha and (args.paste_back or args.side_by_side):
-        from .videoio import OutputError
-
         raise OutputError("--alpha writes the crop with its mask; it cannot be combined with --paste-back or --side-by-side.")
+    if args.report and Path(args.report).is_dir():
+        raise OutputError(f"--report {args.report} is a folder; expected a .json file path.")
+    if args.paste_back and args.avatar and not args.source:
+        raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
     model = _load_model(args.model)
-    with open_driver(args.driver, landmarks=args.landmarks, keypoints=args.driver_keypoints,
-                     smoothing=not args.no_smoothing, max_frames=args.max_frames) as driver:
-        avatar, photo = _avatar_for(args, model)
-        if args.paste_back and photo is None:
-            from .avatar import AvatarError
-
-            raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
+    with _landmarks(args) as landmarks, open_driver(
+            args.driver, landmarks=landmarks, keypoints=args.driver_keypoints, smoothing=not args.no_smoothing,
+            max_frames=args.max_frames) as driver:
+        avatar, photo = _avatar_for(args, model, landmarks)
         renderer = avatar.renderer(model, args.backend)
         renderer.warmup(1)
         report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
@@ -151,12 +169,14 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paste-back", action="store_true", help="paste the result back into the photo")
     p.add_argument("--alpha", action="store_true", help="RGBA output from the predicted mask (.mov or a PNG folder)")
     p.add_argument("--side-by-side", action="store_true", help="the driver frame next to the result")
-    p.add_argument("--background", choices=BACKGROUNDS, default="black", help="behind the head in crop output")
-    p.add_argument("--backend", choices=BACKENDS, default="eager", help="per-frame engine (default eager fp32)")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--background", choices=BACKGROUNDS, default="black", help="behind the head in crop output (default black)")
+    # the command renders on the CPU; fp16 needs CUDA (the Python API: make_renderer(..., device="cuda"))
+    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "fp16"], default="eager",
+                   help="per-frame engine on the CPU (default eager, float32)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many driver frames")
     p.add_argument("--no-smoothing", action="store_true", help="do not smooth the driver's keypoints")
     p.add_argument("--report", default=None, help="write timings and counts as JSON here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_avatar_options(p)
     p.set_defaults(func=cmd_animate)
 
@@ -170,15 +190,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     model = _load_model(args.model)
-    kp = None
     if args.generic:
         path = export_generic(model, out, opset=args.opset, fp16=args.fp16)
         print(f"wrote {path} (generic graph: keypoints, texture and adaptive parameters as inputs)")
         if args.avatar:
             avatar = Avatar.load(args.avatar, model)
             kp = torch.from_numpy(avatar.source_keypoints_normalized)[None]
-            state = avatar.state()
-            diff = check_export(path, lambda k: _render_pair(model, state, k), kp, feeds=generic_inputs(state))
+            diff = check_export(path, lambda k: avatar.render(model, k), kp, feeds=generic_inputs(avatar.state()))
             print(f"ONNX Runtime vs PyTorch on the avatar's source pose: max abs difference {diff:.2e}")
         return 0
     if not args.avatar:
@@ -195,17 +213,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_pair(model, state, keypoints):
-    import torch
-
-    with torch.no_grad():
-        r = model.render(state, keypoints[None])
-    return r.image[0], r.mask[0]
-
-
 def configure_export(p: argparse.ArgumentParser) -> None:
     _add_model_option(p)
-    p.add_argument("--avatar", default=None, help="avatar file: bake it into the graph (texture as an initializer)")
+    p.add_argument("--avatar", default=None,
+                   help="avatar file: bake it into the graph (texture as an initializer); with --generic, the avatar "
+                        "the generic graph is checked on")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--generic", action="store_true", help="a graph taking the texture and adaptive parameters as inputs")
     p.add_argument("--fp16", action="store_true", help="float16 weights and compute (GPUs, phones); inputs/outputs stay float32")

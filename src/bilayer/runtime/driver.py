@@ -43,8 +43,8 @@ from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
 from ..preprocess.landmarks import (NUM_KEYPOINTS, LandmarkBackend, MainFaceTracker, create_landmark_backend,
                                     load_keypoint_file)
 from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
-from .motion import face_size
 from ..preprocess.video import IMAGE_SEQUENCE_FPS, is_image, iter_frames, list_images
+from .motion import face_size
 
 #: Frames searched for a first face before the driver is rejected.
 FACE_SEARCH_FRAMES = 50
@@ -110,12 +110,13 @@ def _keypoints_from_folder(path: Path) -> np.ndarray:
     rows = []
     for f in files:
         try:
-            arr = np.load(f, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DriverError(f"cannot read keypoint file {f}: {exc}.") from exc
-        if arr.ndim != 2 or arr.shape[0] < NUM_KEYPOINTS or arr.shape[1] not in (2, 3):
-            raise DriverError(f"keypoint file {f} has shape {arr.shape}; expected (68, 2).")
-        rows.append(arr[:NUM_KEYPOINTS, :2].astype(np.float32))
+            kp = load_keypoint_file(f)  # (T, 68, 2)
+        except PreprocessError as exc:
+            raise DriverError(str(exc)) from exc
+        if len(kp) != 1:
+            raise DriverError(f"keypoint file {f} holds {len(kp)} frames; expected one (68, 2) frame per file in "
+                              f"keypoint folder {path}.")
+        rows.append(kp[0])
     return np.stack(rows)
 
 

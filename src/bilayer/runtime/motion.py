@@ -43,7 +43,7 @@ from ..data.dataset import normalize_keypoints
 from ..preprocess.crop import CropBox, crop_box, keypoints_to_crop
 from ..preprocess.smoothing import BOX_SMOOTHING, OneEuroFilter, OneEuroParams
 
-MOTION_MODES = ("absolute", "relative")
+MOTION_MODES = ("relative", "absolute")
 SCALE_MEASURES = ("extent", "interocular")
 CROP_MODES = ("smooth", "fixed", "none")
 NUM_KEYPOINTS = 68

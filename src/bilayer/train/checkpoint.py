@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..weights import read_safetensors, state_for_saving, write_safetensors
+from ..weights import check_state, read_safetensors, state_for_saving, write_safetensors
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -119,9 +119,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def load_checkpoint(
     path: Path, networks: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> dict:
-    """Restore networks, optimisers and RNG states in place; returns the saved scalar state (step, …)."""
+    """Restore networks, optimisers and RNG states in place; returns the saved scalar state (step, …). Network
+    tensors that do not fit (e.g. resuming with another model config) raise a WeightsError naming the file."""
     for name, module in networks.items():
-        module.load_state_dict(read_safetensors(path / f"{name}.safetensors"))
+        file = path / f"{name}.safetensors"
+        state = read_safetensors(file)
+        check_state(module, state, str(file))
+        module.load_state_dict(state)
     for name, optimizer in optimizers.items():
         meta = json.loads((path / f"optim-{name}.json").read_text())
         _load_optimizer(optimizer, read_safetensors(path / f"optim-{name}.safetensors"), meta)

@@ -3,27 +3,24 @@
 Presets (``TRAIN_PRESETS``):
 * ``synth-quick`` — a small model at 128 px that learns on SynthHeads on a 2-core CPU in minutes;
 * ``paper-base`` / ``paper-enhancer`` — the paper's medium model at 256 px, batch 48 / 32 (paper §4),
-  which the released scripts ran at 40 (SPEC §8.2 item 1).
+  which the released scripts ran at 40 (SPEC §8.2 item 1);
+* ``tiny`` — the 64-px test preset (two steps, a checkpoint at every step).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import BilayerConfig, ConfigError, EmbedderConfig, EnhancerConfig, InferenceGeneratorConfig, preset, read_json_file
-from ..config import DiscriminatorConfig, KeypointsEmbedderConfig, TextureGeneratorConfig
+from ..config import DiscriminatorConfig, JsonConfig, KeypointsEmbedderConfig, TextureGeneratorConfig, check_fields
 from ..losses.objectives import LossWeights
 from ..losses.pixelwise import WarpSchedule
 
-STAGES = ("base", "enhancer")
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     model: BilayerConfig = field(default_factory=BilayerConfig)
     # data
     num_sources: int = 1
@@ -43,7 +40,7 @@ class TrainConfig:
     # maintenance
     standing_stats_batches: int = 500
     eval_every: int = 1000
-    eval_batches: int = 8
+    eval_batches: int = 8  # held-out pairs scored per evaluation: 4 × eval_batches
     checkpoint_every: int = 1000
     log_every: int = 10
     visual_every: int = 500
@@ -56,27 +53,35 @@ class TrainConfig:
             raise ConfigError(f"sampling is {self.sampling!r}; expected 'random' or 'reference'.")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision is {self.precision!r}; expected 'fp32' or 'bf16'.")
-        if self.batch_size < 1 or self.steps < 0:
-            raise ConfigError("batch_size must be positive and steps non-negative.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if self.perceptual_layer_weights not in ("released", "paper"):
+            raise ConfigError(
+                f"perceptual_layer_weights is {self.perceptual_layer_weights!r}; expected 'released' or 'paper'."
+            )
+        ranges = {  # field: (smallest, largest) valid value; 0 turns eval/visual_every off
+            "num_sources": (1, None), "num_targets": (1, None), "workers": (0, None), "batch_size": (1, None),
+            "micro_batch": (0, None), "steps": (0, None), "perceptual_layers": (1, 5), "standing_stats_batches": (1, None),
+            "eval_every": (0, None), "eval_batches": (1, None), "checkpoint_every": (1, None), "log_every": (1, None),
+            "visual_every": (0, None), "max_nonfinite": (1, None),
+        }
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                expected = f"an integer from {low} to {high}" if high else f"an integer ≥ {low}"
+                raise ConfigError(f"training config field {name} is {value!r}; expected {expected}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ConfigError(f"training config field lr is {self.lr!r}; expected a positive number.")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        check_fields(cls, data, "the training config")
         data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config field(s) {unknown}; valid: {sorted(known)}.")
         if "model" in data:
             data["model"] = BilayerConfig.from_dict(data["model"])
         if "losses" in data:
+            check_fields(LossWeights, data["losses"], "training config section 'losses'")
             losses = dict(data["losses"])
             if "warp" in losses:
+                check_fields(WarpSchedule, losses["warp"], "training config section 'losses.warp'")
                 losses["warp"] = WarpSchedule(**losses["warp"])
             data["losses"] = LossWeights(**losses)
         if "betas" in data:
@@ -85,10 +90,11 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(read_json_file(path, "training config"))
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
+        data = read_json_file(path, "training config")
+        try:
+            return cls.from_dict(data)
+        except (ConfigError, TypeError) as exc:  # TypeError: a value of the wrong JSON type, e.g. "lr": "fast"
+            raise ConfigError(f"training config {path}: {exc}") from None
 
 
 def _synth_quick() -> TrainConfig:

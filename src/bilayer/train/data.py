@@ -1,7 +1,9 @@
 """Batches for training: a resumable, sharded epoch sampler over ``VideoDataset`` items.
 
 Resuming in the middle of an epoch must give exactly the batches the uninterrupted run would have seen, so the
-order depends only on (seed, epoch) and the sampler can start at any batch of an epoch.
+order depends only on (seed, epoch) and the sampler can start at any batch of an epoch. The loader itself is
+``bilayer.data.VideoLoader`` (what ``make_loader`` returns); only the sampler differs from ``make_loader``'s
+``DistributedSampler``, which can neither interleave accumulation steps with processes nor start mid-epoch.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
-from ..data.dataset import VideoDataset, collate
+from ..data.dataset import DatasetError, VideoDataset, VideoLoader, collate
 
 
 class EpochSampler(Sampler[int]):
@@ -20,14 +22,14 @@ class EpochSampler(Sampler[int]):
     items [(a · world_size + r) · micro, … + micro) of that step's global batch.
 
     So one process accumulating over k micro-batches sees exactly the micro-batches that k processes see in one
-    step, which makes single-process and multi-process runs comparable batch for batch. ``start`` skips that many
-    micro-batches of the epoch (resume)."""
+    step, which makes single-process and multi-process runs comparable batch for batch. ``set_epoch(epoch, start)``
+    selects the epoch and skips its first ``start`` micro-batches (resume)."""
 
     def __init__(self, size: int, micro: int, accumulate: int, rank: int, world_size: int, seed: int) -> None:
         self.size, self.micro, self.accumulate, self.rank, self.world, self.seed = size, micro, accumulate, rank, world_size, seed
         self.epoch, self.start = 0, 0
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise DatasetError(
                 f"the dataset has {size} items, fewer than one global batch of {self.global_batch} "
                 f"({micro} per micro-batch × {world_size} processes × {accumulate} accumulation steps)."
             )
@@ -45,7 +47,7 @@ class EpochSampler(Sampler[int]):
         """Micro-batches per epoch for this process."""
         return self.steps_per_epoch * self.accumulate
 
-    def set_position(self, epoch: int, start: int = 0) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
@@ -69,9 +71,9 @@ class BatchStream:
     def __init__(
         self, dataset: VideoDataset, batch: int, rank: int, world_size: int, seed: int, workers: int, accumulate: int = 1
     ) -> None:
-        self.dataset = dataset
         self.sampler = EpochSampler(len(dataset), batch, accumulate, rank, world_size, seed)
-        self.batch, self.workers = batch, workers
+        self.loader = VideoLoader(dataset, batch_size=batch, sampler=self.sampler, num_workers=workers,
+                                  collate_fn=collate, drop_last=True, persistent_workers=False)
         self.epoch, self.index = 0, 0
         self._it = None
 
@@ -81,13 +83,9 @@ class BatchStream:
         self._it = None
 
     def _start(self) -> None:
-        self.sampler.set_position(self.epoch, self.index)
-        self.dataset.set_epoch(self.epoch)
-        loader = DataLoader(
-            self.dataset, batch_size=self.batch, sampler=self.sampler, num_workers=self.workers,
-            collate_fn=collate, drop_last=True, persistent_workers=False,
-        )
-        self._it = iter(loader)
+        self.loader.set_epoch(self.epoch)  # the sampler's order and the dataset's frame choice
+        self.sampler.start = self.index  # resume mid-epoch
+        self._it = iter(self.loader)
 
     def __next__(self):
         if self._it is None:

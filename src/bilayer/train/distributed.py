@@ -53,12 +53,3 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(value)
         value /= info.world_size
     return value
-
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision for everyone (e.g. stop the run)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.broadcast(t, 0)
-    return bool(t.item())

@@ -4,7 +4,8 @@ discriminator phases are written out, then maintenance on a schedule.
 One iteration is the released code's simultaneous update (SPEC §4.3): a single backward of the sum of all
 generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
 learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
-stage's ``TRAINED`` list.
+stage's ``TRAINED`` list. With the adversarial and feature-matching weights both 0 (the synth-quick preset) D is
+neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..data.dataset import SampleBatch, VideoDataset
+from ..data.dataset import SampleBatch, VideoDataset, collate
 from ..eval.metrics import psnr, ssim
+from ..io import write_bytes_atomic, write_json_atomic
 from ..losses.objectives import GeneratorObjective, GeneratorTerms, discriminator_objective
 from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
 from ..nn.image import apply_mask, warp
-from ..weights import save_pretrained
+from ..nn.spectral import PowerIterationSnapshot
+from ..weights import check_state, read_safetensors, save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from ..nn.spectral import PowerIterationSnapshot
 from .data import BatchStream
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
@@ -153,6 +155,13 @@ def train(
     run_dir = Path(run_dir)
     info = setup(device)
     total_steps = config.steps if steps is None else steps
+    micro = config.micro_batch or max(1, config.batch_size // info.world_size)
+    if config.batch_size % (micro * info.world_size):
+        raise TrainingError(
+            f"the global batch size {config.batch_size} is not a multiple of {micro} per micro-batch × "
+            f"{info.world_size} process(es); change --batch-size or --micro-batch."
+        )
+    accumulate = config.batch_size // (micro * info.world_size)
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None and not resume:
         raise TrainingError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --run.")
@@ -163,27 +172,24 @@ def train(
     model = _build_model(stage, config, init)
     if model.config.enhancer is None and stage == "enhancer":
         raise TrainingError("the model config has no enhancer section; add one to train the enhancer stage.")
-    d = model.config.discriminator
-    discriminator = Discriminator(model.config.image_size, d.num_channels, d.max_channels, d.num_blocks, d.output_size,
-                                  model.config.eps, model.config.bn_momentum)
-    if model.config.spectral_norm:
-        from ..nn.spectral import apply_spectral_norm
-
-        apply_spectral_norm(discriminator, model.config.eps)
+    discriminator = Discriminator.from_config(model.config)
     if init is not None and (Path(init) / "discriminator.safetensors").is_file():
         # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
-        from ..weights import check_state, read_safetensors
-
         dstate = read_safetensors(Path(init) / "discriminator.safetensors")
         check_state(discriminator, dstate, str(Path(init) / "discriminator.safetensors"), model.config)
         discriminator.load_state_dict(dstate)
     objective = GeneratorObjective(config.losses, config.perceptual_layer_weights, config.perceptual_layers)
     perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
+    use_d = objective.uses_discriminator
+    if not use_d:
+        log.info("adversarial and feature-matching weights are both 0: the discriminator is not run or updated "
+                 "(its weights are still saved)")
 
     trained = TRAINED[stage]
     model.requires_grad_(False)
     for name in trained:
         getattr(model, name).requires_grad_(True)
+    discriminator.requires_grad_(use_d)
     if stage == "enhancer":
         model.eval()
         model.texture_enhancer.train()
@@ -195,16 +201,17 @@ def train(
     objective.to(info.device)
 
     gen_params = [p for name in trained for p in getattr(model, name).parameters()]
+    # Both optimisers are checkpointed; D's is stepped only when D is used (otherwise its state stays as loaded).
     optimizers = {
         "generator": torch.optim.Adam(gen_params, lr=config.lr, betas=config.betas, eps=config.adam_eps),
         "discriminator": torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps),
     }
+    stepped = optimizers if use_d else {"generator": optimizers["generator"]}
     step_module = GeneratorStep(model, stage)
     gen_ddp = DDP(step_module) if info.enabled else step_module
-    dis_ddp = DDP(discriminator) if info.enabled else discriminator
+    dis_ddp = DDP(discriminator) if info.enabled and use_d else discriminator
+    spectral_roots = [model, discriminator] if use_d else [model]
 
-    micro = config.micro_batch or max(1, config.batch_size // info.world_size)
-    accumulate = max(1, config.batch_size // (micro * info.world_size))
     dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
                            config.sampling, seed=config.seed)
     stream = BatchStream(dataset, micro, info.rank, info.world_size, config.seed, config.workers, accumulate)
@@ -222,11 +229,11 @@ def train(
     writer = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(config.to_json() + "\n")
-        (run_dir / "run.json").write_text(json.dumps({
+        write_bytes_atomic(run_dir / "train_config.json", (config.to_json() + "\n").encode())
+        write_json_atomic(run_dir / "run.json", {
             "stage": stage, "data": str(data_root), "init": init, "perceptual_init": perceptual_init,
             "world_size": info.world_size, "micro_batch": micro, "accumulate": accumulate,
-        }, indent=2) + "\n")
+        })
         if perceptual_init == "random":
             log.warning("perceptual networks use RANDOM weights (--perceptual-init random): fine for tests and "
                         "SynthHeads, not for real faces")
@@ -249,7 +256,7 @@ def train(
     # --------------------------------------------------------------------------------------- the loop
     try:
         while step < total_steps:
-            for opt in optimizers.values():
+            for opt in stepped.values():
                 opt.zero_grad(set_to_none=True)
             named_sum: dict[str, float] = {}
             finite = True
@@ -257,22 +264,24 @@ def train(
                 batch = next(stream).to(info.device)
                 sync = micro_step == accumulate - 1
                 if micro_step == 0:
-                    snapshot = PowerIterationSnapshot([model, discriminator])
+                    snapshot = PowerIterationSnapshot(spectral_roots)
                 else:  # every micro-batch starts from the same spectral-norm vectors, as each process would
                     snapshot.restore()
                 with ExitStack() as no_sync:
                     if info.enabled and not sync:  # accumulate locally; all-reduce on the last micro-batch
                         no_sync.enter_context(gen_ddp.no_sync())
-                        no_sync.enter_context(dis_ddp.no_sync())
+                        if use_d:
+                            no_sync.enter_context(dis_ddp.no_sync())
                     with autocast():
                         # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
                         terms = gen_ddp(batch)
                         discriminator.requires_grad_(False)
                         g_loss, named, real, fake = objective(terms, discriminator, step)
-                        discriminator.requires_grad_(True)
-                        # Discriminator phase: real vs detached fake in one batch (pass 1).
-                        d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
-                                                                  config.losses.adversarial)
+                        discriminator.requires_grad_(use_d)
+                        d_loss, d_named = 0.0, {}
+                        if use_d:  # Discriminator phase: real vs detached fake in one batch (pass 1).
+                            d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
+                                                                      config.losses.adversarial)
                         loss = (g_loss + d_loss) / accumulate
                     finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach().float(), info)))
                     loss.backward()  # one backward for both sides: the simultaneous update of SPEC §4.3
@@ -281,7 +290,7 @@ def train(
             step += 1
             if finite:
                 nonfinite = 0
-                for opt in optimizers.values():
+                for opt in stepped.values():
                     opt.step()
             else:  # skip the update, keep the count (never silently poison the weights)
                 nonfinite += 1
@@ -374,11 +383,9 @@ def evaluate(model: BilayerModel, data_root, config: TrainConfig, info: DistInfo
 
 
 def _evaluate(model, dataset, config, info, enhance) -> dict:
-    from ..data.dataset import collate
-
-    enhance = model.texture_enhancer is not None and (enhance if enhance is not None else False)
+    enhance = bool(enhance) and model.texture_enhancer is not None
     scores = {"psnr": [], "ssim": []}
-    count = min(len(dataset), max(1, config.eval_batches) * 4)
+    count = min(len(dataset), config.eval_batches * 4)  # held-out pairs: eval_batches × 4
     for start in range(info.rank, count, info.world_size):
         b = collate([dataset[start]]).to(info.device)
         state = model.personalize(b.source_images, b.source_keypoints, b.source_masks, b.source_stickmen)
