@@ -4,14 +4,22 @@
                                 [--image-size 256] [--threads N] [--out benchmarks/results]
 
 For every preset: per-avatar initialisation time (personalize, and personalize + texture enhancer), then the
-baked per-frame network (keypoints → image, mask) at batch 1 on each backend: median latency, frames/s, achieved
-GFLOP/s (2 × the exact per-frame MACs / latency) and the fraction of the ceiling — a large 3×3 convolution
-(256 → 256 channels at 64 × 64) measured in the same run and dtype, because this machine is shared and its speed
-varies. The bf16 image is compared with the fp32 image (PSNR). fp16 runs only on a GPU.
+baked per-frame network (keypoints → image, mask) at batch 1 on each backend: median latency, frames/s, and
+achieved GFLOP/s against the ceiling — a large 3×3 convolution (256 → 256 channels at 64 × 64) measured in the
+same run and dtype, because this machine is shared and its speed varies. GFLOP/s are given two ways:
+
+    effective   2 × the network's per-frame MACs as trained (paper Table 2's count) / latency;
+    executed    2 × the MACs the backend's graph really runs / latency. Baking folds each upsampling + 3×3
+                convolution into a transposed convolution and moves the 1×1 skips before their upsampling
+                (``runtime/bake.py``), so the torch backends run ~1.7× fewer MACs than the network as trained;
+                the ONNX graph keeps the two-step upsampling (faster in ONNX Runtime on CPU), only the skips move.
+
+The bf16 image is compared with the fp32 image (PSNR). fp16 runs only on a GPU.
 
 Random weights with well-conditioned BatchNorm statistics (see ``calibrated_model``); speed does not depend on
 the weights' values.
-Targets (issue 5, 2-core CPU): medium fp32 ≥ 70 % of the fp32 ceiling; bf16 ≥ 1.6× faster than fp32 with PSNR
+Targets (issue 5, 2-core CPU): medium fp32 ≥ 70 % of the fp32 ceiling (effective; the executed fraction is
+reported next to it); bf16 ≥ 1.6× faster than fp32 with PSNR
 ≥ 40 dB against the fp32 image; small ≥ 100 frames/s.
 """
 
@@ -27,12 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from bilayer.config import preset
-from bilayer.eval.complexity import complexity
+from bilayer.eval.complexity import complexity, executed_macs
 from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
 from bilayer.runtime.backends import BACKENDS, make_renderer
 from bilayer.runtime.bake import bake
+from bilayer.runtime.export import set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
 
@@ -98,6 +107,9 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
                                                  min_seconds=1.0, min_runs=3, warmup=1)
         state = model.personalize(src, kp, masks)
     baked = bake(model, state)
+    executed = {"torch": executed_macs(baked),
+                "onnx": executed_macs(set_fold_upsampling(bake(model, state), False))}
+    out["executed_gmacs_per_frame"] = {k: v / 1e9 for k, v in executed.items()}
     frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
     with torch.inference_mode():
         reference = baked(frame)[0]
@@ -107,20 +119,23 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     out["ceiling_gflops"] = {k: v["gflops"] for k, v in ceiling.items()}
     with tempfile.TemporaryDirectory(prefix="bilayer-bench-") as tmp:
         for backend in backends:
-            entry = bench_backend(baked, backend, frame, reference, macs, ceiling, Path(tmp) / f"{name}.onnx")
+            runs = executed["onnx" if backend == "onnx" else "torch"]
+            entry = bench_backend(baked, backend, frame, reference, macs, runs, ceiling, Path(tmp) / f"{name}.onnx")
             out["backends"][backend] = entry
             shown = (f"{entry['ms']:8.2f} ms  {entry['fps']:7.1f} fps  {entry['gflops']:6.1f} GFLOP/s "
-                     f"({100 * entry['fraction_of_ceiling']:5.1f} % of ceiling)"
+                     f"({100 * entry['fraction_of_ceiling']:5.1f} % of ceiling; executed "
+                     f"{100 * entry['executed_fraction_of_ceiling']:5.1f} %)"
                      + (f"  PSNR vs fp32 {entry['psnr_vs_fp32']:.1f} dB" if entry.get("psnr_vs_fp32") else "")
                      if "ms" in entry else entry["error"])
             print(f"  {name:<7}{backend:<8}{shown}", flush=True)
     return out
 
 
-def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Tensor, macs: int,
+def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Tensor, macs: int, executed: int,
                   ceiling: dict[str, dict], onnx_path: Path) -> dict:
-    """Warm-up time, median latency, frames/s, GFLOP/s and the fraction of ``ceiling`` of one backend, and its
-    image's PSNR against the fp32 eager ``reference``; ``{"error": …}`` when the backend cannot run here."""
+    """Warm-up time, median latency, frames/s, GFLOP/s and the fraction of ``ceiling`` of one backend (effective:
+    ``macs`` as trained; executed: ``executed``, what its graph runs), and its image's PSNR against the fp32 eager
+    ``reference``; ``{"error": …}`` when the backend cannot run here."""
     entry: dict = {}
     try:
         renderer = make_renderer(baked, backend, onnx_path=onnx_path)
@@ -130,8 +145,9 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
         ms = timed(lambda: renderer(frame))
         image = renderer(frame)[0].float()
         peak = ceiling["bfloat16" if backend == "bf16" else "float32"]["gflops"]
-        gflops = 2 * macs / ms / 1e6
+        gflops, executed_gflops = 2 * macs / ms / 1e6, 2 * executed / ms / 1e6
         entry.update(ms=ms, fps=1000.0 / ms, gflops=gflops, ceiling_gflops=peak, fraction_of_ceiling=gflops / peak,
+                     executed_gflops=executed_gflops, executed_fraction_of_ceiling=executed_gflops / peak,
                      psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1))) if backend != "eager" else None)
     except Exception as exc:  # a backend that cannot run here is reported, not fatal
         entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -161,7 +177,8 @@ def main() -> None:
     if "medium" in by:
         b = by["medium"]["backends"]
         if "ms" in b.get("eager", {}):
-            targets["medium_fp32_fraction_of_ceiling"] = {"value": b["eager"]["fraction_of_ceiling"], "target": 0.70}
+            targets["medium_fp32_fraction_of_ceiling"] = {"value": b["eager"]["fraction_of_ceiling"], "target": 0.70,
+                                                          "executed": b["eager"]["executed_fraction_of_ceiling"]}
             best = min((v["ms"], k) for k, v in b.items() if "ms" in v and k != "bf16")
             targets["medium_best_fp32_backend"] = {"backend": best[1], "ms": best[0],
                                                    "fraction_of_ceiling": b[best[1]]["fraction_of_ceiling"]}

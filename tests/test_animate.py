@@ -135,6 +135,9 @@ def test_cli_avatar_animate_paste_back_and_export(files, tmp_path):
     out = run_module("export", "--model", files["model"], "--avatar", avatar, "--out", tmp_path / "me.onnx")
     diff = float(out.split("max abs difference ")[1].split()[0])
     assert (tmp_path / "me.onnx").is_file() and diff <= 1e-4
+    out = run_module("export", "--model", files["model"], "--avatar", avatar, "--out", tmp_path / "folded.onnx",
+                     "--fold-upsampling")
+    assert float(out.split("max abs difference ")[1].split()[0]) <= 1e-4
 
 
 def test_cli_errors_are_one_sentence_before_work(files, tmp_path):
@@ -158,6 +161,8 @@ def test_cli_errors_are_one_sentence_before_work(files, tmp_path):
     run_module("avatar", "--model", files["model"], "--source", files["photo"], "--out", avatar)
     user_error(["export", "--model", other, "--avatar", avatar, "--out", tmp_path / "x.onnx"],
                       "other model weights")
+    user_error(["export", "--model", files["model"], "--generic", "--fold-upsampling", "--out", tmp_path / "x.onnx"],
+               "--fold-upsampling applies to the baked graph")
     assert not any(p.suffix in (".mp4", ".mov", ".onnx") for p in tmp_path.iterdir())
 
 

@@ -65,3 +65,63 @@ def test_bake_refuses_train_mode_and_bad_index():
     model.train()
     with pytest.raises(ValueError, match="eval mode"):
         bake(model, state, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 5, 7), (3, 4, 1, 1), (2, 16, 6, 6)])
+def test_upsample_conv_equals_upsampling_then_convolution(shape):
+    """The folded form (one stride-2 transposed convolution) and the two-step form give the same image, on odd,
+    non-square and 1×1 inputs (every border case of the 2×2 neighbourhoods)."""
+    import torch.nn.functional as F
+
+    from bilayer.runtime.bake import UpsampleConv2d
+
+    g = torch.Generator().manual_seed(sum(shape))
+    batch, channels, h, w = shape
+    x = torch.randn(shape, generator=g)
+    weight, bias = torch.randn(5, channels, 3, 3, generator=g), torch.randn(5, generator=g)
+    expected = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
+    layer = UpsampleConv2d(weight, bias)
+    with torch.no_grad():
+        folded = layer(x)
+        layer.fold = False
+        two_step = layer(x)
+    assert folded.shape == expected.shape == (batch, 5, 2 * h, 2 * w)
+    assert (folded - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert torch.equal(two_step, expected)
+    with pytest.raises(ValueError, match="3×3"):
+        UpsampleConv2d(torch.zeros(5, channels, 1, 1), bias)
+
+
+def test_baked_network_executes_the_expected_macs():
+    """executed_macs counts what the baked graph runs: transposed convolutions at 16 MACs per low-resolution
+    pixel and channel pair (instead of 9 per upsampled pixel) and the 1×1 skips at the low resolution."""
+    from bilayer.eval.complexity import complexity, executed_macs
+    from bilayer.runtime.export import set_fold_upsampling
+
+    model = build_model(CONFIGS["tiny"])
+    state, _ = _avatar(model, batch=1)
+    baked = bake(model, state)
+    c, size = baked.embed_shape[0], baked.embed_shape[1]
+    expected = sum(layer.in_features * layer.out_features for layer in baked.mlp)
+    trained = expected
+    for block in baked.blocks:  # every block of the tiny preset upsamples, with conv1 before the upsampling
+        cin, cout = block.conv1.in_channels, block.conv1.out_channels
+        assert block.up and block.efficient and c == cin
+        conv1, skip = 9 * cin * cout * size**2, cin * cout * size**2
+        expected += conv1 + 16 * cout * cout * size**2 + skip
+        trained += conv1 + 9 * cout * cout * (2 * size) ** 2 + 4 * skip
+        c, size = cout, 2 * size
+    heads = 9 * baked.heads.in_channels * 6 * size**2
+    assert executed_macs(baked) == expected + heads
+    assert complexity(model.config)["macs_per_frame"] == trained + heads  # the network as trained
+    unfolded = set_fold_upsampling(bake(model, state), False)
+    assert executed_macs(unfolded) == trained + heads - _skip_savings(baked)
+
+
+def _skip_savings(baked):
+    """MACs saved by running each 1×1 skip before (not after) its ×2 upsampling: 3/4 of the upsampled cost."""
+    size, saved = baked.embed_shape[1], 0
+    for block in baked.blocks:
+        saved += 3 * block.skip.in_channels * block.skip.out_channels * size**2
+        size *= 2
+    return saved

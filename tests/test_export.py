@@ -277,3 +277,14 @@ def test_harmonic_and_non_efficient_configs_export(tmp_path):
     with torch.no_grad():
         image = renderer(targets[0])[0].numpy()
     assert np.abs(session.run(None, {"keypoints": targets[0].numpy()})[0] - image).mean() < 2e-2
+
+
+def test_folded_upsampling_export_matches_pytorch(renderer, targets, tmp_path):
+    """--fold-upsampling writes ConvTranspose nodes instead of Resize + Conv, with the same outputs."""
+    default_ops = {node.op_type for node in onnx.load(str(export_baked(renderer, tmp_path / "a.onnx"))).graph.node}
+    path = export_baked(renderer, tmp_path / "folded.onnx", fold_upsampling=True)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "ConvTranspose" not in default_ops and "Resize" in default_ops
+    assert ops.count("ConvTranspose") == len(renderer.blocks)
+    assert check_export(path, renderer, targets[0]) <= TOL
+    assert all(layer.fold for layer in renderer.modules() if hasattr(layer, "fold"))  # the renderer is untouched

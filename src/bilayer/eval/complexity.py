@@ -78,3 +78,12 @@ def complexity(config: BilayerConfig) -> dict:
         "macs_per_avatar_breakdown": {"personalize": avatar, "enhancer": enhancer},
         "enhancer_steps": config.enhancer.steps if config.enhancer is not None else 0,
     }
+
+
+def executed_macs(renderer: torch.nn.Module) -> int:
+    """MACs one frame of a baked per-frame network (``runtime.bake``) actually executes, counted on a real forward
+    pass. Lower than ``complexity()["macs_per_frame"]``, the network as trained: baking folds each upsampling +
+    3×3 convolution into a transposed convolution and moves the 1×1 skips before their upsampling."""
+    with torch.no_grad():
+        return _macs(lambda: renderer(torch.zeros(1, renderer.pose_dim)))
+

@@ -6,6 +6,13 @@ folded away, the three heads become one 6-channel convolution, and the texture i
 
     keypoints (B, 136) → image (B, 3, H, W) = LF + warp(texture), mask (B, 1, H, W)
 
+Two rewrites do the same arithmetic with less work (same outputs up to float rounding; ~1.7× fewer multiply-adds
+per frame than the network as trained, see ``executed_macs``):
+
+- a 3×3 convolution after a nearest ×2 upsampling becomes one stride-2 transposed convolution on the
+  low-resolution input (``UpsampleConv2d``: 2.25× fewer multiply-adds, no upsampled copy);
+- the 1×1 skip convolution runs *before* the skip's upsampling (the two commute), on a quarter of the pixels.
+
 ``bake`` returns a *new* module; the model is not modified.
 """
 
@@ -40,6 +47,42 @@ def _conv(weight: torch.Tensor, bias: torch.Tensor, padding: int) -> nn.Conv2d:
     return conv
 
 
+class UpsampleConv2d(nn.Conv2d):
+    """``conv3x3(upsample_nearest×2(x))`` (padding 1), by default as one stride-2 transposed convolution.
+
+    Every pixel of the upsampled convolution's output sees only a 2×2 neighbourhood of input pixels, and which
+    taps of the 3×3 kernel fall on which of them depends only on the pixel's parity: an even row sees input rows
+    (i-1, i) through kernel rows (w0, w1 + w2), an odd row sees (i, i+1) through (w0 + w1, w2); columns alike.
+    A transposed convolution with a 4×4 kernel, stride 2 and padding 1 computes exactly that: kernel row k
+    reaches output row 2i + k - 1, so k = 3, 1 are the even rows' taps and k = 2, 0 the odd rows'. Work: 16
+    instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer) and no upsampled copy of the
+    input; the result equals the two-step form up to float rounding (~1e-6).
+
+    ``fold = False`` runs the two-step form instead, from the 3×3 weight this module keeps. ONNX export uses
+    it: ONNX Runtime's CPU transposed convolution is slower than its upsample + convolution at few channels.
+    """
+
+    # transposed-kernel row k (0..3) as a combination of the 3×3 kernel rows (w0, w1, w2)
+    _TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        out_channels, in_channels, kh, kw = weight.shape
+        if (kh, kw) != (3, 3):
+            raise ValueError(f"UpsampleConv2d folds 3×3 kernels, not {kh}×{kw}.")
+        super().__init__(in_channels, out_channels, 3, padding=1)
+        self.weight.data.copy_(weight)
+        self.bias.data.copy_(bias)
+        taps = torch.tensor(self._TAPS, dtype=weight.dtype, device=weight.device)
+        # (in, out, 4, 4), the layout conv_transpose2d expects
+        self.register_buffer("folded_weight", torch.einsum("ki,lj,oxij->xokl", taps, taps, weight).contiguous())
+        self.fold = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fold:
+            return F.conv_transpose2d(x, self.folded_weight, self.bias, stride=2, padding=1)
+        return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
 class BakedBlock(nn.Module):
     def __init__(self, block: ResBlock, params, index: int) -> None:
         super().__init__()
@@ -49,21 +92,21 @@ class BakedBlock(nn.Module):
         self.register_buffer("shift1", b1[None, :, None, None].clone())
         s2, b2 = _affine(block.norm2, params.norm2, index)
         w1 = block.conv1.weight * s2[:, None, None, None]  # norm2 directly follows conv1: fold it in
-        self.conv1 = _conv(w1, block.conv1.bias * s2 + b2, 1)
-        self.conv2 = _conv(block.conv2.weight, block.conv2.bias, 1)
+        b1 = block.conv1.bias * s2 + b2
+        # the upsampling (after conv1 when efficient, else before it, where it commutes with the pointwise
+        # norm1 and activation) is folded into the convolution that follows it
+        up1, up2 = self.up and not self.efficient, self.up and self.efficient
+        self.conv1 = UpsampleConv2d(w1, b1) if up1 else _conv(w1, b1, 1)
+        conv2 = block.conv2
+        self.conv2 = UpsampleConv2d(conv2.weight, conv2.bias) if up2 else _conv(conv2.weight, conv2.bias, 1)
         skip = params.skip
         self.skip = _conv(skip.weight[index][:, :, None, None], skip.bias[index], 0) if block.has_skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(x * self.scale1 + self.shift1, NEGATIVE_SLOPE)
-        if self.up and not self.efficient:
-            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        h = F.leaky_relu(self.conv1(h), NEGATIVE_SLOPE)
-        if self.up and self.efficient:
-            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        h = self.conv2(h)
-        s = F.interpolate(x, scale_factor=2.0, mode="nearest") if self.up else x
-        return h + (self.skip(s) if self.skip is not None else s)
+        h = self.conv2(F.leaky_relu(self.conv1(h), NEGATIVE_SLOPE))
+        s = self.skip(x) if self.skip is not None else x  # a 1×1 convolution commutes with nearest upsampling
+        return h + (F.interpolate(s, scale_factor=2.0, mode="nearest") if self.up else s)
 
 
 class BakedRenderer(nn.Module):
@@ -105,8 +148,11 @@ class BakedRenderer(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = F.leaky_relu(h * self.final_scale + self.final_shift, NEGATIVE_SLOPE)
-        out = self.heads(h)
-        delta_uv, lf, logits = torch.tanh(out[:, :2]), torch.tanh(out[:, 2:5]), out[:, 5:6]
+        # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
+        # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
+        out = self.heads(h).contiguous()
+        bounded = torch.tanh(out[:, :5])
+        delta_uv, lf, logits = bounded[:, :2], bounded[:, 2:5], out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
         texture = self.texture.expand(keypoints.shape[0], -1, -1, -1)
         return lf + warp(texture, uv), torch.sigmoid(logits)
