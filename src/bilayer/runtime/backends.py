@@ -56,7 +56,7 @@ class _Cast(nn.Module):
 
 
 def low_precision(renderer: BakedRenderer, dtype: torch.dtype) -> BakedRenderer:
-    """A copy of ``renderer`` whose MLP, residual blocks, final scale/shift and heads run in ``dtype``.
+    """A copy of ``renderer`` whose MLP, residual blocks and heads run in ``dtype``.
 
     Two casts are inserted at the edges of that body — before the first linear layer (so a harmonic encoding
     is still computed in float32) and after the merged heads — so the unchanged ``BakedRenderer.forward``
@@ -67,8 +67,6 @@ def low_precision(renderer: BakedRenderer, dtype: torch.dtype) -> BakedRenderer:
     low.mlp.to(dtype)
     low.mlp[0] = nn.Sequential(_Cast(dtype), low.mlp[0])
     low.blocks.to(dtype)
-    low.final_scale = low.final_scale.to(dtype)
-    low.final_shift = low.final_shift.to(dtype)
     low.heads = nn.Sequential(low.heads.to(dtype), _Cast(torch.float32))
     return low
 

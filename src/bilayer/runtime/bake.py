@@ -11,7 +11,8 @@ per frame than the network as trained, see ``executed_macs``):
 
 - a 3×3 convolution after a nearest ×2 upsampling becomes one stride-2 transposed convolution on the
   low-resolution input (``UpsampleConv2d``: 2.25× fewer multiply-adds, no upsampled copy);
-- the 1×1 skip convolution runs *before* the skip's upsampling (the two commute), on a quarter of the pixels.
+- the 1×1 skip convolution runs *before* the skip's upsampling (the two commute), on a quarter of the pixels;
+- the generator's final normalisation is folded into the last block's convolutions.
 
 ``bake`` returns a *new* module; the model is not modified.
 """
@@ -84,7 +85,12 @@ class UpsampleConv2d(nn.Conv2d):
 
 
 class BakedBlock(nn.Module):
-    def __init__(self, block: ResBlock, params, index: int) -> None:
+    """One residual block with its avatar's adaptive parameters folded in. ``out_affine`` (per-channel scale,
+    shift): a normalisation applied to the block's output, folded into conv2 and the skip (which must exist)."""
+
+    def __init__(
+        self, block: ResBlock, params, index: int, out_affine: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         self.up, self.efficient = block.resample == "up", block.efficient
         s1, b1 = _affine(block.norm1, params.norm1, index)
@@ -93,14 +99,21 @@ class BakedBlock(nn.Module):
         s2, b2 = _affine(block.norm2, params.norm2, index)
         w1 = block.conv1.weight * s2[:, None, None, None]  # norm2 directly follows conv1: fold it in
         b1 = block.conv1.bias * s2 + b2
+        w2, b2 = block.conv2.weight, block.conv2.bias
+        skip_w = params.skip.weight[index][:, :, None, None] if block.has_skip else None
+        skip_b = params.skip.bias[index] if block.has_skip else None
+        if out_affine is not None:  # (conv2(h) + skip(x))·scale + shift: scale both, shift once
+            if not block.has_skip:
+                raise ValueError("an output affine can only be folded into a block with a skip convolution.")
+            scale, shift = out_affine
+            w2, b2 = w2 * scale[:, None, None, None], b2 * scale + shift
+            skip_w, skip_b = skip_w * scale[:, None, None, None], skip_b * scale
         # the upsampling (after conv1 when efficient, else before it, where it commutes with the pointwise
         # norm1 and activation) is folded into the convolution that follows it
         up1, up2 = self.up and not self.efficient, self.up and self.efficient
         self.conv1 = UpsampleConv2d(w1, b1) if up1 else _conv(w1, b1, 1)
-        conv2 = block.conv2
-        self.conv2 = UpsampleConv2d(conv2.weight, conv2.bias) if up2 else _conv(conv2.weight, conv2.bias, 1)
-        skip = params.skip
-        self.skip = _conv(skip.weight[index][:, :, None, None], skip.bias[index], 0) if block.has_skip else None
+        self.conv2 = UpsampleConv2d(w2, b2) if up2 else _conv(w2, b2, 1)
+        self.skip = _conv(skip_w, skip_b, 0) if block.has_skip else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(x * self.scale1 + self.shift1, NEGATIVE_SLOPE)
@@ -120,10 +133,13 @@ class BakedRenderer(nn.Module):
         self.num_harmonics, self.pose_dim, self.embed_shape = kp.num_harmonics, kp.pose_dim, kp.out_shape
         self.mlp = nn.ModuleList(_linear(layer) for layer in kp.layers)
         gen, params = model.inference_generator, state.inference_params
-        self.blocks = nn.ModuleList(BakedBlock(b, p, index) for b, p in zip(gen.blocks, params.blocks))
-        sf, bf = _affine(gen.final_norm, params.final_norm, index)
-        self.register_buffer("final_scale", sf[None, :, None, None].clone())
-        self.register_buffer("final_shift", bf[None, :, None, None].clone())
+        # every block upsamples, so the last one has a skip convolution: the final norm is folded into it and its
+        # conv2 (saves a full-resolution multiply and add per frame)
+        final = _affine(gen.final_norm, params.final_norm, index)
+        last = len(gen.blocks) - 1
+        self.blocks = nn.ModuleList(
+            BakedBlock(b, p, index, final if i == last else None) for i, (b, p) in enumerate(zip(gen.blocks, params.blocks))
+        )
         heads = (gen.head_uv, gen.head_lf, gen.head_mask)
         self.heads = _conv(torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads]), 1)
         size = model.config.image_size
@@ -147,7 +163,7 @@ class BakedRenderer(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             h = block(h)
-        h = F.leaky_relu(h * self.final_scale + self.final_shift, NEGATIVE_SLOPE)
+        h = F.leaky_relu(h, NEGATIVE_SLOPE)  # the final norm is inside the last block
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
         out = self.heads(h).contiguous()
