@@ -61,6 +61,23 @@ def timed(fn, min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> f
     return 1000.0 * statistics.median(times)
 
 
+def interleaved(fns: dict, seconds: float = 4.0, block: int = 4) -> dict[str, float]:
+    """Median milliseconds of each of ``fns`` (name → callable), timed in alternating blocks of ``block`` calls
+    so that a change in this shared machine's speed hits all of them alike (a ratio of two of these is far
+    steadier than of two ``timed``). The first call of each block only warms the caches and is not counted:
+    a renderer in use runs alone, with its weights in cache."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    while min(len(t) for t in times.values()) < 9 or time.perf_counter() - start < seconds:
+        for name, fn in fns.items():
+            fn()
+            for _ in range(block - 1):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
+
+
 @torch.inference_mode()
 def conv_ceiling(dtype: torch.dtype, channels: int = 256, size: int = 64) -> dict:
     """GFLOP/s of one large 3×3 convolution, the better of NCHW and channels-last memory layouts: what this
@@ -107,8 +124,8 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
                                                  min_seconds=1.0, min_runs=3, warmup=1)
         state = model.personalize(src, kp, masks)
     baked = bake(model, state)
-    executed = {"torch": executed_macs(baked),
-                "onnx": executed_macs(set_fold_upsampling(bake(model, state), False))}
+    two_step = set_fold_upsampling(bake(model, state), False)  # what the ONNX export writes by default
+    executed = {"torch": executed_macs(baked), "onnx": executed_macs(two_step)}
     out["executed_gmacs_per_frame"] = {k: v / 1e9 for k, v in executed.items()}
     frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
     with torch.inference_mode():
@@ -117,6 +134,13 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     # measured right before it
     ceiling = ceilings()
     out["ceiling_gflops"] = {k: v["gflops"] for k, v in ceiling.items()}
+    # the transposed-convolution fold on its own, eager fp32, timed in alternation with the two-step form
+    folded_r, two_step_r = make_renderer(baked, "eager"), make_renderer(two_step, "eager")
+    ab = interleaved({"folded": lambda: folded_r(frame), "two_step": lambda: two_step_r(frame)})
+    out["fold_upsampling"] = {"folded_ms": ab["folded"], "two_step_ms": ab["two_step"],
+                              "speedup": ab["two_step"] / ab["folded"]}
+    print(f"  {name:<7}fold    {ab['folded']:8.2f} ms folded vs {ab['two_step']:.2f} ms two-step "
+          f"(eager, alternated): {ab['two_step'] / ab['folded']:.2f}× faster", flush=True)
     with tempfile.TemporaryDirectory(prefix="bilayer-bench-") as tmp:
         for backend in backends:
             runs = executed["onnx" if backend == "onnx" else "torch"]

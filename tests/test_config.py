@@ -215,6 +215,41 @@ def test_train_config_file_errors_name_the_field(tmp_path, edit, needles):
         assert needle in msg, msg
 
 
+def test_feature_matching_without_adversarial_term_is_refused(tmp_path):
+    """D learns only from its adversarial term: feature matching with adversarial 0 would match the features of a
+    network that never trains. Both 0 (synth-quick) and both above 0 (the paper) are valid; negative weights not."""
+    from bilayer.losses import LossWeights
+    from bilayer.train.config import TRAIN_PRESETS, TrainConfig
+
+    tiny = TRAIN_PRESETS["tiny"]
+    expected = ("losses.feature_matching is 0.5 but losses.adversarial is 0.0: the discriminator learns only from "
+                "the adversarial term, so its features would stay random; set losses.adversarial above 0 or "
+                "losses.feature_matching to 0.")
+    with pytest.raises(ConfigError) as exc:
+        tiny.replace(losses=LossWeights(adversarial=0.0, feature_matching=0.5))
+    assert str(exc.value) == expected
+
+    data = tiny.to_dict()
+    data["losses"].update(adversarial=0.0, feature_matching=0.5)
+    path = tmp_path / "fm-only.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig.load(path)
+    assert str(exc.value) == f"training config {path}: {expected}"
+
+    for adversarial, feature_matching in ((0.0, 0.0), (0.5, 10.0), (0.5, 0.0), (1, 2)):
+        losses = LossWeights(adversarial=adversarial, feature_matching=feature_matching)
+        assert tiny.replace(losses=losses).losses == losses
+    for name in ("synth-quick", "paper-base", "paper-enhancer", "tiny"):
+        cfg = TRAIN_PRESETS[name]
+        assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg, name
+
+    for field, value in (("adversarial", -0.5), ("feature_matching", float("nan")), ("vgg19", "ten"), ("lf_l1", True)):
+        needle = rf"^training config field losses\.{field} is .*; expected a number ≥ 0\.$"
+        with pytest.raises(ConfigError, match=needle):
+            tiny.replace(losses=LossWeights(**{field: value}))
+
+
 def test_train_cli_bad_config_and_overrides_are_one_line_errors(tmp_path, capsys):
     from bilayer.cli import main
     from bilayer.train.config import TRAIN_PRESETS

@@ -33,6 +33,7 @@ from bilayer.preprocess import (
     smooth_keypoints,
     stabilise_boxes,
 )
+from bilayer.preprocess.crop import resolve_box_mode
 from bilayer.preprocess.index_map import MEDIAPIPE_TO_IBUG68
 
 from .conftest import assert_user_error, run_module
@@ -207,6 +208,26 @@ def test_one_euro_filter_and_stabilisation():
     d2 = lambda b: np.abs(np.diff(b[:, :2], 2, axis=0)).mean()  # noqa: E731
     assert d2(smooth) < 0.3 * d2(moving)
     assert np.abs(smooth[5:-5, 0] - (100 + np.linspace(0, 60, 50))[5:-5]).max() < 4
+
+
+def test_resolve_box_mode_is_the_auto_decision_of_stabilise_boxes():
+    rng = np.random.default_rng(3)
+    times = np.arange(40) / 25.0
+    still = np.array([100.0, 100.0, 50.0]) + rng.normal(0, 0.5, (40, 3))  # within 5 % of the median box
+    moving = np.stack([100 + np.linspace(0, 30, 40), np.full(40, 100.0), np.full(40, 50.0)], 1)  # drifts 15 px
+    zooming = np.stack([np.full(40, 100.0), np.full(40, 100.0), np.linspace(45, 55, 40)], 1)  # size ±10 %
+    assert resolve_box_mode(still) == "fixed"
+    assert resolve_box_mode(moving) == "smooth" and resolve_box_mode(zooming) == "smooth"
+    assert resolve_box_mode(zooming, tolerance=0.15) == "fixed"
+    for mode in ("fixed", "smooth", "none"):  # explicit modes are kept whatever the motion
+        assert resolve_box_mode(still, mode) == resolve_box_mode(moving, mode) == mode
+    with pytest.raises(ValueError, match="unknown box mode 'wobbly'"):
+        resolve_box_mode(still, "wobbly")
+    # stabilise_boxes in "auto" applies exactly the resolved mode
+    for boxes in (still, moving, zooming):
+        auto = stabilise_boxes(boxes, times)
+        assert np.array_equal(auto, stabilise_boxes(boxes, times, mode=resolve_box_mode(boxes)))
+    assert not np.array_equal(stabilise_boxes(moving, times), stabilise_boxes(moving, times, mode="fixed"))
 
 
 # -------------------------------------------------------------------------------------- inputs, decoding

@@ -251,6 +251,43 @@ def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("flag, value, keyword, needle", [
+    ("--videos-per-identity", "0", "videos_per_identity", "must be at least 1, got 0"),
+    ("--size", "100", "size", "must be a positive multiple of 32, got 100"),
+    ("--workers", "0", "workers", "must be at least 1, got 0"),
+    ("--test-identities", "2", "test_identities", "must leave at least one training identity"),
+])
+def test_cli_errors_name_the_flag_and_python_names_the_keyword(tmp_path, capsys, flag, value, keyword, needle):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text, run_main
+
+    good = {"--identities": "2", "--videos-per-identity": "1", "--frames": "2", "--size": "64"}
+    argv = dict(good, **{flag: value})
+    code, out, err = run_main(main, capsys, "synth", "--out", str(tmp_path / "cli"),
+                              *(part for item in argv.items() for part in item))
+    line = assert_user_error_text(code, err, f"{flag} {needle}")
+    assert code == 2 and line.endswith(".") and f" {keyword} " not in line and out == ""
+    assert not (tmp_path / "cli").exists()
+    kwargs = {k.lstrip("-").replace("-", "_"): int(v) for k, v in argv.items()}
+    with pytest.raises(ValueError) as info:
+        generate(tmp_path / "api", progress=False, **kwargs)
+    assert str(info.value).startswith(f"{keyword} {needle}") and "--" not in str(info.value)
+    assert not (tmp_path / "api").exists()
+
+
+def test_train_only_hint_names_the_flag_on_the_command_line(tmp_path, capsys):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text, run_main
+
+    code, _, err = run_main(main, capsys, "synth", "--out", str(tmp_path / "one"), "--identities", "1",
+                            "--frames", "2", "--size", "64")
+    assert_user_error_text(code, err, "--identities must be at least 2", "set --test-identities to 0")
+    with pytest.raises(ValueError, match=r"^identities must be at least 2 .*\(set test_identities to 0 "):
+        generate(tmp_path / "one", identities=1, videos_per_identity=1, frames=2, size=64, progress=False)
+
+
 def test_output_that_is_a_file_is_one_sentence(tmp_path, capsys):
     from bilayer.cli import main
 

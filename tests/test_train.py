@@ -297,6 +297,68 @@ def test_checkpoint_of_another_network_is_one_sentence(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
 
 
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ('{"step": 4, "rng": {"pyth', "not valid JSON: Unterminated string"),
+        ("\x00\xff garbage", "not valid JSON"),
+        ("[4, 5]", "expected a JSON object, got list"),
+        ("DROP step", "it lacks the key(s) 'step'"),
+        ("DROP step rng", "it lacks the key(s) 'step', 'rng'"),
+        ("STEP four", "its 'step' is 'four'; expected an integer ≥ 0"),
+    ],
+    ids=["truncated", "binary", "list", "no-step", "no-step-rng", "step-type"],
+)
+def test_damaged_checkpoint_state_is_one_sentence_naming_the_file(tmp_path, content, why):
+    """A state.json that does not parse, is not an object or lacks what the loader needs raises CheckpointError
+    (a ValueError) naming the file, before any network or optimiser is touched."""
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    path = ckpt.save_checkpoint(tmp_path, 4, {"net": net}, {"opt": opt}, {"nonfinite": 0})
+    state_file = path / "state.json"
+    saved = json.loads(state_file.read_text())
+    if content.startswith("DROP "):
+        content = json.dumps({k: v for k, v in saved.items() if k not in content.split()[1:]})
+    elif content.startswith("STEP "):
+        content = json.dumps({**saved, "step": content.split()[1]})
+    state_file.write_bytes(content.encode("latin-1"))
+    assert ckpt.latest_checkpoint(tmp_path) == path
+
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    fresh_opt = torch.optim.Adam(fresh.parameters())
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
+    msg = str(exc.value)
+    assert isinstance(exc.value, ValueError)
+    assert msg.startswith(f"checkpoint file {state_file} is damaged ({why}"), msg
+    assert msg.endswith(f"delete the folder {path} to resume from the checkpoint before it (or from scratch if it "
+                        "is the only one)."), msg
+    assert "\n" not in msg
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+
+
+def test_checkpoint_of_another_optimiser_is_one_sentence(tmp_path):
+    """Sound optimiser state for other parameters (e.g. resuming a base run as the enhancer stage) is not called
+    damaged: the sentence names the file and the sizes, and nothing is restored."""
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    path = ckpt.save_checkpoint(tmp_path, 1, {"net": net}, {"opt": opt}, {})
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": torch.optim.Adam(fresh.lin.parameters())})
+    assert str(exc.value) == (
+        f"checkpoint file {path / 'optim-opt.json'} holds optimiser state for [4] tensors (per parameter group) but "
+        "this run's optimiser has [2]; resume with the stage and training config the run was started with.")
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+
+
 # ============================================================================================ non-finite
 def _patch_nonfinite(monkeypatch, nan_calls):
     """NaN total loss on the given objective calls (1-based); records parameters seen by each call."""
@@ -493,6 +555,36 @@ def test_resume_without_new_steps_is_a_noop(base_run, tmp_path, capsys, synth_ro
     for rel in before:
         if rel.name not in ("run.json", "train_config.json"):
             assert after[rel] == before[rel], f"{rel} changed by a no-op resume"
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_line_error(base_run, tmp_path, capsys, synth_root):
+    """The latest checkpoint's state.json is cut short: --resume stops with one sentence naming the file, before
+    writing anything; deleting that checkpoint folder, as the sentence says, resumes from the one before it."""
+    from bilayer.cli import main
+
+    assert_ok(base_run[0])
+    run = tmp_path / "run"
+    shutil.copytree(base_run[1], run)
+    latest = run / "checkpoints" / "step-0000002"
+    state_file = latest / "state.json"
+    state_file.write_text(state_file.read_text()[:40])
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["train", "base", "--config", "tiny", "--data", str(synth_root), "--run", str(run),
+            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress"]
+    code, _, err = run_main(main, capsys, *args)
+    assert code == 2
+    line = assert_user_error_text(code, err, f"checkpoint file {state_file} is damaged (not valid JSON",
+                                  f"delete the folder {latest} to resume")
+    assert line.endswith(".") and line.count(". ") == 0, line
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before, "a failed resume wrote to the run folder"
+
+    shutil.rmtree(latest)
+    code, out, err = run_main(main, capsys, *args)
+    assert code == 0, err
+    assert "finished at step 3" in out
+    assert [r["step"] for r in read_log(run)] == [1, 2, 2, 3]  # step 2 again, from step 1's checkpoint
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000001", "step-0000002", "step-0000003"]
 
 
 def test_existing_run_without_resume_is_one_line_error(base_run, tmp_path, capsys, synth_root):

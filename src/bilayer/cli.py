@@ -31,12 +31,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.dataset import DatasetError
     from .eval.cli import evaluation_errors
     from .preprocess.errors import PreprocessError
+    from .train.checkpoint import CheckpointError
     from .train.loop import TrainingError
     from .runtime.cli import runtime_errors
     from .weights import WeightsError
 
     return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
-            *runtime_errors(), *evaluation_errors())
+            CheckpointError, *runtime_errors(), *evaluation_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info

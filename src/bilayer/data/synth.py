@@ -84,38 +84,43 @@ def person_name(person: int) -> str:
 
 # ------------------------------------------------------------------------------------------ validation
 def _check(root: Path, identities, videos_per_identity, frames, size, test_identities, sequences_per_video,
-           workers) -> int:
-    """Validate the arguments (one sentence per mistake); returns the number of test identities."""
+           workers, *, names: dict[str, str] | None = None) -> int:
+    """Validate the arguments (one sentence per mistake); returns the number of test identities. Messages call
+    each argument by its keyword, or by ``names[keyword]`` when given (the command line passes its flags)."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"output {root} exists and is not a folder.")
 
+    def label(name):
+        return (names or {}).get(name, name)
+
     def integer(name, value):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {value!r}.")
+            raise ValueError(f"{label(name)} must be an integer, got {value!r}.")
         return int(value)
 
     size = integer("size", size)
     if size <= 0 or size % 32:
-        raise ValueError(f"size must be a positive multiple of 32, got {size}.")
+        raise ValueError(f"{label('size')} must be a positive multiple of 32, got {size}.")
     if integer("frames", frames) < 2:
-        raise ValueError(f"frames must be at least 2 per sequence, got {frames}.")
+        raise ValueError(f"{label('frames')} must be at least 2 per sequence, got {frames}.")
     if integer("videos_per_identity", videos_per_identity) < 1:
-        raise ValueError(f"videos_per_identity must be at least 1, got {videos_per_identity}.")
+        raise ValueError(f"{label('videos_per_identity')} must be at least 1, got {videos_per_identity}.")
     if integer("sequences_per_video", sequences_per_video) < 1:
-        raise ValueError(f"sequences_per_video must be at least 1, got {sequences_per_video}.")
+        raise ValueError(f"{label('sequences_per_video')} must be at least 1, got {sequences_per_video}.")
     if integer("workers", workers) < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}.")
+        raise ValueError(f"{label('workers')} must be at least 1, got {workers}.")
     n = integer("identities", identities)
     if n < 1:
-        raise ValueError(f"identities must be at least 1, got {identities}.")
+        raise ValueError(f"{label('identities')} must be at least 1, got {identities}.")
     test = max(1, n // 5) if test_identities is None else integer("test_identities", test_identities)
     if test < 0:
-        raise ValueError(f"test_identities must be 0 or more, got {test_identities}.")
+        raise ValueError(f"{label('test_identities')} must be 0 or more, got {test_identities}.")
     if test > 0 and n < 2:
-        raise ValueError(f"identities must be at least 2 so that the train and test identities are disjoint, got {n} "
-                         "(pass test_identities=0 for a train-only set).")
+        raise ValueError(f"{label('identities')} must be at least 2 so that the train and test identities are "
+                         f"disjoint, got {n} (set {label('test_identities')} to 0 for a train-only set).")
     if test >= n:
-        raise ValueError(f"test_identities must leave at least one training identity, got {test} of {n} identities.")
+        raise ValueError(f"{label('test_identities')} must leave at least one training identity, got {test} of {n} "
+                         "identities.")
     return test
 
 
@@ -276,6 +281,11 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
 
 
 # --------------------------------------------------------------------------------------------------- CLI
+# The flag of each ``generate`` argument that ``bilayer synth`` exposes, for error messages.
+_CLI_FLAGS = {name: "--" + name.replace("_", "-") for name in (
+    "identities", "videos_per_identity", "frames", "size", "test_identities", "sequences_per_video", "workers")}
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``bilayer synth``."""
     p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write (created if missing)")
@@ -294,7 +304,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Run ``generate`` from parsed options and print a one-line summary."""
+    """Run ``generate`` from parsed options and print a one-line summary. Bad values raise a one-sentence
+    ``ValueError`` naming the flag."""
+    _check(Path(args.out), args.identities, args.videos_per_identity, args.frames, args.size, args.test_identities,
+           args.sequences_per_video, args.workers, names=_CLI_FLAGS)
     s = generate(args.out, args.identities, args.videos_per_identity, args.frames, size=args.size, seed=args.seed,
                  test_identities=args.test_identities, sequences_per_video=args.sequences_per_video,
                  videos=args.videos, preview=args.preview, workers=args.workers, progress=True)

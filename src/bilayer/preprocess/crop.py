@@ -86,6 +86,16 @@ def is_static(boxes: np.ndarray, tolerance: float = 0.05) -> bool:
     return bool(shift <= tolerance and zoom <= tolerance)
 
 
+def resolve_box_mode(boxes: np.ndarray, mode: str = "auto", tolerance: float = 0.05) -> str:
+    """The stabilisation ``stabilise_boxes`` applies to the (T, 3) ``boxes`` (T ≥ 1) in ``mode``: ``"auto"``
+    becomes ``"fixed"`` when ``is_static(boxes, tolerance)``, else ``"smooth"``; the other modes stay as given."""
+    if mode not in BOX_MODES:
+        raise ValueError(f"unknown box mode {mode!r}; valid: {', '.join(BOX_MODES)}")
+    if mode == "auto":
+        return "fixed" if is_static(boxes, tolerance) else "smooth"
+    return mode
+
+
 def stabilise_boxes(boxes: np.ndarray, times: np.ndarray | None = None, *, mode: str = "auto",
                     params: OneEuroParams = BOX_SMOOTHING, tolerance: float = 0.05) -> np.ndarray:
     """Stabilise a sequence of per-frame crop boxes, (T, 3) [cx, cy, half] in pixels → (T, 3).
@@ -103,8 +113,7 @@ def stabilise_boxes(boxes: np.ndarray, times: np.ndarray | None = None, *, mode:
         raise ValueError(f"unknown box mode {mode!r}; valid: {', '.join(BOX_MODES)}")
     if len(boxes) == 0 or mode == "none":
         return boxes.copy()
-    if mode == "auto":
-        mode = "fixed" if is_static(boxes, tolerance) else "smooth"
+    mode = resolve_box_mode(boxes, mode, tolerance)
     if mode == "fixed":
         return np.repeat(np.median(boxes, axis=0, keepdims=True), len(boxes), axis=0)
     if times is None:

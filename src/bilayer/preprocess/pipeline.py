@@ -35,7 +35,15 @@ import cv2
 import numpy as np
 
 from ..io import write_image_atomic, write_json_atomic, write_npy_atomic
-from .crop import BOX_MODES, CropBox, crop_box, crop_image, is_static, keypoints_to_crop, stabilise_boxes
+from .crop import (
+    BOX_MODES,
+    CropBox,
+    crop_box,
+    crop_image,
+    keypoints_to_crop,
+    resolve_box_mode,
+    stabilise_boxes,
+)
 from .errors import PreprocessError, VideoReadError
 from .landmarks import (
     FACE_ALIGNMENT_MISSING,
@@ -307,10 +315,8 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
         kps = np.stack(points).astype(np.float32)
         kps = smooth_keypoints(kps, times_a, settings.smoothing)
         raw_boxes = np.stack([crop_box(k).to_array() for k in kps])
-        boxes = stabilise_boxes(raw_boxes, times_a, mode=settings.box_mode)
-        result.box_mode = settings.box_mode
-        if settings.box_mode == "auto":
-            result.box_mode = "fixed" if is_static(raw_boxes) else "smooth"
+        result.box_mode = resolve_box_mode(raw_boxes, settings.box_mode)
+        boxes = stabilise_boxes(raw_boxes, times_a, mode=result.box_mode)
         plan = {idx: (CropBox.from_array(b), k) for idx, b, k in zip(indices, boxes, kps)}
 
         # pass 2: crop, segment, write

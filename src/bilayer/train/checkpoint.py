@@ -5,7 +5,8 @@ Layout of ``runs/NAME/checkpoints/step-0000100/``:
     optim-<name>.safetensors + optim-<name>.json     Adam moments / hyper-parameters per optimiser
     rng.safetensors + state.json                     RNG states, step counters
 A checkpoint folder is assembled under a temporary name and renamed into place, so a kill at any moment leaves
-either the previous complete checkpoint or the new one, never a broken one.
+either the previous complete checkpoint or the new one, never a broken one. A checkpoint damaged afterwards (e.g. a
+hand-edited or truncated ``state.json``) raises a CheckpointError naming the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ import torch
 from ..weights import check_state, read_safetensors, state_for_saving, write_safetensors
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's metadata is damaged; the message names the file and says how to resume without it."""
+
+
+def _damaged(file: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file {file} is damaged ({why}); delete the folder {file.parent} to resume from the checkpoint "
+        "before it (or from scratch if it is the only one)."
+    )
+
+
+def _read_json_object(file: Path, required: tuple[str, ...]) -> dict:
+    """The JSON object in ``file``, which must hold the keys ``required``; otherwise a CheckpointError."""
+    try:
+        data = json.loads(file.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise _damaged(file, f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except ValueError:  # bytes that are not UTF-8 text
+        raise _damaged(file, "not valid JSON: not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise _damaged(file, f"expected a JSON object, got {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise _damaged(file, f"it lacks the key(s) {', '.join(map(repr, missing))}")
+    return data
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -120,15 +148,48 @@ def load_checkpoint(
     path: Path, networks: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> dict:
     """Restore networks, optimisers and RNG states in place; returns the saved scalar state (step, …). Network
-    tensors that do not fit (e.g. resuming with another model config) raise a WeightsError naming the file."""
+    tensors that do not fit (e.g. resuming with another model config) raise a WeightsError naming the file; damaged
+    metadata, or optimiser state for other parameters, a CheckpointError naming the file. JSON that does not parse
+    or lacks a key, mis-shaped network tensors and optimiser state of the wrong size are found before anything is
+    restored."""
+    state_file = path / "state.json"
+    state = _read_json_object(state_file, ("step", "rng"))
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise _damaged(state_file, f"its 'step' is {step!r}; expected an integer ≥ 0")
+    rng_meta = state.pop("rng")
+    if not isinstance(rng_meta, dict) or not {"python", "numpy"} <= rng_meta.keys():
+        raise _damaged(state_file, "its 'rng' is not an object with 'python' and 'numpy' states")
+    optim_meta = {name: _read_json_object(path / f"optim-{name}.json", ("param_groups", "state"))
+                  for name in optimizers}
+    rng_tensors = read_safetensors(path / "rng.safetensors")
+    network_tensors = {}
     for name, module in networks.items():
         file = path / f"{name}.safetensors"
-        state = read_safetensors(file)
-        check_state(module, state, str(file))
-        module.load_state_dict(state)
+        network_tensors[name] = read_safetensors(file)
+        check_state(module, network_tensors[name], str(file))
     for name, optimizer in optimizers.items():
-        meta = json.loads((path / f"optim-{name}.json").read_text())
-        _load_optimizer(optimizer, read_safetensors(path / f"optim-{name}.safetensors"), meta)
-    state = json.loads((path / "state.json").read_text())
-    set_rng_state(read_safetensors(path / "rng.safetensors"), state.pop("rng"))
+        file = path / f"optim-{name}.json"
+        try:
+            saved = [len(group["params"]) for group in optim_meta[name]["param_groups"]]
+        except (KeyError, TypeError):
+            raise _damaged(file, "its 'param_groups' are not a list of parameter groups") from None
+        wanted = [len(group["params"]) for group in optimizer.param_groups]
+        if saved != wanted:  # a sound checkpoint of another stage, not a damaged one
+            raise CheckpointError(
+                f"checkpoint file {file} holds optimiser state for {saved} tensors (per parameter group) but this "
+                f"run's optimiser has {wanted}; resume with the stage and training config the run was started with."
+            )
+    for name, module in networks.items():
+        module.load_state_dict(network_tensors[name])
+    for name, optimizer in optimizers.items():
+        tensors = read_safetensors(path / f"optim-{name}.safetensors")
+        try:
+            _load_optimizer(optimizer, tensors, optim_meta[name])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _damaged(path / f"optim-{name}.json", "its optimiser state cannot be restored") from None
+    try:
+        set_rng_state(rng_tensors, rng_meta)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise _damaged(state_file, "its 'rng' states, or those in rng.safetensors, cannot be restored") from None
     return state

@@ -70,6 +70,18 @@ class TrainConfig(JsonConfig):
                 raise ConfigError(f"training config field {name} is {value!r}; expected {expected}.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ConfigError(f"training config field lr is {self.lr!r}; expected a positive number.")
+        for name in ("adversarial", "feature_matching", "vgg19", "vggface", "lf_l1", "mask_bce"):
+            value = getattr(self.losses, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"training config field losses.{name} is {value!r}; expected a number ≥ 0.")
+        adversarial, feature_matching = self.losses.adversarial, self.losses.feature_matching
+        if feature_matching > 0 and adversarial == 0:
+            # D learns only from D_ADV, which is scaled by the adversarial weight: with it at 0, D never changes.
+            raise ConfigError(
+                f"losses.feature_matching is {feature_matching} but losses.adversarial is {adversarial}: the "
+                "discriminator learns only from the adversarial term, so its features would stay random; set "
+                "losses.adversarial above 0 or losses.feature_matching to 0."
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

@@ -5,7 +5,9 @@ One iteration is the released code's simultaneous update (SPEC §4.3): a single 
 generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
 learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
 stage's ``TRAINED`` list. With the adversarial and feature-matching weights both 0 (the synth-quick preset) D is
-neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume.
+neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume. Feature
+matching without the adversarial term is refused by ``TrainConfig``: D would never change, so G_FM would match the
+features of a random network.
 """
 
 from __future__ import annotations
