@@ -6,7 +6,7 @@ folded away, the three heads become one 6-channel convolution, and the texture i
 
     keypoints (B, 136) → image (B, 3, H, W) = LF + warp(texture), mask (B, 1, H, W)
 
-Two rewrites do the same arithmetic with less work (same outputs up to float rounding; ~1.7× fewer multiply-adds
+Three rewrites do the same arithmetic with less work (same outputs up to float rounding; ~1.7× fewer multiply-adds
 per frame than the network as trained, see ``executed_macs``):
 
 - a 3×3 convolution after a nearest ×2 upsampling becomes one stride-2 transposed convolution on the
