@@ -8,13 +8,22 @@ Library::
 
 Reusable pieces (also used by the runtime: an avatar from a photo, keypoints of a driving video):
 ``decode_frames``, ``detect_keypoints`` and the backends (``create_landmark_backend``), ``crop_box``,
-``stabilise_boxes``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``, ``smooth_keypoints``,
+``stabilise_boxes``, ``resolve_box_mode``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``, ``smooth_keypoints``,
 ``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer preprocess``).
 See docs/preprocessing.md.
 """
 
 from .cli import command, configure_parser
-from .crop import CropBox, crop_box, crop_image, is_static, keypoints_from_crop, keypoints_to_crop, stabilise_boxes
+from .crop import (
+    CropBox,
+    crop_box,
+    crop_image,
+    is_static,
+    keypoints_from_crop,
+    keypoints_to_crop,
+    resolve_box_mode,
+    stabilise_boxes,
+)
 from .errors import MissingWeightsError, PreprocessError, UnknownBackendError, VideoReadError
 from .index_map import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
 from .landmarks import (
@@ -50,5 +59,5 @@ __all__ = [
     "create_segmentation_backend", "crop_box", "crop_image", "decode_frames", "detect_keypoints", "discover",
     "is_static", "iter_frames", "keypoints_from_crop", "keypoints_to_crop", "mesh_to_ibug68", "preprocess",
     "process_sequence", "register_landmark_backend", "register_segmentation_backend", "smooth_keypoints",
-    "stabilise_boxes", "video_fps",
+    "resolve_box_mode", "stabilise_boxes", "video_fps",
 ]
