@@ -40,8 +40,7 @@ from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
 from bilayer.runtime.backends import BACKENDS, make_renderer
-from bilayer.runtime.bake import bake
-from bilayer.runtime.export import set_fold_upsampling
+from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
 

@@ -138,6 +138,11 @@ def test_cli_avatar_animate_paste_back_and_export(files, tmp_path):
     out = run_module("export", "--model", files["model"], "--avatar", avatar, "--out", tmp_path / "folded.onnx",
                      "--fold-upsampling")
     assert float(out.split("max abs difference ")[1].split()[0]) <= 1e-4
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "folded.onnx")).graph.node]
+    plain = [node.op_type for node in onnx.load(str(tmp_path / "me.onnx")).graph.node]
+    assert ops.count("ConvTranspose") > 0 and "ConvTranspose" not in plain
 
 
 def test_cli_errors_are_one_sentence_before_work(files, tmp_path):
@@ -229,6 +234,9 @@ def test_cli_checks_outputs_and_options_before_work(files, tmp_path, capsys):
     code, _, err = cli(capsys, "animate", "--model", tmp_path / "no-model", "--source", files["photo"], "--driver",
                        files["driver"], "--out", tmp_path / "o.mp4", "--report", tmp_path)
     assert_user_error_text(code, err, "--report", "is a folder")
+    code, _, err = cli(capsys, "export", "--model", tmp_path / "no-model", "--generic", "--fold-upsampling", "--out",
+                       tmp_path / "g.onnx")
+    assert_user_error_text(code, err, "--fold-upsampling applies to the baked graph")
     with pytest.raises(SystemExit) as exc:  # the command renders on the CPU: fp16 (CUDA only) is not offered
         cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver", files["driver"],
             "--out", tmp_path / "o.mp4", "--backend", "fp16")

@@ -96,7 +96,7 @@ def test_baked_network_executes_the_expected_macs():
     """executed_macs counts what the baked graph runs: transposed convolutions at 16 MACs per low-resolution
     pixel and channel pair (instead of 9 per upsampled pixel) and the 1×1 skips at the low resolution."""
     from bilayer.eval.complexity import complexity, executed_macs
-    from bilayer.runtime.export import set_fold_upsampling
+    from bilayer.runtime.bake import set_fold_upsampling
 
     model = build_model(CONFIGS["tiny"])
     state, _ = _avatar(model, batch=1)

@@ -287,4 +287,7 @@ def test_folded_upsampling_export_matches_pytorch(renderer, targets, tmp_path):
     assert "ConvTranspose" not in default_ops and "Resize" in default_ops
     assert ops.count("ConvTranspose") == len(renderer.blocks)
     assert check_export(path, renderer, targets[0]) <= TOL
-    assert all(layer.fold for layer in renderer.modules() if hasattr(layer, "fold"))  # the renderer is untouched
+    from bilayer.runtime.bake import UpsampleConv2d
+
+    folds = [layer.fold for layer in renderer.modules() if isinstance(layer, UpsampleConv2d)]
+    assert len(folds) == len(renderer.blocks) and all(folds)  # the caller's renderer keeps its folded form

@@ -86,4 +86,3 @@ def executed_macs(renderer: torch.nn.Module) -> int:
     3×3 convolution into a transposed convolution and moves the 1×1 skips before their upsampling."""
     with torch.no_grad():
         return _macs(lambda: renderer(torch.zeros(1, renderer.pose_dim)))
-

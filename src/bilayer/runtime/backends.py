@@ -6,8 +6,8 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
     eager    the float32 module under ``torch.inference_mode`` (the reference).
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
              (see ``low_precision``). Meant for CPUs with native bfloat16 (AVX512-BF16 / AMX) and for GPUs; on a
-             CPU without them oneDNN emulates it and it is *slower* than float32 (measured ~2.5× on an AVX-512
-             Xeon without BF16), but it stays accurate (~60 dB PSNR against float32 on the medium model).
+             CPU without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512
+             Xeon without BF16), but it stays accurate (~59 dB PSNR against float32 on the medium model).
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
     compile  ``torch.compile`` (inductor) of the float32 module; the first call of each new batch size compiles.
     onnx     the module exported with ``runtime.export.export_baked`` and run by ONNX Runtime.

@@ -59,8 +59,10 @@ class UpsampleConv2d(nn.Conv2d):
     instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer) and no upsampled copy of the
     input; the result equals the two-step form up to float rounding (~1e-6).
 
-    ``fold = False`` runs the two-step form instead, from the 3×3 weight this module keeps. ONNX export uses
-    it: ONNX Runtime's CPU transposed convolution is slower than its upsample + convolution at few channels.
+    ``fold = False`` runs the two-step form instead, from the 3×3 weight this module keeps (``set_fold_upsampling``
+    switches a whole network). ONNX export uses it: ONNX Runtime's CPU transposed convolution is slower than its
+    upsample + convolution at few channels. The 4×4 kernel is derived once, here: a baked module's weights are
+    not edited afterwards (a dtype or device move converts both alike).
     """
 
     # transposed-kernel row k (0..3) as a combination of the 3×3 kernel rows (w0, w1, w2)
@@ -82,6 +84,15 @@ class UpsampleConv2d(nn.Conv2d):
         if self.fold:
             return F.conv_transpose2d(x, self.folded_weight, self.bias, stride=2, padding=1)
         return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def set_fold_upsampling(module: nn.Module, fold: bool) -> nn.Module:
+    """Switch every ``UpsampleConv2d`` in ``module`` between its one-step (``fold``) and two-step forms; returns
+    ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, UpsampleConv2d):
+            layer.fold = fold
+    return module
 
 
 class BakedBlock(nn.Module):

@@ -186,15 +186,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from .avatar import Avatar
-    from .export import check_export, export_baked, export_generic, generic_inputs
+    from .export import ExportError, check_export, export_baked, export_generic, generic_inputs
 
-    out = Path(args.out)
-    model = _load_model(args.model)
     if args.generic and args.fold_upsampling:
-        from .export import ExportError
-
         raise ExportError("--fold-upsampling applies to the baked graph (--avatar without --generic); "
                           "the generic graph keeps the network as trained.")
+    out = Path(args.out)
+    model = _load_model(args.model)
     if args.generic:
         path = export_generic(model, out, opset=args.opset, fp16=args.fp16)
         print(f"wrote {path} (generic graph: keypoints, texture and adaptive parameters as inputs)")
@@ -205,8 +203,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"ONNX Runtime vs PyTorch on the avatar's source pose: max abs difference {diff:.2e}")
         return 0
     if not args.avatar:
-        from .export import ExportError
-
         raise ExportError("give --avatar FILE (made by `bilayer avatar`), or --generic for a graph not tied to one avatar.")
     avatar = Avatar.load(args.avatar, model)
     baked = avatar.bake(model)

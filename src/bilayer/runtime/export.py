@@ -55,7 +55,7 @@ from ..nn.image import warp
 from ..nn.spectral import remove_spectral_norm
 from ..structures import AdaptiveParams, AvatarState
 from .backends import _Cast, low_precision
-from .bake import BakedRenderer, UpsampleConv2d
+from .bake import BakedRenderer, set_fold_upsampling
 
 if TYPE_CHECKING:
     import onnx
@@ -100,14 +100,6 @@ def export_baked(
     size = renderer.texture.shape[-1]
     _annotate(proto, "baked", size, fp16, ["keypoints"])
     return _write(proto, path)
-
-
-def set_fold_upsampling(module: nn.Module, fold: bool) -> nn.Module:
-    """Switch every ``UpsampleConv2d`` in ``module`` between its one-step (``fold``) and two-step forms."""
-    for layer in module.modules():
-        if isinstance(layer, UpsampleConv2d):
-            layer.fold = fold
-    return module
 
 
 # ---------------------------------------------------------------------------------------------- generic graph
