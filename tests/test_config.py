@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -87,6 +88,10 @@ def test_load_errors(tmp_path):
     bad.write_text("{ not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         BilayerConfig.load(bad)
+    binary = tmp_path / "weights.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"weights\.json is not a UTF-8 text file \(expected JSON\)\.$"):
+        BilayerConfig.load(binary)
 
 
 def test_unknown_preset_lists_valid_names():
@@ -196,9 +201,17 @@ def test_train_presets_round_trip_through_json(tmp_path):
         (lambda d: d.update(lr=0), ["lr is 0", "positive"]),
         (lambda d: d.update(lr="fast"), ["lr is 'fast'"]),
         (lambda d: d.update(betas=0.5), ["betas.json"]),  # a TypeError inside: still one sentence naming the file
+        (lambda d: d["losses"].update(vgg19=-1), ["field losses.vgg19 is -1; expected a number ≥ 0."]),
+        (lambda d: d["losses"]["warp"].update(every="often"),
+         ["field losses.warp.every is 'often'; expected an integer ≥ 0."]),
+        (lambda d: d["losses"]["warp"].update(every=2.5), ["field losses.warp.every is 2.5; expected an integer ≥ 0."]),
+        (lambda d: d["losses"]["warp"].update(initial=None), ["field losses.warp.initial is None; expected a number"]),
+        (lambda d: d["losses"]["warp"].update(decay=-0.9), ["field losses.warp.decay is -0.9; expected a number"]),
+        (lambda d: d["losses"]["warp"].update(floor="tiny"), ["field losses.warp.floor is 'tiny'; expected a number"]),
     ],
     ids=["top", "losses", "warp", "losses-type", "model-section", "checkpoint-every", "log-every", "micro-batch",
-         "workers", "perceptual-layers", "layer-weights", "steps-type", "lr", "lr-type", "betas-type"],
+         "workers", "perceptual-layers", "layer-weights", "steps-type", "lr", "lr-type", "betas-type", "loss-weight",
+         "warp-every-type", "warp-every-float", "warp-initial", "warp-decay", "warp-floor"],
 )
 def test_train_config_file_errors_name_the_field(tmp_path, edit, needles):
     from bilayer.train.config import TRAIN_PRESETS, TrainConfig
@@ -244,10 +257,22 @@ def test_feature_matching_without_adversarial_term_is_refused(tmp_path):
         cfg = TRAIN_PRESETS[name]
         assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg, name
 
-    for field, value in (("adversarial", -0.5), ("feature_matching", float("nan")), ("vgg19", "ten"), ("lf_l1", True)):
-        needle = rf"^training config field losses\.{field} is .*; expected a number ≥ 0\.$"
+    for field, value in (("adversarial", -0.5), ("feature_matching", float("nan")), ("vgg19", "ten"), ("lf_l1", True),
+                         ("vggface", None), ("mask_bce", -1e-9)):
+        needle = rf"^training config field losses\.{field} is {re.escape(repr(value))}; expected a number ≥ 0\.$"
         with pytest.raises(ConfigError, match=needle):
             tiny.replace(losses=LossWeights(**{field: value}))
+    # the warping regulariser's schedule is checked too (a wrong type used to fail mid-run with a TypeError)
+    from bilayer.losses import WarpSchedule
+
+    for field, value, expected in (("every", "x", "an integer ≥ 0"), ("every", -1, "an integer ≥ 0"),
+                                   ("every", True, "an integer ≥ 0"), ("initial", -10.0, "a number ≥ 0"),
+                                   ("decay", "0.9", "a number ≥ 0"), ("floor", float("nan"), "a number ≥ 0")):
+        with pytest.raises(ConfigError) as exc:
+            tiny.replace(losses=LossWeights(warp=WarpSchedule(**{field: value})))
+        assert str(exc.value) == f"training config field losses.warp.{field} is {value!r}; expected {expected}."
+    for warp in (WarpSchedule(0.0), WarpSchedule(every=0), WarpSchedule(initial=5, decay=1, every=1, floor=0)):
+        assert tiny.replace(losses=LossWeights(warp=warp)).losses.warp == warp
 
 
 def test_train_cli_bad_config_and_overrides_are_one_line_errors(tmp_path, capsys):

@@ -30,10 +30,11 @@ from bilayer.preprocess import (
     keypoints_from_crop,
     keypoints_to_crop,
     preprocess,
+    resolve_box_mode,
     smooth_keypoints,
     stabilise_boxes,
 )
-from bilayer.preprocess.crop import resolve_box_mode
+from bilayer.preprocess.crop import BOX_MODES
 from bilayer.preprocess.index_map import MEDIAPIPE_TO_IBUG68
 
 from .conftest import assert_user_error, run_module
@@ -228,6 +229,12 @@ def test_resolve_box_mode_is_the_auto_decision_of_stabilise_boxes():
         auto = stabilise_boxes(boxes, times)
         assert np.array_equal(auto, stabilise_boxes(boxes, times, mode=resolve_box_mode(boxes)))
     assert not np.array_equal(stabilise_boxes(moving, times), stabilise_boxes(moving, times, mode="fixed"))
+    # an empty sequence stays empty in every mode, and the mode is still checked
+    empty = np.zeros((0, 3))
+    for mode in BOX_MODES:
+        assert stabilise_boxes(empty, mode=mode).shape == (0, 3)
+    with pytest.raises(ValueError, match="unknown box mode 'wobbly'"):
+        stabilise_boxes(empty, mode="wobbly")
 
 
 # -------------------------------------------------------------------------------------- inputs, decoding
@@ -305,6 +312,8 @@ def test_end_to_end_detects_the_face_and_drops_blank_frames(face_run):
     assert seg[inside[1], inside[0]] > 200 and seg[:10, :10].mean() < 60
     info = marker(out, key)
     assert info["status"] == "done" and info["frames_kept"] == summary.frames_kept and len(info["boxes"]) == len(imgs)
+    # "auto" is recorded as the mode it resolved to: the head moves, so the boxes are smoothed, not one box
+    assert info["box_mode"] == "smooth" and len({tuple(b) for b in info["boxes"].values()}) > 1
 
 
 def _in_crop_face_position(info: dict, maps: list[np.ndarray], size: int = 256):

@@ -240,6 +240,7 @@ def test_trajectory_ranges_and_smoothness():
     (dict(identities=3, test_identities=3), "training identity"),
     (dict(videos_per_identity=0), "videos_per_identity"),
     (dict(workers=0), "workers"),
+    (dict(seed=-1), "seed must be 0 or more, got -1"),
 ])
 def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     args = dict(identities=3, videos_per_identity=1, frames=2, size=64, progress=False)
@@ -256,6 +257,7 @@ def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     ("--size", "100", "size", "must be a positive multiple of 32, got 100"),
     ("--workers", "0", "workers", "must be at least 1, got 0"),
     ("--test-identities", "2", "test_identities", "must leave at least one training identity"),
+    ("--seed", "-1", "seed", "must be 0 or more, got -1"),  # numpy's own message named neither flag nor value
 ])
 def test_cli_errors_name_the_flag_and_python_names_the_keyword(tmp_path, capsys, flag, value, keyword, needle):
     from bilayer.cli import main

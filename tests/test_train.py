@@ -351,12 +351,84 @@ def test_checkpoint_of_another_optimiser_is_one_sentence(tmp_path):
     torch.manual_seed(1)
     fresh = TinyNet()
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    fresh_opt = torch.optim.Adam(fresh.lin.parameters())
     with pytest.raises(ckpt.CheckpointError) as exc:
-        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": torch.optim.Adam(fresh.lin.parameters())})
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
     assert str(exc.value) == (
         f"checkpoint file {path / 'optim-opt.json'} holds optimiser state for [4] tensors (per parameter group) but "
         "this run's optimiser has [2]; resume with the stage and training config the run was started with.")
     assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+
+
+def _break_optim_json(path: Path, edit) -> None:
+    file = path / "optim-opt.json"
+    file.write_text(json.dumps(edit(json.loads(file.read_text()))))
+
+
+def _break_rng(path: Path, rng) -> None:
+    file = path / "state.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "rng": rng}))
+
+
+@pytest.mark.parametrize(
+    "damage, file, why, untouched",
+    [
+        (lambda p: (p / "optim-opt.json").write_text('{"param_groups": [{"lr": "0.00'), "optim-opt.json",
+         "not valid JSON: Unterminated string", True),
+        (lambda p: _break_optim_json(p, lambda m: {"param_groups": m["param_groups"]}), "optim-opt.json",
+         "it lacks the key(s) 'state'", True),
+        (lambda p: _break_optim_json(p, lambda m: {**m, "param_groups": 5}), "optim-opt.json",
+         "its 'param_groups' and 'state' are not a saved optimiser state", True),
+        (lambda p: _break_optim_json(p, lambda m: {**m, "state": {"first": {}}}), "optim-opt.json",
+         "its 'param_groups' and 'state' are not a saved optimiser state", True),
+        (lambda p: _break_rng(p, [1, 2]), "state.json", "its 'rng' is not an object with 'python' and 'numpy' states",
+         True),
+        # parses, but is not a random state: found while restoring, after the networks
+        (lambda p: _break_rng(p, {"python": [[1, 2], 3, None], "numpy": ["MT19937", [1], 0, 0, 0.0]}), "state.json",
+         "its 'rng' states, or those in rng.safetensors, cannot be restored", False),
+    ],
+    ids=["optim-truncated", "optim-no-state", "optim-groups-type", "optim-state-index", "rng-type", "rng-values"],
+)
+def test_damaged_optimiser_or_rng_metadata_is_one_sentence_naming_the_file(tmp_path, damage, file, why, untouched):
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    path = ckpt.save_checkpoint(tmp_path, 4, {"net": net}, {"opt": opt}, {})
+    damage(path)
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    fresh_opt = torch.optim.Adam(fresh.parameters())
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
+    msg = str(exc.value)
+    assert msg.startswith(f"checkpoint file {path / file} is damaged ({why}"), msg
+    assert msg.endswith(f"); delete the folder {path} to resume from the checkpoint before it (or from scratch if "
+                        "it is the only one)."), msg
+    assert "\n" not in msg
+    if untouched:
+        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+        assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+
+
+def test_damaged_optimiser_tensors_are_found_before_anything_is_restored(tmp_path):
+    from bilayer.weights import WeightsError
+
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    path = ckpt.save_checkpoint(tmp_path, 4, {"net": net}, {"opt": opt}, {})
+    tensors = path / "optim-opt.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:30])
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    fresh_opt = torch.optim.Adam(fresh.parameters())
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(WeightsError, match=rf"^weights file {re.escape(str(tensors))} is not a readable safetensors "):
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
 # ============================================================================================ non-finite

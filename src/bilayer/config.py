@@ -30,6 +30,8 @@ def read_json_file(path: str | Path, what: str) -> Any:
         return json.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not a UTF-8 text file (expected JSON).") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
 

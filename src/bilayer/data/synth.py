@@ -83,15 +83,16 @@ def person_name(person: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ validation
-def _check(root: Path, identities, videos_per_identity, frames, size, test_identities, sequences_per_video,
-           workers, *, names: dict[str, str] | None = None) -> int:
+def _check(root: Path, identities, videos_per_identity, frames, size, seed, test_identities, sequences_per_video,
+           workers, *, flags: bool = False) -> int:
     """Validate the arguments (one sentence per mistake); returns the number of test identities. Messages call
-    each argument by its keyword, or by ``names[keyword]`` when given (the command line passes its flags)."""
+    each argument by its keyword, or with ``flags`` by its ``bilayer synth`` flag (``test_identities`` →
+    ``--test-identities``)."""
     if root.exists() and not root.is_dir():
         raise ValueError(f"output {root} exists and is not a folder.")
 
     def label(name):
-        return (names or {}).get(name, name)
+        return "--" + name.replace("_", "-") if flags else name
 
     def integer(name, value):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -107,6 +108,8 @@ def _check(root: Path, identities, videos_per_identity, frames, size, test_ident
         raise ValueError(f"{label('videos_per_identity')} must be at least 1, got {videos_per_identity}.")
     if integer("sequences_per_video", sequences_per_video) < 1:
         raise ValueError(f"{label('sequences_per_video')} must be at least 1, got {sequences_per_video}.")
+    if integer("seed", seed) < 0:
+        raise ValueError(f"{label('seed')} must be 0 or more, got {seed}.")
     if integer("workers", workers) < 1:
         raise ValueError(f"{label('workers')} must be at least 1, got {workers}.")
     n = integer("identities", identities)
@@ -214,7 +217,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
     ``sequences_per_video`` sequences of ``frames`` frames at 25 fps. ``workers`` > 1 renders sequences in
     parallel processes; the output does not depend on it."""
     root = Path(root)
-    n_test = _check(root, identities, videos_per_identity, frames, size, test_identities, sequences_per_video,
+    n_test = _check(root, identities, videos_per_identity, frames, size, seed, test_identities, sequences_per_video,
                     workers)
     if videos:
         try:
@@ -281,11 +284,6 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-# The flag of each ``generate`` argument that ``bilayer synth`` exposes, for error messages.
-_CLI_FLAGS = {name: "--" + name.replace("_", "-") for name in (
-    "identities", "videos_per_identity", "frames", "size", "test_identities", "sequences_per_video", "workers")}
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``bilayer synth``."""
     p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write (created if missing)")
@@ -294,7 +292,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=50, metavar="F", help="frames per sequence, 25 fps (default 50)")
     p.add_argument("--size", type=int, default=256, metavar="S",
                    help="image side in pixels, a multiple of 32 (default 256)")
-    p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed, 0 or more (default 0)")
     p.add_argument("--test-identities", type=int, default=None, metavar="T",
                    help="people in the test split, disjoint from train (default max(1, N // 5))")
     p.add_argument("--sequences-per-video", type=int, default=1, metavar="Q", help="sequences per video (default 1)")
@@ -306,8 +304,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``generate`` from parsed options and print a one-line summary. Bad values raise a one-sentence
     ``ValueError`` naming the flag."""
-    _check(Path(args.out), args.identities, args.videos_per_identity, args.frames, args.size, args.test_identities,
-           args.sequences_per_video, args.workers, names=_CLI_FLAGS)
+    _check(Path(args.out), args.identities, args.videos_per_identity, args.frames, args.size, args.seed,
+           args.test_identities, args.sequences_per_video, args.workers, flags=True)
     s = generate(args.out, args.identities, args.videos_per_identity, args.frames, size=args.size, seed=args.seed,
                  test_identities=args.test_identities, sequences_per_video=args.sequences_per_video,
                  videos=args.videos, preview=args.preview, workers=args.workers, progress=True)

@@ -8,8 +8,8 @@ Library::
 
 Reusable pieces (also used by the runtime: an avatar from a photo, keypoints of a driving video):
 ``decode_frames``, ``detect_keypoints`` and the backends (``create_landmark_backend``), ``crop_box``,
-``stabilise_boxes``, ``resolve_box_mode``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``, ``smooth_keypoints``,
-``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer preprocess``).
+``stabilise_boxes``, ``resolve_box_mode``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``,
+``smooth_keypoints``, ``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer preprocess``).
 See docs/preprocessing.md.
 """
 

@@ -78,6 +78,8 @@ def is_static(boxes: np.ndarray, tolerance: float = 0.05) -> bool:
     """True when every box of a (T, 3) [cx, cy, half] array stays within ``tolerance`` · (median half) of the median
     centre and within ``tolerance`` of the median size (relative): one box then serves the whole sequence."""
     boxes = np.asarray(boxes, np.float64)
+    if len(boxes) == 0:
+        return True  # no box moves
     med = np.median(boxes, axis=0)
     if med[2] <= 0:
         return False
@@ -87,8 +89,9 @@ def is_static(boxes: np.ndarray, tolerance: float = 0.05) -> bool:
 
 
 def resolve_box_mode(boxes: np.ndarray, mode: str = "auto", tolerance: float = 0.05) -> str:
-    """The stabilisation ``stabilise_boxes`` applies to the (T, 3) ``boxes`` (T ≥ 1) in ``mode``: ``"auto"``
-    becomes ``"fixed"`` when ``is_static(boxes, tolerance)``, else ``"smooth"``; the other modes stay as given."""
+    """The stabilisation ``stabilise_boxes`` applies to the (T, 3) ``boxes`` in ``mode``: ``"auto"`` becomes
+    ``"fixed"`` when ``is_static(boxes, tolerance)``, else ``"smooth"``; the other modes stay as given. An unknown
+    mode raises a ValueError."""
     if mode not in BOX_MODES:
         raise ValueError(f"unknown box mode {mode!r}; valid: {', '.join(BOX_MODES)}")
     if mode == "auto":
@@ -109,11 +112,9 @@ def stabilise_boxes(boxes: np.ndarray, times: np.ndarray | None = None, *, mode:
     boxes = np.asarray(boxes, np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 3:
         raise ValueError(f"expected (T, 3) boxes [cx, cy, half], got shape {boxes.shape}")
-    if mode not in BOX_MODES:
-        raise ValueError(f"unknown box mode {mode!r}; valid: {', '.join(BOX_MODES)}")
+    mode = resolve_box_mode(boxes, mode, tolerance)
     if len(boxes) == 0 or mode == "none":
         return boxes.copy()
-    mode = resolve_box_mode(boxes, mode, tolerance)
     if mode == "fixed":
         return np.repeat(np.median(boxes, axis=0, keepdims=True), len(boxes), axis=0)
     if times is None:

@@ -11,6 +11,7 @@ hand-edited or truncated ``state.json``) raises a CheckpointError naming the fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,16 @@ def _damaged(file: Path, why: str) -> CheckpointError:
         f"checkpoint file {file} is damaged ({why}); delete the folder {file.parent} to resume from the checkpoint "
         "before it (or from scratch if it is the only one)."
     )
+
+
+@contextlib.contextmanager
+def _damaged_on_error(file: Path, why: str):
+    """Malformed content met inside the block (a missing key, a value of the wrong type or size) raises a
+    CheckpointError naming ``file``."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError):
+        raise _damaged(file, why) from None
 
 
 def _read_json_object(file: Path, required: tuple[str, ...]) -> dict:
@@ -66,7 +77,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": sd["param_groups"], "state": state_meta}
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The ``state_dict`` of an optimiser from its saved tensors and JSON (``_optimizer_tensors`` inverted)."""
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         idx, name = key.split(".", 1)
@@ -77,7 +89,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     for g in groups:
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -149,31 +161,29 @@ def load_checkpoint(
 ) -> dict:
     """Restore networks, optimisers and RNG states in place; returns the saved scalar state (step, …). Network
     tensors that do not fit (e.g. resuming with another model config) raise a WeightsError naming the file; damaged
-    metadata, or optimiser state for other parameters, a CheckpointError naming the file. JSON that does not parse
-    or lacks a key, mis-shaped network tensors and optimiser state of the wrong size are found before anything is
-    restored."""
+    metadata, or optimiser state for other parameters, a CheckpointError naming the file. Every file is read and
+    parsed, and the network shapes and optimiser sizes checked, before anything is restored."""
     state_file = path / "state.json"
     state = _read_json_object(state_file, ("step", "rng"))
-    step = state["step"]
+    step, rng_meta = state["step"], state.pop("rng")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise _damaged(state_file, f"its 'step' is {step!r}; expected an integer ≥ 0")
-    rng_meta = state.pop("rng")
     if not isinstance(rng_meta, dict) or not {"python", "numpy"} <= rng_meta.keys():
         raise _damaged(state_file, "its 'rng' is not an object with 'python' and 'numpy' states")
-    optim_meta = {name: _read_json_object(path / f"optim-{name}.json", ("param_groups", "state"))
-                  for name in optimizers}
     rng_tensors = read_safetensors(path / "rng.safetensors")
-    network_tensors = {}
+    network_states = {}
     for name, module in networks.items():
         file = path / f"{name}.safetensors"
-        network_tensors[name] = read_safetensors(file)
-        check_state(module, network_tensors[name], str(file))
+        network_states[name] = read_safetensors(file)
+        check_state(module, network_states[name], str(file))
+    optimizer_states = {}
     for name, optimizer in optimizers.items():
         file = path / f"optim-{name}.json"
-        try:
-            saved = [len(group["params"]) for group in optim_meta[name]["param_groups"]]
-        except (KeyError, TypeError):
-            raise _damaged(file, "its 'param_groups' are not a list of parameter groups") from None
+        meta = _read_json_object(file, ("param_groups", "state"))
+        tensors = read_safetensors(path / f"optim-{name}.safetensors")
+        with _damaged_on_error(file, "its 'param_groups' and 'state' are not a saved optimiser state"):
+            optimizer_states[name] = _optimizer_state(tensors, meta)
+            saved = [len(group["params"]) for group in optimizer_states[name]["param_groups"]]
         wanted = [len(group["params"]) for group in optimizer.param_groups]
         if saved != wanted:  # a sound checkpoint of another stage, not a damaged one
             raise CheckpointError(
@@ -181,15 +191,10 @@ def load_checkpoint(
                 f"run's optimiser has {wanted}; resume with the stage and training config the run was started with."
             )
     for name, module in networks.items():
-        module.load_state_dict(network_tensors[name])
+        module.load_state_dict(network_states[name])
     for name, optimizer in optimizers.items():
-        tensors = read_safetensors(path / f"optim-{name}.safetensors")
-        try:
-            _load_optimizer(optimizer, tensors, optim_meta[name])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise _damaged(path / f"optim-{name}.json", "its optimiser state cannot be restored") from None
-    try:
+        with _damaged_on_error(path / f"optim-{name}.json", "its optimiser state cannot be restored"):
+            optimizer.load_state_dict(optimizer_states[name])
+    with _damaged_on_error(state_file, "its 'rng' states, or those in rng.safetensors, cannot be restored"):
         set_rng_state(rng_tensors, rng_meta)
-    except (KeyError, TypeError, ValueError, RuntimeError):
-        raise _damaged(state_file, "its 'rng' states, or those in rng.safetensors, cannot be restored") from None
     return state

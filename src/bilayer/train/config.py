@@ -9,6 +9,7 @@ Presets (``TRAIN_PRESETS``):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,24 @@ from ..config import BilayerConfig, ConfigError, EmbedderConfig, EnhancerConfig,
 from ..config import DiscriminatorConfig, JsonConfig, KeypointsEmbedderConfig, TextureGeneratorConfig, check_fields
 from ..losses.objectives import LossWeights
 from ..losses.pixelwise import WarpSchedule
+
+
+# every scalar loss weight (all LossWeights fields but the warp schedule), so a new term is validated too
+_LOSS_WEIGHTS = tuple(f.name for f in dataclasses.fields(LossWeights) if f.name != "warp")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _expect(name: str, value: Any, ok: bool, expected: str) -> None:
+    """A ConfigError naming the field unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"training config field {name} is {value!r}; expected {expected}.")
 
 
 @dataclass(frozen=True)
@@ -65,16 +84,16 @@ class TrainConfig(JsonConfig):
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
-                expected = f"an integer from {low} to {high}" if high else f"an integer ≥ {low}"
-                raise ConfigError(f"training config field {name} is {value!r}; expected {expected}.")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"training config field lr is {self.lr!r}; expected a positive number.")
-        for name in ("adversarial", "feature_matching", "vgg19", "vggface", "lf_l1", "mask_bce"):
-            value = getattr(self.losses, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"training config field losses.{name} is {value!r}; expected a number ≥ 0.")
-        adversarial, feature_matching = self.losses.adversarial, self.losses.feature_matching
+            expected = f"an integer from {low} to {high}" if high else f"an integer ≥ {low}"
+            _expect(name, value, _is_integer(value) and low <= value and not (high and value > high), expected)
+        _expect("lr", self.lr, _is_number(self.lr) and self.lr > 0, "a positive number")
+        losses, warp = self.losses, self.losses.warp
+        weights = {**{f"losses.{name}": getattr(losses, name) for name in _LOSS_WEIGHTS},
+                   **{f"losses.warp.{name}": getattr(warp, name) for name in ("initial", "decay", "floor")}}
+        for name, value in weights.items():
+            _expect(name, value, _is_number(value) and value >= 0, "a number ≥ 0")
+        _expect("losses.warp.every", warp.every, _is_integer(warp.every) and warp.every >= 0, "an integer ≥ 0")
+        adversarial, feature_matching = losses.adversarial, losses.feature_matching
         if feature_matching > 0 and adversarial == 0:
             # D learns only from D_ADV, which is scaled by the adversarial weight: with it at 0, D never changes.
             raise ConfigError(
