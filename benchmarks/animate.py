@@ -1,7 +1,7 @@
 """End-to-end speed and memory of `bilayer animate`: decode → keypoints → render → compose → encode.
 
     python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager onnx]
-                                 [--landmarks file mediapipe] [--out benchmarks/results]
+                                 [--landmarks file mediapipe] [--workers 1 2] [--out benchmarks/results]
 
 A SynthHeads driving video (H.264, --frames frames at 25 fps, with its keypoint track) animates an avatar of
 another person. Each animation runs in a fresh process, which reports its frames/s, per-stage times and peak
@@ -9,8 +9,10 @@ resident memory. The driver is then made 10× longer (the same frames played for
 animated again: streaming keeps memory flat, so the long run's peak should be within 10 % of the short one's.
 
 ``--landmarks file`` reads the driver's keypoints from its track (the cost of the model and the video pipeline);
-``mediapipe`` tracks the face in every frame (the full user path). Random weights (speed does not depend on them).
-Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
+``mediapipe`` tracks the face in every frame (the full user path). ``--workers``: frames rendered at once, each
+with its share of the threads (``bilayer animate --workers``, default 2 here); every run is repeated for each
+value right after the other, so that the comparison sees the same machine load. Random weights (speed does not
+depend on them). Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def child(args: argparse.Namespace) -> None:
 
     from bilayer.runtime.animate import animate
     from bilayer.runtime.avatar import Avatar
+    from bilayer.runtime.cli import render_workers
     from bilayer.runtime.driver import open_driver
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -71,37 +74,43 @@ def child(args: argparse.Namespace) -> None:
     mask = cv2.imread(str(root / "source_mask.png"), cv2.IMREAD_GRAYSCALE) / 255.0
     avatar = Avatar.create(model, photo, keypoints=np.load(root / "source_keypoints.npy"), mask=mask, crop=False,
                            enhance=False)
-    renderer = avatar.renderer(model, args.backend)
-    renderer.warmup(1)
+    threads = torch.get_num_threads()
     kp = root / f"{args.length}.npy" if args.landmarks == "file" else None
-    with open_driver(root / f"{args.length}.mp4", keypoints=kp) as driver:
-        report = animate(avatar, renderer, driver, root / f"out-{args.length}.mp4", side=True, progress=False)
+    with render_workers(args.workers_child) as workers, open_driver(root / f"{args.length}.mp4", keypoints=kp) as driver:
+        per_worker = torch.get_num_threads()
+        renderer = avatar.renderer(model, args.backend)
+        renderer.warmup(1)
+        report = animate(avatar, renderer, driver, root / f"out-{args.length}.mp4", side=True, progress=False,
+                         workers=workers)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_mb, "threads": torch.get_num_threads()}))
+    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_mb, "threads": threads,
+                      "threads_per_worker": per_worker}))
 
 
 def measure(root: Path, args: argparse.Namespace) -> list[dict]:
-    """One child process per backend × landmark source × driver length; their reports (or the error)."""
+    """One child process per backend × landmark source × driver length × workers; their reports (or the error)."""
     runs = []
     for backend in args.backends:
         for landmarks in args.landmarks:
             for length in ("short", "long") if landmarks == "file" else ("short",):
-                cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
-                       "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
-                       "--image-size", str(args.image_size)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:])
-                    runs.append({"backend": backend, "landmarks": landmarks, "length": length,
-                                 "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"})
-                    continue
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                r.pop("output", None)  # in the temporary folder, removed at the end
-                r.update(backend=backend, landmarks=landmarks, length=length)
-                runs.append(r)
-                per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
-                print(f"{backend:<6} {landmarks:<9} {length:<5} {r['frames']:4d} frames  {r['fps']:6.1f} frames/s  "
-                      f"peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
+                for workers in args.workers:
+                    cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
+                           "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
+                           "--image-size", str(args.image_size), "--workers-child", str(workers)]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    tag = {"backend": backend, "landmarks": landmarks, "length": length, "workers": workers}
+                    if proc.returncode != 0:
+                        print(proc.stderr[-2000:])
+                        runs.append({**tag, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                                     else "failed"})
+                        continue
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    r.pop("output", None)  # in the temporary folder, removed at the end
+                    r.update(tag)
+                    runs.append(r)
+                    per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
+                    print(f"{backend:<6} {landmarks:<9} {length:<5} workers {workers}  {r['frames']:4d} frames  "
+                          f"{r['fps']:6.1f} frames/s  peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
     return runs
 
 
@@ -113,12 +122,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="the long driver is this many times longer")
     parser.add_argument("--backends", nargs="+", default=["eager", "onnx"])
     parser.add_argument("--landmarks", nargs="+", default=["file", "mediapipe"], choices=["file", "mediapipe"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="render workers to compare")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--length", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--landmarks-child", dest="landmarks_child", help=argparse.SUPPRESS)
+    parser.add_argument("--workers-child", dest="workers_child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.landmarks = args.landmarks_child
@@ -130,17 +141,23 @@ def main() -> None:
         print(f"drivers: short {lengths['short']} frames, long {lengths['long']} frames ({root})", flush=True)
         runs = measure(root, args)
     summary = {}
+
+    def fps(backend: str, landmarks: str, length: str, workers: int) -> dict | None:
+        return next((r for r in runs if r["backend"] == backend and r["landmarks"] == landmarks
+                     and r["length"] == length and r["workers"] == workers and "fps" in r), None)
+
     for backend in args.backends:
-        short = next((r for r in runs if r.get("backend") == backend and r["landmarks"] == "file"
-                      and r["length"] == "short" and "fps" in r), None)
-        long = next((r for r in runs if r.get("backend") == backend and r["landmarks"] == "file"
-                     and r["length"] == "long" and "fps" in r), None)
-        if short and long:
-            summary[backend] = {"fps_short": short["fps"], "fps_long": long["fps"],
-                                "peak_mb_short": short["peak_rss_mb"], "peak_mb_long": long["peak_rss_mb"],
-                                "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
-                                "fps_target": 25.0, "fps_met": long["fps"] >= 25.0,
-                                "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
+        for workers in args.workers:
+            short, long = fps(backend, "file", "short", workers), fps(backend, "file", "long", workers)
+            if short and long:
+                tracked = fps(backend, "mediapipe", "short", workers)
+                summary[f"{backend}, workers {workers}"] = {
+                    "fps_short": short["fps"], "fps_long": long["fps"],
+                    "fps_mediapipe": tracked["fps"] if tracked else None,
+                    "peak_mb_short": short["peak_rss_mb"], "peak_mb_long": long["peak_rss_mb"],
+                    "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
+                    "fps_target": 25.0, "fps_met": long["fps"] >= 25.0,
+                    "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
     report = {"preset": args.preset, "image_size": args.image_size, "frames_short": lengths["short"],
               "frames_long": lengths["long"], "runs": runs, "summary": summary}
     for k, v in summary.items():

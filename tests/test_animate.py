@@ -109,6 +109,90 @@ def test_relative_motion_of_the_driver_reference_is_the_source_pose(files, tmp_p
     assert not torch.allclose(seen[1], seen[0])
 
 
+def _png_frames(folder: Path) -> list[np.ndarray]:
+    import cv2
+
+    return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(folder.glob("*.png"))]
+
+
+def test_parallel_workers_render_concurrently_in_driver_order(files, tmp_path):
+    """workers=3 renders up to three frames at once and writes exactly the frames of workers=1, in driver order
+    (lossless PNG output); a frame whose render fails stops the run with that error and no output."""
+    import threading
+    import time
+
+    from bilayer import BilayerModel
+
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    avatar = Avatar.create(model, skdata.astronaut())
+    renderer = avatar.renderer(model)
+    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:9]))
+    lock, busy, most, threads = threading.Lock(), [0], [0], set()
+
+    def slow(kp):  # long enough for renders to overlap when they can
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+            threads.add(threading.get_ident())
+        time.sleep(0.03)
+        try:
+            return renderer(kp)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    outputs = {}
+    for workers in (1, 3):
+        with open_driver(tmp_path / "kps.npy") as driver:
+            report = animate(avatar, slow, driver, tmp_path / f"w{workers}", alpha=True, progress=False,
+                             workers=workers)
+        assert report.frames == 9 and report.workers == workers and report.to_dict()["workers"] == workers
+        outputs[workers] = _png_frames(tmp_path / f"w{workers}")
+        if workers == 1:
+            assert most[0] == 1
+    assert most[0] >= 2 and len(threads) >= 2  # frames really rendered at once
+    assert len(outputs[3]) == 9 and all(np.array_equal(a, b) for a, b in zip(outputs[1], outputs[3]))
+    assert not all(np.array_equal(outputs[1][0], f) for f in outputs[1][1:])  # the frames differ: order is tested
+
+    calls = [0]
+
+    def failing(kp):
+        with lock:
+            calls[0] += 1
+            if calls[0] == 5:
+                raise RuntimeError("render failed on purpose")
+        return renderer(kp)
+
+    with open_driver(tmp_path / "kps.npy") as driver, pytest.raises(RuntimeError, match="on purpose"):
+        animate(avatar, failing, driver, tmp_path / "failed.mp4", progress=False, workers=2)
+    assert not (tmp_path / "failed.mp4").exists()
+    with open_driver(tmp_path / "kps.npy") as driver, pytest.raises(ValueError, match="workers is 0"):
+        animate(avatar, renderer, driver, tmp_path / "zero.mp4", progress=False, workers=0)
+
+
+def test_a_failing_driver_stops_the_run_instead_of_hanging(files, tmp_path):
+    """A reader error (here a driver whose decoding fails at its first frame, before the render loop has seen any)
+    reaches the caller; the render loop does not wait for frames that will never come."""
+    from bilayer import BilayerModel
+    from bilayer.runtime.driver import Driver
+
+    class Failing(Driver):
+        def __iter__(self):
+            for frame in super().__iter__():
+                if frame.index == 0:
+                    raise OSError("decoding failed on purpose")
+                yield frame
+
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    avatar = Avatar.create(model, skdata.astronaut())
+    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:9]))
+    driver = open_driver(tmp_path / "kps.npy")
+    driver.__class__ = Failing
+    with driver, pytest.raises(OSError, match="on purpose"):
+        animate(avatar, avatar.renderer(model), driver, tmp_path / "o.mp4", progress=False, workers=2)
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_cli_avatar_animate_paste_back_and_export(files, tmp_path):
     avatar = tmp_path / "me.avatar"
     out = run_module("avatar", "--model", files["model"], "--source", files["photo"], "--out", avatar)
@@ -250,6 +334,28 @@ def test_cli_checks_outputs_and_options_before_work(files, tmp_path, capsys):
                        tmp_path / "a.avatar", "--landmarks", "face-alignment", "--landmark-weights", tmp_path / "weights")
     assert_user_error_text(code, err, "not found in", "weights")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exc:
+            cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver", files["driver"],
+                "--out", tmp_path / "o.mp4", "--workers", bad)
+        assert_user_error_text(exc.value.code, capsys.readouterr().err, f"{bad!r} is not a whole number ≥ 1")
+
+
+def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys):
+    """--workers 2 renders with half the intra-op threads each and the command restores the caller's count."""
+    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:4]))
+    before = torch.get_num_threads()
+    code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                         tmp_path / "kps.npy", "--out", tmp_path / "o.mp4", "--workers", "2", "--no-progress",
+                         "--report", tmp_path / "r.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["workers"] == 2 and "4 frames" in out
+    assert torch.get_num_threads() == before
+    from bilayer.runtime.cli import render_workers
+
+    with render_workers(None) as workers:
+        assert workers == (2 if before >= 2 else 1) and torch.get_num_threads() == max(1, before // workers)
+    assert torch.get_num_threads() == before
 
 
 def test_random_weight_demo_and_demo_errors(tmp_path, capsys):
