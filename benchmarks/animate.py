@@ -146,6 +146,7 @@ def main() -> None:
         return next((r for r in runs if r["backend"] == backend and r["landmarks"] == landmarks
                      and r["length"] == length and r["workers"] == workers and "fps" in r), None)
 
+    target = args.preset == "medium" and args.image_size == 256  # issue 5's target is for this configuration
     for backend in args.backends:
         for workers in args.workers:
             short, long = fps(backend, "file", "short", workers), fps(backend, "file", "long", workers)
@@ -156,7 +157,7 @@ def main() -> None:
                     "fps_mediapipe": tracked["fps"] if tracked else None,
                     "peak_mb_short": short["peak_rss_mb"], "peak_mb_long": long["peak_rss_mb"],
                     "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
-                    "fps_target": 25.0, "fps_met": long["fps"] >= 25.0,
+                    **({"fps_target": 25.0, "fps_met": long["fps"] >= 25.0} if target else {}),
                     "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
     report = {"preset": args.preset, "image_size": args.image_size, "frames_short": lengths["short"],
               "frames_long": lengths["long"], "runs": runs, "summary": summary}

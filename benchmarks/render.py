@@ -1,7 +1,7 @@
 """Per-frame rendering speed of baked avatars, per model size and backend, against this machine's ceiling.
 
     python benchmarks/render.py [--presets small medium large] [--backends eager bf16 compile onnx]
-                                [--image-size 256] [--threads N] [--out benchmarks/results]
+                                [--image-size 256] [--threads N] [--out benchmarks/results] [--quick]
 
 For every preset: per-avatar initialisation time (personalize, and personalize + texture enhancer), then the
 baked per-frame network (keypoints → image, mask) at batch 1 on each backend: median latency, frames/s, and
@@ -52,6 +52,10 @@ from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
 
+#: every minimum timing window is multiplied by this (``--quick`` lowers it: a smoke run, not a measurement)
+TIME_SCALE = 1.0
+
+
 def timed(fn, min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> float:
     """Median wall time of ``fn()`` in milliseconds (after ``warmup`` calls; at least ``min_runs`` runs and
     ``min_seconds`` in total)."""
@@ -59,7 +63,7 @@ def timed(fn, min_seconds: float = 2.0, min_runs: int = 5, warmup: int = 2) -> f
         fn()
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds * TIME_SCALE:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -75,7 +79,7 @@ def interleaved(fns: dict, seconds: float = 4.0, block: int = 4) -> dict[str, fl
     a renderer in use runs alone, with its weights in cache."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
-    while min(len(t) for t in times.values()) < 9 or time.perf_counter() - start < seconds:
+    while min(len(t) for t in times.values()) < 9 or time.perf_counter() - start < seconds * TIME_SCALE:
         for name, fn in fns.items():
             fn()
             for _ in range(block - 1):
@@ -188,7 +192,7 @@ def stream_throughput(renderer, frame: torch.Tensor, seconds: float = 6.0, block
     try:
         with ThreadPoolExecutor(2) as pool:
             start = time.perf_counter()
-            while min(len(v) for v in fps.values()) < 3 or time.perf_counter() - start < seconds:
+            while min(len(v) for v in fps.values()) < 3 or time.perf_counter() - start < seconds * TIME_SCALE:
                 for workers in (1, 2):
                     torch.set_num_threads(threads if workers == 1 else half)
                     renderer(frame)  # warm this thread count's kernels and caches
@@ -239,7 +243,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--quick", action="store_true",
+                        help="minimal timing windows: checks that the benchmark runs (tests), its figures mean little")
     args = parser.parse_args()
+    global TIME_SCALE
+    if args.quick:
+        TIME_SCALE = 0.02
     if args.threads:
         torch.set_num_threads(args.threads)
     backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]

@@ -1,0 +1,57 @@
+"""The speed benchmarks run end to end and write the JSON they promise (tiny model, 64 px, minimal timing windows:
+these check the scripts, not the machine's speed, which no test asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_render_benchmark(tmp_path):
+    out = run_benchmark("render.py", "--presets", "tiny", "--image-size", "64", "--backends", "eager", "bf16", "onnx",
+                        "--quick", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "render.json").read_text())
+    assert f"wrote {tmp_path / 'render.json'}" in out
+    (tiny,) = report["results"]
+    assert tiny["preset"] == "tiny" and tiny["image_size"] == 64 and set(tiny["backends"]) == {"eager", "bf16", "onnx"}
+    for backend, entry in tiny["backends"].items():
+        assert "error" not in entry, entry
+        # the paired ceiling is a real measurement of this run, and the figures follow from the latency
+        assert entry["ceiling_gflops"] > 1 and entry["ms"] > 0 and abs(entry["fps"] * entry["ms"] - 1000) < 1e-6
+        assert entry["fraction_of_ceiling"] == pytest.approx(entry["gflops"] / entry["ceiling_gflops"])
+        assert entry["executed_gflops"] < entry["gflops"]  # baking runs fewer MACs than the network as trained
+    assert tiny["backends"]["bf16"]["psnr_vs_fp32"] > 40 and tiny["backends"]["onnx"]["psnr_vs_fp32"] > 80
+    stream = tiny["stream"]
+    assert stream["one_worker_fps"] > 0 and stream["two_workers_fps"] > 0
+    assert stream["speedup"] == pytest.approx(stream["two_workers_fps"] / stream["one_worker_fps"])
+    assert tiny["fold_upsampling"]["folded_ms"] > 0 and report["ceiling"]["float32"]["gflops"] > 1
+
+
+@pytest.mark.slow
+def test_animate_benchmark(tmp_path):
+    run_benchmark("animate.py", "--preset", "tiny", "--image-size", "64", "--frames", "6", "--repeat", "2",
+                  "--backends", "eager", "--landmarks", "file", "--workers", "1", "2", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "animate.json").read_text())
+    assert report["frames_short"] == 6 and report["frames_long"] == 12
+    runs = {(r["length"], r["workers"]): r for r in report["runs"]}
+    assert set(runs) == {("short", 1), ("short", 2), ("long", 1), ("long", 2)}
+    for (length, workers), r in runs.items():
+        assert "error" not in r, r
+        assert r["frames"] == (6 if length == "short" else 12) and r["workers"] == workers and r["lost"] == 0
+        assert r["threads_per_worker"] == max(1, r["threads"] // workers) and r["peak_rss_mb"] > 50
+    for workers in (1, 2):
+        summary = report["summary"][f"eager, workers {workers}"]
+        assert summary["memory_flat"] and "fps_target" not in summary  # the 25 frames/s target is medium's
