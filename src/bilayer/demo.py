@@ -61,6 +61,7 @@ def _person(person: int, frames: int, size: int, video: int = 0):
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
     from .data.dataset import normalize_keypoints
     from .runtime.animate import animate
+    from .runtime.cli import render_workers
     from .runtime.driver import open_driver
     from .runtime.motion import MotionTransfer
     from .runtime.videoio import VideoWriter
@@ -80,9 +81,9 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
         for f in drv_frames:
             w.write(f)
     np.save(kp_path, drv_kps)
-    with open_driver(driver_path, keypoints=kp_path) as driver:
+    with render_workers(None) as workers, open_driver(driver_path, keypoints=kp_path) as driver:
         report = animate(avatar, avatar.renderer(model, "eager"), driver, out_dir / "animation.mp4", side=True,
-                         progress=progress)
+                         progress=progress, workers=workers)
 
     # the overview: self-reenactment (targets: later frames of the source person) and cross-reenactment
     rows = []
