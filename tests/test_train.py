@@ -361,6 +361,53 @@ def test_checkpoint_of_another_optimiser_is_one_sentence(tmp_path):
     assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
+def test_checkpoint_of_another_stage_is_refused_before_anything_is_read(tmp_path):
+    """A checkpoint whose state.json names another stage is refused as soon as state.json is parsed: the other
+    files are not even read (here they are gone), and nothing is restored."""
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    run = tmp_path / "run"
+    for saved, stage, init in (("base", "enhancer", f" (with --init {run / 'model'})"), ("enhancer", "base", "")):
+        path = ckpt.save_checkpoint(run, 3, {"net": net}, {"opt": opt}, {"nonfinite": 0, "stage": saved})
+        for file in path.iterdir():
+            if file.name != "state.json":
+                file.unlink()
+        torch.manual_seed(1)
+        fresh = TinyNet()
+        fresh_opt = torch.optim.Adam(fresh.parameters())
+        before = {k: v.clone() for k, v in fresh.state_dict().items()}
+        with pytest.raises(ckpt.CheckpointError) as exc:
+            ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt}, stage=stage)
+        assert str(exc.value) == (
+            f"checkpoint {path} was saved by the {saved!r} stage but this run trains {stage!r}; resume it with "
+            f"`bilayer train {saved}`, or start the {stage} stage in a new --run folder{init}.")
+        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+        assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+
+
+def test_checkpoint_stage_check_passes_for_the_same_stage_and_old_checkpoints(tmp_path):
+    """The same stage loads; so does a checkpoint written before the stage was stored (no 'stage' key), whatever
+    the stage; a 'stage' that is not a name is damage."""
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters())
+    _adam_steps(net, opt, 1, seed=0)
+    same = ckpt.save_checkpoint(tmp_path / "same", 2, {"net": net}, {"opt": opt}, {"stage": "enhancer"})
+    old = ckpt.save_checkpoint(tmp_path / "old", 2, {"net": net}, {"opt": opt}, {"nonfinite": 0})
+    for path, stage in ((same, "enhancer"), (old, "enhancer"), (old, "base")):
+        fresh = TinyNet()
+        state = ckpt.load_checkpoint(path, {"net": fresh}, {"opt": torch.optim.Adam(fresh.parameters())}, stage=stage)
+        assert state["step"] == 2
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in fresh.state_dict().items())
+    _break_rng(same, json.loads((same / "state.json").read_text())["rng"])  # rewrite, then damage the stage
+    state_file = same / "state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "stage": 1}))
+    fresh = TinyNet()
+    with pytest.raises(ckpt.CheckpointError, match=rf"^checkpoint file {re.escape(str(state_file))} is damaged "
+                                                   r"\(its 'stage' is 1; expected a stage name\)"):
+        ckpt.load_checkpoint(same, {"net": fresh}, {"opt": torch.optim.Adam(fresh.parameters())}, stage="enhancer")
+
+
 def _break_optim_json(path: Path, edit) -> None:
     file = path / "optim-opt.json"
     file.write_text(json.dumps(edit(json.loads(file.read_text()))))
@@ -564,6 +611,62 @@ def test_without_gan_terms_the_discriminator_is_never_run_nor_updated(synth_root
     assert any(not torch.equal(tensors[k], d_init[k]) for k in d_init if not k.endswith(BN_STATS))
 
 
+def test_feature_matching_with_adversarial_0_uses_a_frozen_discriminator_from_init(synth_root, tmp_path, monkeypatch):
+    """Feature matching without the adversarial term scores features with the trained D of --init, frozen: it runs
+    in eval mode without trainable parameters, Adam never steps it, and every tensor (BN stats and SN vectors
+    included) is saved exactly as loaded; G_FM trains the generators and there is no D_ADV."""
+    modes = []
+    original = Discriminator.forward
+
+    def recording_forward(self, images, stickmen):
+        modes.append((self.training, any(p.requires_grad for p in self.parameters())))
+        return original(self, images, stickmen)
+
+    monkeypatch.setattr(Discriminator, "forward", recording_forward)
+    fm_only = fast_config(losses=LossWeights(adversarial=0.0, feature_matching=10.0, vggface=0.0), log_every=1)
+    init = tmp_path / "init"
+    d_init = _init_with_discriminator(fm_only, init)
+    run = tmp_path / "run"
+    train("base", fm_only, synth_root, run, init=str(init), perceptual=Perceptual(allow_random=True), steps=2,
+          progress=False)
+    assert modes and set(modes) == {(False, False)}, modes
+    for rec in read_log(run):
+        assert "D_ADV" not in rec and rec["G_ADV"] == 0 and rec["G_FM"] > 0, rec
+    last = ckpt.latest_checkpoint(run)
+    for saved in (last / "discriminator.safetensors", run / "model" / "discriminator.safetensors"):
+        tensors = read_safetensors(saved)
+        changed = [k for k in d_init if not torch.equal(tensors[k], d_init[k])]
+        assert changed == [], f"{saved}: {changed[:3]}"
+    assert read_safetensors(last / "optim-discriminator.safetensors") == {}  # Adam never stepped
+    assert read_safetensors(last / "optim-generator.safetensors")["0.step"].item() == 2
+
+
+def test_feature_matching_with_adversarial_0_and_no_trained_discriminator_is_refused(synth_root, tmp_path, capsys):
+    """Without a discriminator.safetensors in --init, D would stay random: refused in one sentence through the CLI
+    (no --init) and train() (an --init without one), before the run folder is made."""
+    from bilayer.cli import main
+
+    fm_only = fast_config(losses=LossWeights(adversarial=0.0, feature_matching=0.5, vggface=0.0))
+    advice = ("to start it from a trained one; pass --init with a model folder holding a trained discriminator (e.g. "
+              "a base run's model/), set losses.adversarial above 0, or set losses.feature_matching to 0.")
+    run = tmp_path / "run"
+    code, _, err = run_main(main, capsys, "train", "base", "--config", str(write_config(tmp_path / "fm.json", fm_only)),
+                            "--data", str(synth_root), "--run", str(run), "--perceptual-init", "random",
+                            "--steps", "1", "--no-progress")
+    line = assert_user_error_text(code, err)
+    assert code == 2
+    assert line == ("error: losses.feature_matching is 0.5 but losses.adversarial is 0.0, so the discriminator is not "
+                    f"trained, and no --init is given {advice}")
+    init = tmp_path / "init"
+    save_pretrained(BilayerModel(fm_only.model), init)  # no discriminator.safetensors
+    with pytest.raises(TrainingError) as exc:
+        train("base", fm_only, synth_root, run, init=str(init), perceptual=Perceptual(allow_random=True), steps=1,
+              progress=False)
+    assert str(exc.value) == ("losses.feature_matching is 0.5 but losses.adversarial is 0.0, so the discriminator is "
+                              f"not trained, and --init {init} holds no discriminator.safetensors {advice}")
+    assert not run.exists()
+
+
 # ============================================================================================ CLI: base stage
 @pytest.fixture(scope="module")
 def base_run(synth_root, tmp_path_factory):
@@ -657,6 +760,28 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_error(base_run, tmp_path, 
     assert "finished at step 3" in out
     assert [r["step"] for r in read_log(run)] == [1, 2, 2, 3]  # step 2 again, from step 1's checkpoint
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000001", "step-0000002", "step-0000003"]
+
+
+def test_resume_with_another_stage_is_one_line_error(base_run, tmp_path, capsys, synth_root):
+    """`bilayer train enhancer --resume` on a base run stops with one sentence naming the checkpoint and both
+    stages (not a late optimiser-size mismatch), before writing anything."""
+    from bilayer.cli import main
+
+    assert_ok(base_run[0])
+    run = tmp_path / "run"
+    shutil.copytree(base_run[1], run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, _, err = run_main(main, capsys, "train", "enhancer", "--config", str(run / "train_config.json"),
+                            "--data", str(synth_root), "--run", str(run), "--init", str(run / "model"),
+                            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress")
+    latest = run / "checkpoints" / "step-0000002"
+    line = assert_user_error_text(code, err)
+    assert code == 2
+    assert line == (f"error: checkpoint {latest} was saved by the 'base' stage but this run trains 'enhancer'; "
+                    "resume it with `bilayer train base`, or start the enhancer stage in a new --run folder "
+                    f"(with --init {run / 'model'}).")
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before, "a refused resume wrote to the run folder"
 
 
 def test_existing_run_without_resume_is_one_line_error(base_run, tmp_path, capsys, synth_root):

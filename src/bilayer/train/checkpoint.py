@@ -3,7 +3,7 @@
 Layout of ``runs/NAME/checkpoints/step-0000100/``:
     model.safetensors, discriminator.safetensors     network weights (with spectral-norm vectors, BN stats)
     optim-<name>.safetensors + optim-<name>.json     Adam moments / hyper-parameters per optimiser
-    rng.safetensors + state.json                     RNG states, step counters
+    rng.safetensors + state.json                     RNG states, step counters, the stage that saved it
 A checkpoint folder is assembled under a temporary name and renamed into place, so a kill at any moment leaves
 either the previous complete checkpoint or the new one, never a broken one. A checkpoint damaged afterwards (e.g. a
 hand-edited or truncated ``state.json``) raises a CheckpointError naming the file.
@@ -156,13 +156,33 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _check_stage(path: Path, saved, stage: str) -> None:
+    """A CheckpointError unless the checkpoint at ``path``, saved by the stage ``saved``, is resumed by ``stage``."""
+    if not isinstance(saved, str):
+        raise _damaged(path / "state.json", f"its 'stage' is {saved!r}; expected a stage name")
+    if saved != stage:
+        init = f" (with --init {path.parent.parent / 'model'})" if stage == "enhancer" else ""
+        raise CheckpointError(
+            f"checkpoint {path} was saved by the {saved!r} stage but this run trains {stage!r}; resume it with "
+            f"`bilayer train {saved}`, or start the {stage} stage in a new --run folder{init}."
+        )
+
+
 def load_checkpoint(
-    path: Path, networks: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+    path: Path,
+    networks: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    *,
+    stage: str | None = None,
 ) -> dict:
     """Restore networks, optimisers and RNG states in place; returns the saved scalar state (step, …). Network
     tensors that do not fit (e.g. resuming with another model config) raise a WeightsError naming the file; damaged
     metadata, or optimiser state for other parameters, a CheckpointError naming the file. Every file is read and
-    parsed, and the network shapes and optimiser sizes checked, before anything is restored."""
+    parsed, and the network shapes and optimiser sizes checked, before anything is restored.
+
+    ``stage`` is the training stage resuming from the checkpoint: one saved by another stage raises a
+    CheckpointError as soon as ``state.json`` is parsed (checkpoints written before the stage was stored are not
+    checked)."""
     state_file = path / "state.json"
     state = _read_json_object(state_file, ("step", "rng"))
     step, rng_meta = state["step"], state.pop("rng")
@@ -170,6 +190,8 @@ def load_checkpoint(
         raise _damaged(state_file, f"its 'step' is {step!r}; expected an integer ≥ 0")
     if not isinstance(rng_meta, dict) or not {"python", "numpy"} <= rng_meta.keys():
         raise _damaged(state_file, "its 'rng' is not an object with 'python' and 'numpy' states")
+    if stage is not None and "stage" in state:
+        _check_stage(path, state["stage"], stage)
     rng_tensors = read_safetensors(path / "rng.safetensors")
     network_states = {}
     for name, module in networks.items():

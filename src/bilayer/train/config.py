@@ -93,14 +93,8 @@ class TrainConfig(JsonConfig):
         for name, value in weights.items():
             _expect(name, value, _is_number(value) and value >= 0, "a number ≥ 0")
         _expect("losses.warp.every", warp.every, _is_integer(warp.every) and warp.every >= 0, "an integer ≥ 0")
-        adversarial, feature_matching = losses.adversarial, losses.feature_matching
-        if feature_matching > 0 and adversarial == 0:
-            # D learns only from D_ADV, which is scaled by the adversarial weight: with it at 0, D never changes.
-            raise ConfigError(
-                f"losses.feature_matching is {feature_matching} but losses.adversarial is {adversarial}: the "
-                "discriminator learns only from the adversarial term, so its features would stay random; set "
-                "losses.adversarial above 0 or losses.feature_matching to 0."
-            )
+        # Feature matching with the adversarial weight at 0 is valid here: it needs a trained discriminator from
+        # --init, which only the training loop can see (``loop._check_feature_matching``).
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

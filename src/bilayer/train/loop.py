@@ -5,9 +5,10 @@ One iteration is the released code's simultaneous update (SPEC §4.3): a single 
 generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
 learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
 stage's ``TRAINED`` list. With the adversarial and feature-matching weights both 0 (the synth-quick preset) D is
-neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume. Feature
-matching without the adversarial term is refused by ``TrainConfig``: D would never change, so G_FM would match the
-features of a random network.
+neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume. With
+the adversarial weight 0 and feature matching on, D does not learn at all: it must be a trained one from --init
+(``discriminator.safetensors``), and it stays frozen in eval mode, only scoring features for G_FM; without one the
+run is refused, since G_FM would match the features of a random network.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerMo
     return model
 
 
+def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: bool) -> None:
+    """Feature matching with the adversarial weight at 0 needs a trained discriminator from ``init``: D learns only
+    from D_ADV, so otherwise G_FM would match the features of a random network."""
+    losses = config.losses
+    if losses.feature_matching > 0 and losses.adversarial == 0 and not d_from_init:
+        where = "no --init is given" if init is None else f"--init {init} holds no discriminator.safetensors"
+        raise TrainingError(
+            f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, "
+            f"so the discriminator is not trained, and {where} to start it from a trained one; pass --init with a "
+            "model folder holding a trained discriminator (e.g. a base run's model/), set losses.adversarial above 0, "
+            "or set losses.feature_matching to 0."
+        )
+
+
 def _load_perceptual(objective: GeneratorObjective, perceptual: Perceptual) -> str:
     if perceptual.vgg19 and perceptual.vggface:
         objective.vgg19.load_weights(perceptual.vgg19)
@@ -175,23 +190,32 @@ def train(
     if model.config.enhancer is None and stage == "enhancer":
         raise TrainingError("the model config has no enhancer section; add one to train the enhancer stage.")
     discriminator = Discriminator.from_config(model.config)
-    if init is not None and (Path(init) / "discriminator.safetensors").is_file():
+    d_file = Path(init) / "discriminator.safetensors" if init is not None else None
+    d_from_init = d_file is not None and d_file.is_file()
+    _check_feature_matching(config, init, d_from_init)
+    if d_from_init:
         # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
-        dstate = read_safetensors(Path(init) / "discriminator.safetensors")
-        check_state(discriminator, dstate, str(Path(init) / "discriminator.safetensors"), model.config)
+        dstate = read_safetensors(d_file)
+        check_state(discriminator, dstate, str(d_file), model.config)
         discriminator.load_state_dict(dstate)
     objective = GeneratorObjective(config.losses, config.perceptual_layer_weights, config.perceptual_layers)
     perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
-    use_d = objective.uses_discriminator
+    use_d = objective.uses_discriminator  # D is run (for G_ADV / G_FM) …
+    train_d = use_d and config.losses.adversarial > 0  # … and learns, from D_ADV only
     if not use_d:
         log.info("adversarial and feature-matching weights are both 0: the discriminator is not run or updated "
                  "(its weights are still saved)")
+    elif not train_d:
+        log.info("the adversarial weight is 0: the discriminator from %s is frozen (eval mode, not updated) and "
+                 "only scores features for feature matching", d_file)
 
     trained = TRAINED[stage]
     model.requires_grad_(False)
     for name in trained:
         getattr(model, name).requires_grad_(True)
-    discriminator.requires_grad_(use_d)
+    discriminator.requires_grad_(train_d)
+    if not train_d:  # a frozen D: BatchNorm uses its stored statistics, spectral norm its stored vectors
+        discriminator.eval()
     if stage == "enhancer":
         model.eval()
         model.texture_enhancer.train()
@@ -203,16 +227,16 @@ def train(
     objective.to(info.device)
 
     gen_params = [p for name in trained for p in getattr(model, name).parameters()]
-    # Both optimisers are checkpointed; D's is stepped only when D is used (otherwise its state stays as loaded).
+    # Both optimisers are checkpointed; D's is stepped only when D learns (otherwise its state stays as loaded).
     optimizers = {
         "generator": torch.optim.Adam(gen_params, lr=config.lr, betas=config.betas, eps=config.adam_eps),
         "discriminator": torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps),
     }
-    stepped = optimizers if use_d else {"generator": optimizers["generator"]}
+    stepped = optimizers if train_d else {"generator": optimizers["generator"]}
     step_module = GeneratorStep(model, stage)
     gen_ddp = DDP(step_module) if info.enabled else step_module
-    dis_ddp = DDP(discriminator) if info.enabled and use_d else discriminator
-    spectral_roots = [model, discriminator] if use_d else [model]
+    dis_ddp = DDP(discriminator) if info.enabled and train_d else discriminator
+    spectral_roots = [model, discriminator] if train_d else [model]
 
     dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
                            config.sampling, seed=config.seed)
@@ -223,7 +247,8 @@ def train(
 
     step, nonfinite = 0, 0
     if resume and latest is not None:
-        saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers)
+        saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers,
+                                     stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
         log.info("resumed from %s (step %d)", latest, step)
     stream.seek(step * accumulate)
@@ -272,16 +297,16 @@ def train(
                 with ExitStack() as no_sync:
                     if info.enabled and not sync:  # accumulate locally; all-reduce on the last micro-batch
                         no_sync.enter_context(gen_ddp.no_sync())
-                        if use_d:
+                        if train_d:
                             no_sync.enter_context(dis_ddp.no_sync())
                     with autocast():
                         # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
                         terms = gen_ddp(batch)
                         discriminator.requires_grad_(False)
                         g_loss, named, real, fake = objective(terms, discriminator, step)
-                        discriminator.requires_grad_(use_d)
+                        discriminator.requires_grad_(train_d)
                         d_loss, d_named = 0.0, {}
-                        if use_d:  # Discriminator phase: real vs detached fake in one batch (pass 1).
+                        if train_d:  # Discriminator phase: real vs detached fake in one batch (pass 1).
                             d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
                                                                       config.losses.adversarial)
                         loss = (g_loss + d_loss) / accumulate
