@@ -20,6 +20,9 @@ Each backend's latency is timed in alternating blocks with the ceiling convoluti
 faster layout), so that both see the same load of the shared host and their ratio — the fraction of the ceiling —
 is steady even when absolute times drift by 2×. The ceilings printed at the start and the end show that drift.
 
+Layer bound (eager fp32): every convolution of the frame timed alone on its real input, fastest of several
+runs, summed — a lower bound on the frame time that no scheduling of the other ops can beat with these kernels.
+
 Stream throughput (eager fp32): frames/s when a stream of frames is rendered by one worker with all threads
 (the latency figures) and by two workers with half the threads each (``bilayer animate --workers 2``), timed in
 alternating blocks.
@@ -173,12 +176,45 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
                      + (f"  PSNR vs fp32 {entry['psnr_vs_fp32']:.1f} dB" if entry.get("psnr_vs_fp32") else "")
                      if "ms" in entry else entry["error"])
             print(f"  {name:<7}{backend:<8}{shown}", flush=True)
+    out["layer_bound"] = conv_layer_bound(make_renderer(baked, "eager"), frame)
+    lb = out["layer_bound"]
+    print(f"  {name:<7}bound   {lb['conv_ms']:8.2f} ms for its {lb['layers']} convolutions alone, each timed in "
+          f"isolation at its best: at most {lb['max_fps']:.0f} frames/s with these kernels", flush=True)
     out["stream"] = stream_throughput(make_renderer(baked, "eager"), frame)
     st = out["stream"]
     print(f"  {name:<7}stream  {st['one_worker_fps']:7.1f} frames/s with one worker on {st['threads']} threads, "
           f"{st['two_workers_fps']:.1f} with two workers on {st['threads_per_worker']} each "
           f"(alternated): {st['speedup']:.2f}×", flush=True)
     return out
+
+
+def conv_layer_bound(renderer, frame: torch.Tensor, runs: int = 15) -> dict:
+    """A lower bound on the frame time from the convolutions alone: each convolution (and transposed
+    convolution) of the eager renderer is run on its own input of a real frame ``runs`` times, and its fastest
+    run counted (warm caches, no other op between). Everything else a frame does (activations, adds,
+    upsampling of the skips, the warp) only adds to it."""
+    module = renderer._run
+    convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, i=i: inputs.setdefault(i, args[0]))
+             for i, m in enumerate(convs)]
+    try:
+        renderer(frame)
+    finally:
+        for h in hooks:
+            h.remove()
+    total = 0.0
+    with torch.inference_mode():
+        for i, m in enumerate(convs):
+            x = inputs[i]
+            m(x)
+            best = float("inf")
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                m(x)
+                best = min(best, time.perf_counter() - t0)
+            total += best
+    return {"layers": len(convs), "conv_ms": 1000 * total, "max_fps": 1 / total}
 
 
 def stream_throughput(renderer, frame: torch.Tensor, seconds: float = 6.0, block: int = 12) -> dict:
@@ -277,7 +313,8 @@ def main() -> None:
         fps = [v["fps"] for v in by["small"]["backends"].values() if "fps" in v]
         if fps:
             targets["small_best_fps"] = {"value": max(fps), "target": 100.0,
-                                         "stream_two_workers_fps": by["small"]["stream"]["two_workers_fps"]}
+                                         "stream_two_workers_fps": by["small"]["stream"]["two_workers_fps"],
+                                         "conv_bound_fps": by["small"]["layer_bound"]["max_fps"]}
     for k, v in targets.items():
         if "target" in v:
             v["met"] = bool(v["value"] >= v["target"])

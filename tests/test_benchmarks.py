@@ -34,6 +34,9 @@ def test_render_benchmark(tmp_path):
         assert entry["fraction_of_ceiling"] == pytest.approx(entry["gflops"] / entry["ceiling_gflops"])
         assert entry["executed_gflops"] < entry["gflops"]  # baking runs fewer MACs than the network as trained
     assert tiny["backends"]["bf16"]["psnr_vs_fp32"] > 40 and tiny["backends"]["onnx"]["psnr_vs_fp32"] > 80
+    bound = tiny["layer_bound"]  # the convolutions alone bound the frame time from below
+    assert bound["layers"] >= 8 and bound["max_fps"] == pytest.approx(1000 / bound["conv_ms"])
+    assert bound["conv_ms"] < tiny["backends"]["eager"]["ms"] * 3
     stream = tiny["stream"]
     assert stream["one_worker_fps"] > 0 and stream["two_workers_fps"] > 0
     assert stream["speedup"] == pytest.approx(stream["two_workers_fps"] / stream["one_worker_fps"])
