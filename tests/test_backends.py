@@ -105,6 +105,24 @@ def test_compile_matches_eager(renderer, keypoints, reference):
     _check_frame((image, mask), keypoints)
     assert (image - reference[0]).abs().max() <= 1e-4
     assert (mask - reference[1]).abs().max() <= 1e-4
+    # inputs made inside or outside inference mode, in this thread or in a render thread (animate's workers),
+    # reuse the compiled graph: a recompile takes seconds per call
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        with torch.inference_mode():
+            inside = keypoints.clone()
+        for kp in (keypoints, inside):
+            torch.testing.assert_close(r(kp)[0], image)
+        with ThreadPoolExecutor(1) as pool:
+            torch.testing.assert_close(pool.submit(lambda: r(inside)[0]).result(), image)
+    # frozen: the convolutions run as oneDNN kernels on weights laid out once, not re-laid out per call
+    from torch._inductor.utils import run_and_get_code
+
+    _, code = run_and_get_code(lambda: make_renderer(renderer, "compile")(keypoints[:1]))
+    assert "torch.ops.mkldnn._convolution_pointwise" in "\n".join(code)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")
