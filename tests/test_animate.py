@@ -350,6 +350,7 @@ def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys)
                          "--report", tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["workers"] == 2 and "4 frames" in out
+    assert "ms (2 frames at a time), compose" in out
     assert torch.get_num_threads() == before
     from bilayer.runtime.cli import render_workers
 

@@ -55,6 +55,8 @@ class AnimationReport:
 
     def summary(self) -> str:
         stages = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f} ms" for k, v in self.seconds.items())
+        if self.workers > 1:  # each frame's render time; several ran at once
+            stages = stages.replace(" ms, compose", f" ms ({self.workers} frames at a time), compose")
         lost = f"; driver face lost in {self.lost} frame(s), last keypoints reused" if self.lost else ""
         audio = ", audio copied" if self.audio else ""
         return (f"wrote {self.output}: {self.frames} frames in {self.wall_seconds:.1f} s = {self.fps:.1f} frames/s "
@@ -62,7 +64,8 @@ class AnimationReport:
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "frames": self.frames, "lost": self.lost, "fps_in": self.fps_in,
-                "audio": self.audio, "seconds": self.seconds, "wall_seconds": self.wall_seconds, "fps": self.fps, "workers": self.workers}
+                "audio": self.audio, "seconds": self.seconds, "wall_seconds": self.wall_seconds, "fps": self.fps,
+                "workers": self.workers}
 
 
 class _Stage(threading.Thread):
@@ -217,7 +220,8 @@ def animate(
     wall0 = time.perf_counter()
     audio_from = driver.path if driver.kind == "video" and driver.audio else None
     with VideoWriter(out, driver.fps, frame_size, audio_from=audio_from, alpha=alpha) as writer:
-        threads = [_Stage(reader, "bilayer-reader", stop), _Stage(lambda: writer_loop(writer), "bilayer-writer", stop)]
+        threads = [_Stage(reader, "bilayer-reader", stop),
+                   _Stage(lambda: writer_loop(writer), "bilayer-writer", stop)]
         for t in threads:
             t.start()
         bar = tqdm(total=total, unit="frame", desc="animate", disable=not progress)

@@ -163,16 +163,16 @@ def cmd_animate(args: argparse.Namespace) -> int:
     if args.paste_back and args.avatar and not args.source:
         raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
     model = _load_model(args.model)
-    with contextlib.ExitStack() as stack, _landmarks(args) as landmarks, open_driver(
+    with _landmarks(args) as landmarks, open_driver(
             args.driver, landmarks=landmarks, keypoints=args.driver_keypoints, smoothing=not args.no_smoothing,
             max_frames=args.max_frames) as driver:
         avatar, photo = _avatar_for(args, model, landmarks)
-        workers = stack.enter_context(render_workers(args.workers))
-        renderer = avatar.renderer(model, args.backend)
-        renderer.warmup(1)
-        report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
-                         paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,
-                         background=args.background, progress=not args.no_progress, workers=workers)
+        with render_workers(args.workers) as workers:
+            renderer = avatar.renderer(model, args.backend)
+            renderer.warmup(1)
+            report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
+                             paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,
+                             background=args.background, progress=not args.no_progress, workers=workers)
     print(report.summary())
     if args.report:
         from ..io import write_json_atomic
