@@ -50,7 +50,7 @@ from bilayer.eval.complexity import complexity, executed_macs
 from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
-from bilayer.runtime.backends import BACKENDS, make_renderer
+from bilayer.runtime.backends import BACKENDS, PackedConv2d, make_renderer
 from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
@@ -194,7 +194,7 @@ def conv_layer_bound(renderer, frame: torch.Tensor, runs: int = 15) -> dict:
     run counted (warm caches, no other op between). Everything else a frame does (activations, adds,
     upsampling of the skips, the warp) only adds to it."""
     module = renderer._run
-    convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, PackedConv2d))]
     inputs: dict[int, torch.Tensor] = {}
     hooks = [m.register_forward_pre_hook(lambda m, args, i=i: inputs.setdefault(i, args[0]))
              for i, m in enumerate(convs)]

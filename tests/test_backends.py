@@ -58,6 +58,14 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     _check_frame(out, keypoints)
     torch.testing.assert_close(out[0], reference[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], reference[1], atol=1e-5, rtol=0)
+    # every convolution runs on a weight laid out for oneDNN once; each block's conv1 carries its activation
+    from bilayer.runtime.backends import PackedConv2d
+
+    packed = [m for m in r._run.modules() if isinstance(m, PackedConv2d)]
+    assert len(packed) == sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules()) > 0
+    assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in r._run.blocks)
+    assert {m.transposed for m in packed} == {True, False}
+    assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)  # the caller's module untouched
     assert not renderer.channels_last  # the caller's module is untouched
 
 

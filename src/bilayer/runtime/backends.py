@@ -3,7 +3,8 @@
 The baked module (``runtime/bake.py``) is the reference; every backend returns float32 tensors of the same
 shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
 
-    eager    the float32 module under ``torch.inference_mode`` (the reference).
+    eager    the float32 module under ``torch.inference_mode`` (the reference); on CPU its convolutions run on
+             weights laid out for oneDNN once (``PackedConv2d``), with each block's first activation fused.
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
              (see ``low_precision``). Meant for CPUs with native bfloat16 (AVX512-BF16 / AMX) and for GPUs; on a
              CPU without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bake import BakedRenderer
+from .bake import BakedBlock, BakedRenderer, UpsampleConv2d
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx")
 
@@ -127,7 +128,7 @@ def make_renderer(
     if backend == "fp16" and device.type != "cuda":
         raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
     if backend == "eager":
-        module = _channels_last(copy.deepcopy(renderer).eval().to(device))
+        module = _packed(_channels_last(copy.deepcopy(renderer).eval().to(device)))
         return FrameRenderer(backend, module, device, pose_dim)
     if backend in ("bf16", "fp16"):
         dtype = torch.bfloat16 if backend == "bf16" else torch.float16
@@ -143,6 +144,72 @@ def _channels_last(module: BakedRenderer) -> BakedRenderer:
     if next(module.parameters()).device.type == "cpu":
         module.to(memory_format=torch.channels_last)
         module.channels_last = True
+    return module
+
+
+class PackedConv2d(nn.Module):
+    """A float32 CPU convolution (or the transposed form of an ``UpsampleConv2d``) run by oneDNN on a weight laid
+    out for it once, optionally with the LeakyReLU that follows it fused in.
+
+    Eager PyTorch hands oneDNN a channels-last weight at every call, and oneDNN re-lays it into its blocked
+    format each time: ~1 ms per frame on small and several on medium, whose wide layers hold 1–4 MB of weights
+    each. Inductor does the same when it freezes a graph (the compile backend); this is its eager counterpart.
+    The weight is an opaque oneDNN tensor: this module cannot be saved, moved or exported — the baked module it
+    was made from can.
+    """
+
+    def __init__(self, conv: nn.Conv2d, input_size: list[int], negative_slope: float | None = None) -> None:
+        super().__init__()
+        mkldnn = torch.ops.mkldnn
+        self.transposed = isinstance(conv, UpsampleConv2d)
+        self.bias = conv.bias.detach().clone()
+        if self.transposed:  # stride 2, padding 1, 4×4 kernel (see UpsampleConv2d)
+            self.geometry = ([1, 1], [0, 0], [2, 2], [1, 1], 1)
+            self.weight = mkldnn._reorder_convolution_transpose_weight(
+                conv.folded_weight.detach().contiguous(), *self.geometry, input_size)
+        else:
+            self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            self.weight = mkldnn._reorder_convolution_weight(conv.weight.detach().contiguous(), *self.geometry,
+                                                             input_size)
+        self.attr, self.scalars = ("leaky_relu", [negative_slope]) if negative_slope is not None else ("none", [])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            return torch.ops.mkldnn._convolution_transpose_pointwise(
+                x, self.weight, self.bias, *self.geometry, self.attr, self.scalars, "")
+        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.geometry, self.attr,
+                                                       self.scalars, "")
+
+
+def _packed(module: BakedRenderer) -> BakedRenderer:
+    """``module`` (channels-last, on CPU) with every convolution of its blocks and heads a ``PackedConv2d``, and
+    each block's conv1 fused with the activation after it. oneDNN picks weight layouts for the input sizes of a
+    batch-1 frame; other batch sizes run on the same weights."""
+    if not torch.backends.mkldnn.is_available() or not module.channels_last:
+        return module
+    convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)
+             and (not isinstance(m, UpsampleConv2d) or m.fold)}
+    sizes: dict[str, list[int]] = {}
+
+    def record(name: str):
+        def hook(_, args) -> None:  # returns None: the input goes on unchanged
+            sizes.setdefault(name, list(args[0].shape))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in convs.items()]
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, module.pose_dim))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, conv in convs.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name)
+        fuse = isinstance(parent, BakedBlock) and child == "conv1"
+        setattr(parent, child, PackedConv2d(conv, sizes[name], parent.act1.negative_slope if fuse else None))
+        if fuse:
+            parent.act1 = nn.Identity()
     return module
 
 

@@ -125,10 +125,12 @@ class BakedBlock(nn.Module):
         self.conv1 = UpsampleConv2d(w1, b1) if up1 else _conv(w1, b1, 1)
         self.conv2 = UpsampleConv2d(w2, b2) if up2 else _conv(w2, b2, 1)
         self.skip = _conv(skip_w, skip_b, 0) if block.has_skip else None
+        # the activation after conv1, as a module: a runtime that fuses it into conv1 replaces it by Identity
+        self.act1 = nn.LeakyReLU(NEGATIVE_SLOPE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(x * self.scale1 + self.shift1, NEGATIVE_SLOPE)
-        h = self.conv2(F.leaky_relu(self.conv1(h), NEGATIVE_SLOPE))
+        h = self.conv2(self.act1(self.conv1(h)))
         s = self.skip(x) if self.skip is not None else x  # a 1×1 convolution commutes with nearest upsampling
         return h + (F.interpolate(s, scale_factor=2.0, mode="nearest") if self.up else s)
 
