@@ -185,7 +185,11 @@ def _packed(module: BakedRenderer) -> BakedRenderer:
     """``module`` (channels-last, on CPU) with every convolution of its blocks and heads a ``PackedConv2d``, and
     each block's conv1 fused with the activation after it. oneDNN picks weight layouts for the input sizes of a
     batch-1 frame; other batch sizes run on the same weights."""
+    ops = ("_reorder_convolution_weight", "_reorder_convolution_transpose_weight", "_convolution_pointwise",
+           "_convolution_transpose_pointwise")
     if not torch.backends.mkldnn.is_available() or not module.channels_last:
+        return module
+    if not all(hasattr(torch.ops.mkldnn, op) for op in ops):  # oneDNN's inference ops of this torch build
         return module
     convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)
              and (not isinstance(m, UpsampleConv2d) or m.fold)}
