@@ -58,9 +58,8 @@ def child(args: argparse.Namespace) -> None:
     """One animation in this process; prints a JSON line with the report and the peak memory."""
     import torch
 
-    from bilayer.runtime.animate import animate
+    from bilayer.runtime.animate import animate, render_workers
     from bilayer.runtime.avatar import Avatar
-    from bilayer.runtime.cli import render_workers
     from bilayer.runtime.driver import open_driver
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -76,7 +75,8 @@ def child(args: argparse.Namespace) -> None:
                            enhance=False)
     threads = torch.get_num_threads()
     kp = root / f"{args.length}.npy" if args.landmarks == "file" else None
-    with render_workers(args.workers_child) as workers, open_driver(root / f"{args.length}.mp4", keypoints=kp) as driver:
+    driver_file = root / f"{args.length}.mp4"
+    with render_workers(args.workers_child) as workers, open_driver(driver_file, keypoints=kp) as driver:
         per_worker = torch.get_num_threads()
         renderer = avatar.renderer(model, args.backend)
         renderer.warmup(1)

@@ -13,7 +13,7 @@ import torch
 from skimage import data as skdata
 
 from bilayer import preset
-from bilayer.runtime.animate import animate
+from bilayer.runtime.animate import animate, render_workers
 from bilayer.runtime.avatar import Avatar
 from bilayer.runtime.driver import open_driver
 
@@ -352,8 +352,6 @@ def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys)
     assert json.loads((tmp_path / "r.json").read_text())["workers"] == 2 and "4 frames" in out
     assert "ms (2 frames at a time), compose" in out
     assert torch.get_num_threads() == before
-    from bilayer.runtime.cli import render_workers
-
     with render_workers(None) as workers:
         assert workers == (2 if before >= 2 else 1) and torch.get_num_threads() == max(1, before // workers)
     assert torch.get_num_threads() == before

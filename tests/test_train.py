@@ -189,6 +189,23 @@ class TinyNet(nn.Module):
         return self.bn(self.lin(x))
 
 
+def _refused_load(path: Path, error: type[Exception] = ckpt.CheckpointError, *, params=None, untouched: bool = True,
+                  **kwargs) -> str:
+    """Load the checkpoint at ``path`` into a fresh TinyNet and Adam (over ``params(net)``, default all of it),
+    expecting ``error``; unless ``untouched`` is False, checks that nothing was restored (network as initialised,
+    optimiser without state). Returns the error's message."""
+    torch.manual_seed(1)
+    fresh = TinyNet()
+    fresh_opt = torch.optim.Adam(params(fresh) if params else fresh.parameters())
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(error) as exc:
+        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt}, **kwargs)
+    if untouched:
+        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
+        assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+    return str(exc.value)
+
+
 def _adam_steps(net, opt, n, seed):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
@@ -325,20 +342,12 @@ def test_damaged_checkpoint_state_is_one_sentence_naming_the_file(tmp_path, cont
     state_file.write_bytes(content.encode("latin-1"))
     assert ckpt.latest_checkpoint(tmp_path) == path
 
-    torch.manual_seed(1)
-    fresh = TinyNet()
-    fresh_opt = torch.optim.Adam(fresh.parameters())
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    with pytest.raises(ckpt.CheckpointError) as exc:
-        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
-    msg = str(exc.value)
-    assert isinstance(exc.value, ValueError)
+    assert issubclass(ckpt.CheckpointError, ValueError)
+    msg = _refused_load(path)
     assert msg.startswith(f"checkpoint file {state_file} is damaged ({why}"), msg
     assert msg.endswith(f"delete the folder {path} to resume from the checkpoint before it (or from scratch if it "
                         "is the only one)."), msg
     assert "\n" not in msg
-    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
-    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
 def test_checkpoint_of_another_optimiser_is_one_sentence(tmp_path):
@@ -348,17 +357,9 @@ def test_checkpoint_of_another_optimiser_is_one_sentence(tmp_path):
     opt = torch.optim.Adam(net.parameters())
     _adam_steps(net, opt, 1, seed=0)
     path = ckpt.save_checkpoint(tmp_path, 1, {"net": net}, {"opt": opt}, {})
-    torch.manual_seed(1)
-    fresh = TinyNet()
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    fresh_opt = torch.optim.Adam(fresh.lin.parameters())
-    with pytest.raises(ckpt.CheckpointError) as exc:
-        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
-    assert str(exc.value) == (
+    assert _refused_load(path, params=lambda fresh: fresh.lin.parameters()) == (
         f"checkpoint file {path / 'optim-opt.json'} holds optimiser state for [4] tensors (per parameter group) but "
         "this run's optimiser has [2]; resume with the stage and training config the run was started with.")
-    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
-    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
 def test_checkpoint_of_another_stage_is_refused_before_anything_is_read(tmp_path):
@@ -373,17 +374,9 @@ def test_checkpoint_of_another_stage_is_refused_before_anything_is_read(tmp_path
         for file in path.iterdir():
             if file.name != "state.json":
                 file.unlink()
-        torch.manual_seed(1)
-        fresh = TinyNet()
-        fresh_opt = torch.optim.Adam(fresh.parameters())
-        before = {k: v.clone() for k, v in fresh.state_dict().items()}
-        with pytest.raises(ckpt.CheckpointError) as exc:
-            ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt}, stage=stage)
-        assert str(exc.value) == (
+        assert _refused_load(path, stage=stage) == (
             f"checkpoint {path} was saved by the {saved!r} stage but this run trains {stage!r}; resume it with "
             f"`bilayer train {saved}`, or start the {stage} stage in a new --run folder{init}.")
-        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
-        assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
 def test_checkpoint_stage_check_passes_for_the_same_stage_and_old_checkpoints(tmp_path):
@@ -443,20 +436,11 @@ def test_damaged_optimiser_or_rng_metadata_is_one_sentence_naming_the_file(tmp_p
     _adam_steps(net, opt, 1, seed=0)
     path = ckpt.save_checkpoint(tmp_path, 4, {"net": net}, {"opt": opt}, {})
     damage(path)
-    torch.manual_seed(1)
-    fresh = TinyNet()
-    fresh_opt = torch.optim.Adam(fresh.parameters())
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    with pytest.raises(ckpt.CheckpointError) as exc:
-        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
-    msg = str(exc.value)
+    msg = _refused_load(path, untouched=untouched)
     assert msg.startswith(f"checkpoint file {path / file} is damaged ({why}"), msg
     assert msg.endswith(f"); delete the folder {path} to resume from the checkpoint before it (or from scratch if "
                         "it is the only one)."), msg
     assert "\n" not in msg
-    if untouched:
-        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
-        assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
 
 
 def test_damaged_optimiser_tensors_are_found_before_anything_is_restored(tmp_path):
@@ -468,14 +452,8 @@ def test_damaged_optimiser_tensors_are_found_before_anything_is_restored(tmp_pat
     path = ckpt.save_checkpoint(tmp_path, 4, {"net": net}, {"opt": opt}, {})
     tensors = path / "optim-opt.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:30])
-    torch.manual_seed(1)
-    fresh = TinyNet()
-    fresh_opt = torch.optim.Adam(fresh.parameters())
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    with pytest.raises(WeightsError, match=rf"^weights file {re.escape(str(tensors))} is not a readable safetensors "):
-        ckpt.load_checkpoint(path, {"net": fresh}, {"opt": fresh_opt})
-    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items()), "network changed"
-    assert fresh_opt.state_dict()["state"] == {}, "optimiser changed"
+    msg = _refused_load(path, WeightsError)
+    assert re.match(rf"weights file {re.escape(str(tensors))} is not a readable safetensors ", msg), msg
 
 
 # ============================================================================================ non-finite

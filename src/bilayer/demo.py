@@ -60,8 +60,7 @@ def _person(person: int, frames: int, size: int, video: int = 0):
 
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
     from .data.dataset import normalize_keypoints
-    from .runtime.animate import animate
-    from .runtime.cli import render_workers
+    from .runtime.animate import animate, render_workers
     from .runtime.driver import open_driver
     from .runtime.motion import MotionTransfer
     from .runtime.videoio import VideoWriter

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,21 @@ def _get(q: queue.Queue, stop: threading.Event):
     return _END
 
 
+@contextmanager
+def render_workers(workers: int | None):
+    """How many frames ``animate`` renders at once on the CPU (``workers``; default 2 when PyTorch has ≥ 2
+    threads; ``bilayer animate --workers``), each with an equal share of PyTorch's intra-op threads. A context:
+    enter it before a renderer is made (so that an ONNX Runtime session gets the same share); it gives the number
+    of workers and restores the thread count."""
+    threads = torch.get_num_threads()
+    workers = workers or (2 if threads >= 2 else 1)
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield workers
+    finally:
+        torch.set_num_threads(threads)
+
+
 def animate(
     avatar: Avatar,
     render,
@@ -132,7 +148,7 @@ def animate(
     ``workers``: frames rendered concurrently (in driver order). On a CPU, two workers with half the intra-op
     threads each (``torch.set_num_threads``, before an onnx renderer is made) beat one worker with all of them
     when decoding, tracking and encoding share the cores: a single-frame renderer's threads meet at a barrier
-    after every layer and wait for whichever of them another stage preempted (``bilayer animate --workers``).
+    after every layer and wait for whichever of them another stage preempted (``render_workers`` sets that up).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers is {workers!r}; expected a whole number ≥ 1.")

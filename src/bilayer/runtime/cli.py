@@ -122,22 +122,6 @@ def configure_avatar(p: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------------------------- animate
-@contextlib.contextmanager
-def render_workers(workers: int | None):
-    """``--workers``: how many frames render at once on the CPU (default: 2 when PyTorch has ≥ 2 threads), each
-    with an equal share of PyTorch's intra-op threads. A context: enter it before a renderer is made (so that an
-    ONNX Runtime session gets the same share); it gives the number of workers and restores the thread count."""
-    import torch
-
-    threads = torch.get_num_threads()
-    workers = workers or (2 if threads >= 2 else 1)
-    torch.set_num_threads(max(1, threads // workers))
-    try:
-        yield workers
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -149,7 +133,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from .animate import animate
+    from .animate import animate, render_workers
     from .avatar import AvatarError
     from .driver import open_driver
     from .videoio import OutputError, check_output_path
