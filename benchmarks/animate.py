@@ -1,6 +1,6 @@
 """End-to-end speed and memory of `bilayer animate`: decode → keypoints → render → compose → encode.
 
-    python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager compile onnx]
+    python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager compile int8 onnx]
                                  [--landmarks file mediapipe] [--workers 1 2] [--out benchmarks/results]
 
 A SynthHeads driving video (H.264, --frames frames at 25 fps, with its keypoint track) animates an avatar of
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=50, help="frames of the short driver")
     parser.add_argument("--repeat", type=int, default=10, help="the long driver is this many times longer")
-    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "int8", "onnx"])
     parser.add_argument("--landmarks", nargs="+", default=["file", "mediapipe"], choices=["file", "mediapipe"])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="render workers to compare")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

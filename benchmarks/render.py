@@ -14,7 +14,8 @@ same run and dtype, because this machine is shared and its speed varies. GFLOP/s
                 (``runtime/bake.py``), so the torch backends run ~1.7× fewer MACs than the network as trained;
                 the ONNX graph keeps the two-step upsampling (faster in ONNX Runtime on CPU), only the skips move.
 
-The bf16 image is compared with the fp32 image (PSNR). fp16 runs only on a GPU.
+The bf16 and int8 images are compared with the fp32 image (PSNR); int8 is calibrated on jittered copies of the
+timed frame's keypoints. fp16 runs only on a GPU.
 
 Each backend's latency is timed in alternating blocks with the ceiling convolution itself (same dtype, its
 faster layout), so that both see the same load of the shared host and their ratio — the fraction of the ceiling —
@@ -50,7 +51,7 @@ from bilayer.eval.complexity import complexity, executed_macs
 from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
-from bilayer.runtime.backends import BACKENDS, PackedConv2d, make_renderer
+from bilayer.runtime.backends import BACKENDS, PackedConv2d, jittered_keypoints, make_renderer
 from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
@@ -254,7 +255,9 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
     ``{"error": …}`` when the backend cannot run here."""
     entry: dict = {}
     try:
-        renderer = make_renderer(baked, backend, onnx_path=onnx_path)
+        # int8 calibrates on poses around the timed frame's (as Avatar.renderer does around the photo's)
+        calibration = jittered_keypoints(frame[0]) if backend == "int8" else None
+        renderer = make_renderer(baked, backend, onnx_path=onnx_path, calibration=calibration)
         t0 = time.perf_counter()
         renderer.warmup(1)
         entry["warmup_s"] = time.perf_counter() - t0
@@ -275,7 +278,7 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
-    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "onnx"], choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "int8", "onnx"], choices=BACKENDS)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -299,7 +302,7 @@ def main() -> None:
     targets = {}
     if "medium" in by:
         b = by["medium"]["backends"]
-        fp32 = {k: v for k, v in b.items() if "ms" in v and k != "bf16"}
+        fp32 = {k: v for k, v in b.items() if "ms" in v and k not in ("bf16", "int8")}
         if fp32:  # the fp32 backend closest to the ceiling (each timed against it, alternated)
             name = max(fp32, key=lambda k: fp32[k]["fraction_of_ceiling"])
             targets["medium_fp32_fraction_of_ceiling"] = {
@@ -309,6 +312,10 @@ def main() -> None:
         if "ms" in b.get("eager", {}) and "ms" in b.get("bf16", {}):
             targets["medium_bf16_speedup"] = {"value": b["eager"]["ms"] / b["bf16"]["ms"], "target": 1.6}
             targets["medium_bf16_psnr_db"] = {"value": b["bf16"]["psnr_vs_fp32"], "target": 40.0}
+        if fp32 and "ms" in b.get("int8", {}):  # no target: what the integer path adds on this CPU
+            fastest = min(fp32, key=lambda k: fp32[k]["ms"])
+            targets["medium_int8_speedup"] = {"value": fp32[fastest]["ms"] / b["int8"]["ms"], "over": fastest,
+                                              "psnr_vs_fp32": b["int8"]["psnr_vs_fp32"]}
     if "small" in by:
         fps = [v["fps"] for v in by["small"]["backends"].values() if "fps" in v]
         if fps:

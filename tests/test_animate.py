@@ -357,6 +357,26 @@ def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys)
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
+@pytest.mark.slow  # int8: export, calibration and an inductor compile (~20 s)
+def test_cli_animate_int8_matches_eager(files, tmp_path, capsys):
+    """--backend int8 (calibrated on the photo's own keypoints, two workers) writes the frames eager writes, up to
+    quantization noise."""
+    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:6]))
+    frames = {}
+    for backend in ("eager", "int8"):
+        code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                             tmp_path / "kps.npy", "--out", tmp_path / backend, "--alpha", "--backend", backend,
+                             "--workers", "2", "--no-progress")
+        assert code == 0, err
+        assert "6 frames" in out
+        frames[backend] = _png_frames(tmp_path / backend)
+    ours, ref = (np.stack(frames[b]).astype(np.float64) for b in ("int8", "eager"))
+    assert ours.shape == ref.shape and ours.shape[0] == 6
+    mse = ((ours - ref) ** 2).mean()
+    assert mse > 0 and 10 * np.log10(255.0**2 / mse) >= 35  # quantized (not the eager frames), and close
+
+
 def test_random_weight_demo_and_demo_errors(tmp_path, capsys):
     import cv2
 

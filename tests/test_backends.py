@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from bilayer import preset
-from bilayer.runtime.backends import BACKENDS, BackendError, FrameRenderer, low_precision, make_renderer
+from bilayer.runtime.backends import (
+    BACKENDS,
+    BackendError,
+    FrameRenderer,
+    jittered_keypoints,
+    low_precision,
+    make_renderer,
+)
 from bilayer.runtime.bake import bake
 
 from .conftest import build_model
@@ -133,6 +140,49 @@ def test_compile_matches_eager(renderer, keypoints, reference):
     assert "torch.ops.mkldnn._convolution_pointwise" in "\n".join(code)
 
 
+def test_jittered_keypoints_move_the_face_as_a_whole():
+    face = torch.rand(136, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.6
+    cal = jittered_keypoints(face, count=32, seed=5)
+    assert cal.shape == (32, 136)
+    torch.testing.assert_close(cal[0], face)  # the face itself is one of them
+    torch.testing.assert_close(jittered_keypoints(face, count=32, seed=5), cal)  # reproducible
+    pts, ref = cal[1:].view(31, 68, 2), face.view(68, 2)
+    # mostly a similarity transform: the spread about the centre changes by at most ±10 % (+ the point noise)
+    spread = (pts - pts.mean(1, keepdim=True)).norm(dim=2).mean(1) / (ref - ref.mean(0)).norm(dim=1).mean()
+    assert ((spread > 0.85) & (spread < 1.15)).all() and spread.std() > 0.02
+    # shifted by at most 5 % of the crop, i.e. 0.1 in [-1, 1] units (+ the mean of the point noise)
+    assert (pts.mean(1) - ref.mean(0)).abs().max() <= 0.11
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
+@pytest.mark.slow  # export, calibration and an inductor compile: ~20 s
+def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints, reference):
+    calibration = jittered_keypoints(keypoints[0])
+    r = make_renderer(renderer, "int8", calibration=calibration)
+    assert r.name == "int8"
+    from torch._inductor.utils import run_and_get_code
+
+    (image, mask), code = run_and_get_code(lambda: r(keypoints[:1]))
+    code = "\n".join(code)
+    # the residual blocks' convolutions are int8 oneDNN kernels; the MLP and the heads stay float32
+    assert code.count("torch.ops.onednn.qconv_pointwise") + code.count("torch.ops.onednn.qconv2d_pointwise") >= 5
+    assert "qlinear" not in code
+    _check_frame((image, mask), keypoints[:1])
+    assert psnr(image, reference[0][:1]) >= 40 and psnr(mask, reference[1][:1], 1.0) >= 40
+    # a symbolic batch: another size runs on the same quantized graph (one recompile at most)
+    image3, _ = r(keypoints)
+    _check_frame((image3, _), keypoints)
+    assert psnr(image3, reference[0]) >= 40
+    torch.testing.assert_close(image3[:1], image, atol=1e-4, rtol=0)
+
+
+def test_int8_needs_calibration_and_a_cpu(renderer):
+    with pytest.raises(BackendError, match=r"^int8 needs calibration keypoints \(N, 136\)"):
+        make_renderer(renderer, "int8")
+    with pytest.raises(BackendError, match=r"^int8 runs on CPU .*; on a GPU use fp16\.$"):
+        make_renderer(renderer, "int8", device="meta", calibration=torch.zeros(4, 136))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")
 def test_fp16_on_cuda_is_close(renderer, keypoints, reference):  # pragma: no cover - no GPU in CI
     image, mask = make_renderer(renderer, "fp16", device="cuda")(keypoints)
@@ -147,8 +197,8 @@ def test_fp16_on_cpu_is_refused(renderer):
 
 def test_unknown_backend_names_the_valid_ones(renderer):
     assert issubclass(BackendError, ValueError)
-    assert BACKENDS == ("eager", "bf16", "fp16", "compile", "onnx")
-    valid = "valid backends: eager, bf16, fp16, compile, onnx"
+    assert BACKENDS == ("eager", "bf16", "fp16", "compile", "onnx", "int8")
+    valid = "valid backends: eager, bf16, fp16, compile, onnx, int8"
     with pytest.raises(BackendError, match=f"unknown backend 'tensorrt'; {valid}"):
         make_renderer(renderer, "tensorrt")
 

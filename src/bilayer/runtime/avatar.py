@@ -244,9 +244,12 @@ class Avatar:
         return bake(model.eval(), self.state())
 
     def renderer(self, model: BilayerModel, backend: str = "eager", **options):
-        """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``)."""
-        from .backends import make_renderer
+        """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``). int8 is calibrated on this
+        avatar's own keypoints in jittered poses unless ``calibration=`` is given."""
+        from .backends import jittered_keypoints, make_renderer
 
+        if backend == "int8" and options.get("calibration") is None:
+            options["calibration"] = jittered_keypoints(self.source_keypoints_normalized)
         return make_renderer(self.bake(model), backend, **options)
 
     # ---------------------------------------------------------------------------------- files
