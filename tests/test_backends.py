@@ -179,6 +179,8 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
 def test_int8_needs_calibration_and_a_cpu(renderer):
     with pytest.raises(BackendError, match=r"^int8 needs calibration keypoints \(N, 136\)"):
         make_renderer(renderer, "int8")
+    with pytest.raises(BackendError, match=r"^int8 calibration keypoints have shape \(3, 10\); expected \(N, 136\)"):
+        make_renderer(renderer, "int8", calibration=torch.zeros(3, 10))
     with pytest.raises(BackendError, match=r"^int8 runs on CPU .*; on a GPU use fp16\.$"):
         make_renderer(renderer, "int8", device="meta", calibration=torch.zeros(4, 136))
 

@@ -32,6 +32,7 @@ import copy
 import logging
 import math
 import os
+import platform
 import shutil
 import tempfile
 import warnings
@@ -267,7 +268,7 @@ def _frozen(compiled: Callable[[torch.Tensor], Frame]) -> Callable[[torch.Tensor
 
 def jittered_keypoints(keypoints, count: int = 64, seed: int = 0) -> torch.Tensor:
     """(count, 136) keypoints around one normalised (136,) face: random similarity transforms about its centre
-    (rotation ±12°, scale ±10 %, shift ±5 % of the crop) plus per-point noise (±1 % of the crop), the first row
+    (rotation ±12°, scale ±10 %, shift ±5 % of the crop) plus per-point noise (σ = 1 % of the crop), the first row
     unchanged. Calibration input for the int8 backend: the head poses and expressions a driver will bring,
     without needing the driver itself."""
     g = torch.Generator().manual_seed(seed)
@@ -284,27 +285,32 @@ def jittered_keypoints(keypoints, count: int = 64, seed: int = 0) -> torch.Tenso
     return out.reshape(count, -1)
 
 
-
-
 def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tensor | None
           ) -> Callable[[torch.Tensor], Frame]:
     """The baked module quantized after training (torchao's PT2E flow with its x86 inductor recipe: int8
     activations per tensor, int8 weights per output channel, calibrated on ``calibration``), then compiled with
     freezing, so that each quantized convolution runs as one oneDNN VNNI kernel with its activation fused.
 
-    Measured on the 2-core AVX-512 VNNI host (scratch A/B, alternated): medium 1.20–1.31× faster than the compile
-    backend; small 1.08× (its 16–32-channel layers are bound by memory, not arithmetic). The transposed
+    Measured on the 2-core AVX-512 VNNI host (alternated): medium 1.20–1.31× faster than the compile backend;
+    small no faster (0.9–1.1×: its 16–32-channel layers are bound by memory, not arithmetic). The transposed
     convolutions of the upsampling stay float32 (oneDNN has no quantized transposed convolution on this path; a
     sub-pixel rewrite into quantizable 2×2 convolutions ran no faster because the interleaving cost what the int8
     arithmetic saved).
     """
     if device.type != "cpu":
         raise BackendError("int8 runs on CPU (oneDNN's x86 kernels); on a GPU use fp16.")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise BackendError(f"int8 needs an x86-64 CPU (oneDNN's x86 kernels), not {platform.machine()}; "
+                           "use compile or eager.")
     _need_compiler(device, "int8")
     if calibration is None:
         raise BackendError("int8 needs calibration keypoints (N, 136), e.g. "
                            "jittered_keypoints(avatar.source_keypoints_normalized); Avatar.renderer passes them.")
-    calibration = torch.as_tensor(calibration, dtype=torch.float32).reshape(-1, renderer.pose_dim)
+    calibration = torch.as_tensor(calibration, dtype=torch.float32)
+    if calibration.numel() == 0 or calibration.numel() % renderer.pose_dim:
+        raise BackendError(f"int8 calibration keypoints have shape {tuple(calibration.shape)}; expected "
+                           f"(N, {renderer.pose_dim}) with N ≥ 1.")
+    calibration = calibration.reshape(-1, renderer.pose_dim)
     prepare_pt2e, convert_pt2e, quantizer = _torchao_int8()
     # float32 stays: the keypoint MLP's small linear layers (quantizing them gains nothing) and the heads (Δuv,
     # LF, mask logits), whose quantization put visible noise on the output; keeping both in float32 took the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
 
 #: Landmark backends for a photo and a driving video (``--landmarks``).
@@ -152,6 +153,10 @@ def cmd_animate(args: argparse.Namespace) -> int:
             max_frames=args.max_frames) as driver:
         avatar, photo = _avatar_for(args, model, landmarks)
         with render_workers(args.workers) as workers:
+            if args.backend in ("compile", "int8") and not args.no_progress:
+                step = "quantizing and compiling" if args.backend == "int8" else "compiling"
+                print(f"{step} the {args.backend} renderer (15–30 s on a first run, less from inductor's cache)…",
+                      file=sys.stderr, flush=True)
             renderer = avatar.renderer(model, args.backend)
             renderer.warmup(1)
             report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
