@@ -28,8 +28,8 @@ from bilayer.train import Perceptual, TrainingError, train
 from bilayer.train import checkpoint as ckpt
 from bilayer.train.config import TRAIN_PRESETS, TrainConfig
 from bilayer.train.data import BatchStream, EpochSampler
-from bilayer.train.loop import GeneratorStep
-from bilayer.weights import check_state, read_safetensors, save_pretrained
+from bilayer.train.loop import D_STEPS_KEY, GeneratorStep
+from bilayer.weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 
 from .conftest import _SUBPROCESS_ENV, assert_user_error, assert_user_error_text, randomize_buffers, run_main, run_module
 
@@ -643,6 +643,40 @@ def test_feature_matching_with_adversarial_0_and_no_trained_discriminator_is_ref
     assert str(exc.value) == ("losses.feature_matching is 0.5 but losses.adversarial is 0.0, so the discriminator is "
                               f"not trained, and --init {init} holds no discriminator.safetensors {advice}")
     assert not run.exists()
+
+
+def test_a_discriminator_that_never_learned_is_refused_for_feature_matching(synth_root, tmp_path):
+    """A run without the adversarial term saves its still-random discriminator with a trained-steps count of 0, and
+    feature matching from it is refused like a missing one; a run with the term counts its steps across a resume,
+    and its discriminator is then accepted."""
+    def d_steps(run: Path) -> str | None:
+        return read_safetensors_metadata(run / "model" / "discriminator.safetensors").get(D_STEPS_KEY)
+
+    no_gan = fast_config(losses=LossWeights(adversarial=0.0, feature_matching=0.0, vggface=0.0))
+    fm_only = no_gan.replace(losses=LossWeights(adversarial=0.0, feature_matching=0.5, vggface=0.0))
+    gan = no_gan.replace(losses=LossWeights(vggface=0.0))
+    kw = {"perceptual": Perceptual(allow_random=True), "progress": False}
+    random_d = tmp_path / "no-gan"
+    train("base", no_gan, synth_root, random_d, steps=1, **kw)
+    assert d_steps(random_d) == "0"
+    with pytest.raises(TrainingError) as exc:
+        train("base", fm_only, synth_root, tmp_path / "fm", init=str(random_d / "model"), steps=1, **kw)
+    assert str(exc.value) == (
+        "losses.feature_matching is 0.5 but losses.adversarial is 0.0, so the discriminator is not trained, and the "
+        f"discriminator in --init {random_d / 'model'} was never trained either (its runs had losses.adversarial 0); "
+        "pass --init with a model folder whose discriminator was trained (a run with losses.adversarial above 0), "
+        "set losses.adversarial above 0, or set losses.feature_matching to 0.")
+    assert not (tmp_path / "fm").exists()
+
+    trained_d = tmp_path / "gan"
+    train("base", gan, synth_root, trained_d, init=str(random_d / "model"), steps=2, **kw)
+    assert d_steps(trained_d) == "2"
+    train("base", gan, synth_root, trained_d, resume=True, steps=3, **kw)  # the count survives a resume
+    assert d_steps(trained_d) == "3"
+    train("base", fm_only, synth_root, tmp_path / "fm", init=str(trained_d / "model"), steps=1, **kw)
+    assert d_steps(tmp_path / "fm") == "3"  # frozen there: learned nothing more
+    # weights that do not say (converted released ones, older runs) are taken as trained
+    assert read_safetensors_metadata(random_d / "model" / "model.safetensors").get(D_STEPS_KEY) is None
 
 
 # ============================================================================================ CLI: base stage

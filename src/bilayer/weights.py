@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import BilayerConfig, ConfigError
@@ -66,6 +66,15 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}).") from None
 
 
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}).") from None
+
+
 def check_state(
     module: torch.nn.Module, state: dict[str, torch.Tensor], source: str, config: BilayerConfig | None = None
 ) -> None:
@@ -99,8 +108,10 @@ def check_state(
         raise WeightsError(f"{source}: " + "; ".join(parts) + hint + ".")
 
 
-def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[str, torch.nn.Module] | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (+ ``<name>.safetensors`` for ``extra`` modules).
+def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[str, torch.nn.Module] | None = None,
+                    extra_metadata: dict[str, dict[str, str]] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ ``<name>.safetensors`` for ``extra`` modules, with
+    ``extra_metadata[name]`` added to that file's metadata).
 
     The directory is assembled under a temporary name and swapped in, so a crash never leaves a mix.
     """
@@ -112,7 +123,8 @@ def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[st
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config_json}
         write_safetensors(state_for_saving(model), staging / WEIGHTS_FILE, meta)
         for name, module in (extra or {}).items():
-            write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", {"format": FORMAT, "network": name})
+            meta = {"format": FORMAT, "network": name, **(extra_metadata or {}).get(name, {})}
+            write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", meta)
         (staging / CONFIG_FILE).write_text(config_json + "\n")
         old = None
         if directory.exists():

@@ -34,7 +34,7 @@ from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
 from ..nn.image import apply_mask, warp
 from ..nn.spectral import PowerIterationSnapshot
-from ..weights import check_state, read_safetensors, save_pretrained
+from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchStream
@@ -119,10 +119,31 @@ def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerMo
     return model
 
 
-def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: bool) -> None:
+#: metadata of a saved ``discriminator.safetensors``: how many steps its discriminator has learned for, over all the
+#: runs it came through (absent: unknown, e.g. converted released weights, which are trained)
+D_STEPS_KEY = "discriminator_trained_steps"
+
+
+def _init_d_steps(d_file: Path) -> int | None:
+    """The trained-steps count stored with an --init discriminator, or None when it does not say."""
+    value = read_safetensors_metadata(d_file).get(D_STEPS_KEY, "")
+    return int(value) if value.isdigit() else None
+
+
+def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: bool,
+                            d_steps: int | None = None) -> None:
     """Feature matching with the adversarial weight at 0 needs a trained discriminator from ``init``: D learns only
-    from D_ADV, so otherwise G_FM would match the features of a random network."""
+    from D_ADV, so otherwise G_FM would match the features of a random network. ``d_steps``: how long the --init
+    discriminator learned (0: it was saved by a run without the adversarial term, still random)."""
     losses = config.losses
+    if losses.feature_matching > 0 and losses.adversarial == 0 and d_from_init and d_steps == 0:
+        raise TrainingError(
+            f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, "
+            f"so the discriminator is not trained, and the discriminator in --init {init} was never trained either "
+            "(its runs had losses.adversarial 0); pass --init with a model folder whose discriminator was trained "
+            "(a run with losses.adversarial above 0), set losses.adversarial above 0, or set losses.feature_matching "
+            "to 0."
+        )
     if losses.feature_matching > 0 and losses.adversarial == 0 and not d_from_init:
         where = "no --init is given" if init is None else f"--init {init} holds no discriminator.safetensors"
         raise TrainingError(
@@ -192,7 +213,8 @@ def train(
     discriminator = Discriminator.from_config(model.config)
     d_file = Path(init) / "discriminator.safetensors" if init is not None else None
     d_from_init = d_file is not None and d_file.is_file()
-    _check_feature_matching(config, init, d_from_init)
+    d_steps = _init_d_steps(d_file) if d_from_init else 0  # a discriminator built here starts untrained
+    _check_feature_matching(config, init, d_from_init, d_steps)
     if d_from_init:
         # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
         dstate = read_safetensors(d_file)
@@ -250,6 +272,7 @@ def train(
         saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers,
                                      stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
+        d_steps = saved.get(D_STEPS_KEY)  # None: a checkpoint from before the count was kept
         log.info("resumed from %s (step %d)", latest, step)
     stream.seek(step * accumulate)
 
@@ -319,6 +342,8 @@ def train(
                 nonfinite = 0
                 for opt in stepped.values():
                     opt.step()
+                if train_d and d_steps is not None:
+                    d_steps += 1
             else:  # skip the update, keep the count (never silently poison the weights)
                 nonfinite += 1
                 log.warning("step %d: non-finite loss (%s); update skipped (%d in a row)", step, named_sum, nonfinite)
@@ -371,8 +396,9 @@ def train(
                             writer.add_scalar(f"test/{k}", v, step)
             if due_ckpt and info.is_main:
                 ckpt.save_checkpoint(run_dir, step, {"model": model, "discriminator": discriminator}, optimizers,
-                                     {"nonfinite": nonfinite, "stage": stage})
-                save_pretrained(model, run_dir / "model", {"discriminator": discriminator})
+                                     {"nonfinite": nonfinite, "stage": stage, D_STEPS_KEY: d_steps})
+                d_meta = {} if d_steps is None else {D_STEPS_KEY: str(d_steps)}
+                save_pretrained(model, run_dir / "model", {"discriminator": discriminator}, {"discriminator": d_meta})
     finally:
         if bar is not None:
             bar.close()
