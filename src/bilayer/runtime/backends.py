@@ -310,14 +310,14 @@ def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tens
     if calibration.numel() == 0 or calibration.numel() % renderer.pose_dim:
         raise BackendError(f"int8 calibration keypoints have shape {tuple(calibration.shape)}; expected "
                            f"(N, {renderer.pose_dim}) with N ≥ 1.")
-    calibration = calibration.reshape(-1, renderer.pose_dim)
+    calibration = calibration.reshape(-1, renderer.pose_dim).to(device)
     prepare_pt2e, convert_pt2e, quantizer = _torchao_int8()
     # float32 stays: the keypoint MLP's small linear layers (quantizing them gains nothing) and the heads (Δuv,
     # LF, mask logits), whose quantization put visible noise on the output; keeping both in float32 took the
     # trained synth-quick avatar from 37 to 49 dB PSNR against float32 at no measurable cost
     for name in [f"mlp.{i}" for i in range(len(renderer.mlp))] + ["heads"]:
         quantizer.set_module_name_qconfig(name, None)  # matched exactly: the MLP's ModuleList is never called
-    module = _channels_last(copy.deepcopy(renderer).eval())
+    module = _channels_last(copy.deepcopy(renderer).eval().to(device))
     # an example batch of 2 with a symbolic batch size: one graph serves every batch size (a size-1 example
     # would be specialised to 1)
     example = calibration[:2] if len(calibration) >= 2 else calibration.repeat(2, 1)
