@@ -185,6 +185,21 @@ def test_int8_needs_calibration_and_a_cpu(renderer):
         make_renderer(renderer, "int8", device="meta", calibration=torch.zeros(4, 136))
 
 
+def test_int8_without_torchao_names_the_fix(renderer, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from bilayer.runtime.backends import TORCHAO_VERSION
+
+    # the version the message names is the one the int8 extra installs
+    assert f'"torchao=={TORCHAO_VERSION}"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(BackendError, match=r"^int8 needs torchao==0\.18\.0 \(pip install 'bilayer\[int8\]'\); "
+                                           r"use compile or eager\.$"):
+        make_renderer(renderer, "int8", calibration=torch.zeros(4, 136))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")
 def test_fp16_on_cuda_is_close(renderer, keypoints, reference):  # pragma: no cover - no GPU in CI
     image, mask = make_renderer(renderer, "fp16", device="cuda")(keypoints)
