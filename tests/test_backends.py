@@ -194,7 +194,9 @@ def test_int8_without_torchao_names_the_fix(renderer, monkeypatch):
     # the version the message names is the one the int8 extra installs
     assert f'"torchao=={TORCHAO_VERSION}"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()
 
-    monkeypatch.setitem(sys.modules, "torchao", None)  # as if not installed: importing it raises ImportError
+    # as if not installed: importing it, or any of its modules an earlier test loaded, raises ImportError
+    for name in ["torchao", *(m for m in sys.modules if m.startswith("torchao."))]:
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(BackendError, match=r"^int8 needs torchao==0\.18\.0 \(pip install 'bilayer\[int8\]'\); "
                                            r"use compile or eager\.$"):
         make_renderer(renderer, "int8", calibration=torch.zeros(4, 136))
