@@ -543,17 +543,23 @@ def _init_with_discriminator(config: TrainConfig, folder: Path) -> dict[str, tor
     return read_safetensors(folder / "discriminator.safetensors")
 
 
+def _spy_discriminator(monkeypatch, record) -> list:
+    """Every Discriminator forward from now on appends ``record(discriminator, images)`` to the returned list."""
+    seen = []
+    original = Discriminator.forward
+
+    def spying_forward(self, images, stickmen):
+        seen.append(record(self, images))
+        return original(self, images, stickmen)
+
+    monkeypatch.setattr(Discriminator, "forward", spying_forward)
+    return seen
+
+
 def test_without_gan_terms_the_discriminator_is_never_run_nor_updated(synth_root, tmp_path, monkeypatch, caplog):
     """synth-quick's weights: adversarial = feature matching = 0. D is skipped entirely (no forward, no D_ADV, no
     optimiser step) yet still saved, and a later run with the GAN terms resumes from that checkpoint."""
-    calls = []
-    original = Discriminator.forward
-
-    def counting_forward(self, images, stickmen):
-        calls.append(images.shape[0])
-        return original(self, images, stickmen)
-
-    monkeypatch.setattr(Discriminator, "forward", counting_forward)
+    calls = _spy_discriminator(monkeypatch, lambda d, images: images.shape[0])
     no_gan = fast_config(losses=LossWeights(adversarial=0.0, feature_matching=0.0, vggface=0.0), log_every=1)
     init = tmp_path / "init"
     d_init = _init_with_discriminator(no_gan, init)
@@ -593,14 +599,7 @@ def test_feature_matching_with_adversarial_0_uses_a_frozen_discriminator_from_in
     """Feature matching without the adversarial term scores features with the trained D of --init, frozen: it runs
     in eval mode without trainable parameters, Adam never steps it, and every tensor (BN stats and SN vectors
     included) is saved exactly as loaded; G_FM trains the generators and there is no D_ADV."""
-    modes = []
-    original = Discriminator.forward
-
-    def recording_forward(self, images, stickmen):
-        modes.append((self.training, any(p.requires_grad for p in self.parameters())))
-        return original(self, images, stickmen)
-
-    monkeypatch.setattr(Discriminator, "forward", recording_forward)
+    modes = _spy_discriminator(monkeypatch, lambda d, _: (d.training, any(p.requires_grad for p in d.parameters())))
     fm_only = fast_config(losses=LossWeights(adversarial=0.0, feature_matching=10.0, vggface=0.0), log_every=1)
     init = tmp_path / "init"
     d_init = _init_with_discriminator(fm_only, init)
@@ -663,9 +662,9 @@ def test_a_discriminator_that_never_learned_is_refused_for_feature_matching(synt
         train("base", fm_only, synth_root, tmp_path / "fm", init=str(random_d / "model"), steps=1, **kw)
     assert str(exc.value) == (
         "losses.feature_matching is 0.5 but losses.adversarial is 0.0, so the discriminator is not trained, and the "
-        f"discriminator in --init {random_d / 'model'} was never trained either (its runs had losses.adversarial 0); "
-        "pass --init with a model folder whose discriminator was trained (a run with losses.adversarial above 0), "
-        "set losses.adversarial above 0, or set losses.feature_matching to 0.")
+        f"discriminator in --init {random_d / 'model'} never learned either (its runs had losses.adversarial 0); "
+        "pass --init with a model folder holding a trained discriminator (e.g. a base run's model/), set "
+        "losses.adversarial above 0, or set losses.feature_matching to 0.")
     assert not (tmp_path / "fm").exists()
 
     trained_d = tmp_path / "gan"

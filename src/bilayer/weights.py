@@ -58,19 +58,24 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist.")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}).") from None
+    return _read(path, lambda: load_file(str(path)))
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The string metadata of a safetensors file (empty when it has none)."""
-    try:
+    def metadata() -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
+
+    return _read(path, metadata)
+
+
+def _read(path: Path, read):
+    """``read()`` of the safetensors file ``path``; a missing or unreadable file is one WeightsError naming it."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist.")
+    try:
+        return read()
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}).") from None
 

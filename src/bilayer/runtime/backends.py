@@ -269,8 +269,8 @@ def _frozen(compiled: Callable[[torch.Tensor], Frame]) -> Callable[[torch.Tensor
 def jittered_keypoints(keypoints, count: int = 64, seed: int = 0) -> torch.Tensor:
     """(count, 136) keypoints around one normalised (136,) face: random similarity transforms about its centre
     (rotation ±12°, scale ±10 %, shift ±5 % of the crop) plus per-point noise (σ = 1 % of the crop), the first row
-    unchanged. Calibration input for the int8 backend: the head poses and expressions a driver will bring,
-    without needing the driver itself."""
+    unchanged. Calibration input for the int8 backend: head poses and small shape changes like those a driver
+    brings, without needing the driver itself."""
     g = torch.Generator().manual_seed(seed)
     pts = torch.as_tensor(keypoints, dtype=torch.float32).reshape(1, -1, 2)
     centre = pts.mean(1, keepdim=True)

@@ -134,24 +134,23 @@ def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: 
                             d_steps: int | None = None) -> None:
     """Feature matching with the adversarial weight at 0 needs a trained discriminator from ``init``: D learns only
     from D_ADV, so otherwise G_FM would match the features of a random network. ``d_steps``: how long the --init
-    discriminator learned (0: it was saved by a run without the adversarial term, still random)."""
+    discriminator learned (0: saved by runs without the adversarial term, still random; None: unknown, trusted)."""
     losses = config.losses
-    if losses.feature_matching > 0 and losses.adversarial == 0 and d_from_init and d_steps == 0:
-        raise TrainingError(
-            f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, "
-            f"so the discriminator is not trained, and the discriminator in --init {init} was never trained either "
-            "(its runs had losses.adversarial 0); pass --init with a model folder whose discriminator was trained "
-            "(a run with losses.adversarial above 0), set losses.adversarial above 0, or set losses.feature_matching "
-            "to 0."
-        )
-    if losses.feature_matching > 0 and losses.adversarial == 0 and not d_from_init:
+    if losses.feature_matching == 0 or losses.adversarial > 0:
+        return
+    if not d_from_init:
         where = "no --init is given" if init is None else f"--init {init} holds no discriminator.safetensors"
-        raise TrainingError(
-            f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, "
-            f"so the discriminator is not trained, and {where} to start it from a trained one; pass --init with a "
-            "model folder holding a trained discriminator (e.g. a base run's model/), set losses.adversarial above 0, "
-            "or set losses.feature_matching to 0."
-        )
+        where += " to start it from a trained one"
+    elif d_steps == 0:
+        where = f"the discriminator in --init {init} never learned either (its runs had losses.adversarial 0)"
+    else:
+        return
+    raise TrainingError(
+        f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, so "
+        f"the discriminator is not trained, and {where}; pass --init with a model folder holding a trained "
+        "discriminator (e.g. a base run's model/), set losses.adversarial above 0, or set losses.feature_matching "
+        "to 0."
+    )
 
 
 def _load_perceptual(objective: GeneratorObjective, perceptual: Perceptual) -> str:
@@ -273,6 +272,8 @@ def train(
                                      stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
         d_steps = saved.get(D_STEPS_KEY)  # None: a checkpoint from before the count was kept
+        if not (isinstance(d_steps, int) and d_steps >= 0):
+            d_steps = None  # unknown (older or hand-edited state.json): trusted as trained, never counted up
         log.info("resumed from %s (step %d)", latest, step)
     stream.seek(step * accumulate)
 
