@@ -164,13 +164,14 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
 
     (image, mask), code = run_and_get_code(lambda: r(keypoints[:1]))
     code = "\n".join(code)
-    # exactly the residual blocks' plain convolutions are int8 oneDNN kernels; the transposed ones, the heads and
-    # the MLP stay float32
+    # exactly the residual blocks' convolutions are int8 oneDNN kernels, the upsampling ones included (as sub-pixel
+    # convolutions, no transposed one left); the heads and the MLP stay float32
     from bilayer.runtime.bake import UpsampleConv2d
 
-    plain = sum(isinstance(m, torch.nn.Conv2d) and not isinstance(m, UpsampleConv2d) for m in renderer.blocks.modules())
-    assert plain >= 5 and code.count("torch.ops.onednn.qconv") == plain
-    assert "qlinear" not in code
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.blocks.modules())
+    upsampling = sum(isinstance(m, UpsampleConv2d) for m in renderer.blocks.modules())
+    assert upsampling >= 2 and convs >= 5 + upsampling and code.count("torch.ops.onednn.qconv") == convs
+    assert "qlinear" not in code and "convolution_transpose" not in code
     _check_frame((image, mask), keypoints[:1])
     assert psnr(image, reference[0][:1]) >= 40 and psnr(mask, reference[1][:1], 1.0) >= 40
     # a symbolic batch: the second size compiles once, every further size reuses that quantized graph

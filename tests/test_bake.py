@@ -69,11 +69,12 @@ def test_bake_refuses_train_mode_and_bad_index():
 
 @pytest.mark.parametrize("shape", [(1, 8, 5, 7), (3, 4, 1, 1), (2, 16, 6, 6)])
 def test_upsample_conv_equals_upsampling_then_convolution(shape):
-    """The folded form (one stride-2 transposed convolution) and the two-step form give the same image, on odd,
-    non-square and 1×1 inputs (every border case of the 2×2 neighbourhoods)."""
+    """The folded form (one stride-2 transposed convolution), the sub-pixel form (a 2×2 convolution and an
+    interleave, channels-last too) and the two-step form give the same image, on odd, non-square and 1×1 inputs
+    (every border case of the 2×2 neighbourhoods)."""
     import torch.nn.functional as F
 
-    from bilayer.runtime.bake import UpsampleConv2d
+    from bilayer.runtime.bake import SubpixelUpsampleConv2d, UpsampleConv2d
 
     g = torch.Generator().manual_seed(sum(shape))
     batch, channels, h, w = shape
@@ -88,6 +89,12 @@ def test_upsample_conv_equals_upsampling_then_convolution(shape):
     assert folded.shape == expected.shape == (batch, 5, 2 * h, 2 * w)
     assert (folded - expected).abs().max() <= 1e-5 * expected.abs().max()
     assert torch.equal(two_step, expected)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        subpixel = SubpixelUpsampleConv2d(layer.to(memory_format=memory_format))
+        with torch.no_grad():
+            out = subpixel(x.contiguous(memory_format=memory_format))
+        assert out.shape == expected.shape
+        assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
     with pytest.raises(ValueError, match="3×3"):
         UpsampleConv2d(torch.zeros(5, channels, 1, 1), bias)
 

@@ -26,7 +26,7 @@ from torch import nn
 from ..models.bilayer import BilayerModel, identity_grid
 from ..nn.adaptive import AdaptiveAffine, AdaptiveBatchNorm2d
 from ..nn.blocks import NEGATIVE_SLOPE, ResBlock
-from ..nn.image import warp
+from ..nn.image import opaque_warp, warp
 from ..structures import AvatarState
 
 
@@ -84,6 +84,53 @@ class UpsampleConv2d(nn.Conv2d):
         if self.fold:
             return F.conv_transpose2d(x, self.folded_weight, self.bias, stride=2, padding=1)
         return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class SubpixelUpsampleConv2d(nn.Module):
+    """An ``UpsampleConv2d`` as a plain convolution: one 2×2 convolution (padding 1) computes the four output
+    phases (even/odd row × even/odd column) as four channel groups, and an interleave puts them in place.
+
+    Same multiply-adds as the transposed form (16 per input pixel and channel pair, on a one-pixel larger
+    grid), but a plain convolution, which int8 recipes quantize and transposed ones they do not (the int8
+    backend uses it). On the padded input, window p covers input rows (p-1, p): an even output row 2i needs
+    rows (i-1, i) through kernel rows (w0, w1 + w2), i.e. window i; an odd row 2i+1 needs (i, i+1) through
+    (w0 + w1, w2), window i+1. So output row r reads window (r + 1) // 2 of phase r % 2, and storing the odd
+    phase's group first makes the interleave a reshape of the window grid shifted by one pixel (a crop).
+    The groups are the outermost part of the channel index, so in channels-last memory each output pixel's
+    channels are read as one contiguous run.
+    """
+
+    # phase (0 even, 1 odd) → the 2×2 kernel's rows as combinations of the 3×3 kernel rows (w0, w1, w2)
+    _PHASE_TAPS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+
+    def __init__(self, layer: UpsampleConv2d) -> None:
+        super().__init__()
+        weight = layer.weight.detach()
+        taps = torch.tensor(self._PHASE_TAPS, dtype=weight.dtype, device=weight.device)
+        self.out_channels = layer.out_channels
+        # group g = 2·(1 - row phase) + (1 - column phase): odd phases first
+        kernels = [torch.einsum("ki,lj,oxij->oxkl", taps[1 - a], taps[1 - b], weight) for a in (0, 1) for b in (0, 1)]
+        self.conv = nn.Conv2d(layer.in_channels, 4 * layer.out_channels, 2, padding=1).to(weight.device, weight.dtype)
+        self.conv.weight.data.copy_(torch.cat(kernels))
+        self.conv.bias.data.copy_(layer.bias.detach().repeat(4))
+        if layer.weight.is_contiguous(memory_format=torch.channels_last) and layer.in_channels > 1:
+            self.conv.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        y = self.conv(x)  # (n, 4·out, h + 1, w + 1)
+        y = y.view(n, 2, 2, self.out_channels, h + 1, w + 1).permute(0, 3, 4, 1, 5, 2)
+        return y.reshape(n, self.out_channels, 2 * h + 2, 2 * w + 2)[:, :, 1 : 2 * h + 1, 1 : 2 * w + 1]
+
+
+def subpixel_upsampling(module: nn.Module) -> nn.Module:
+    """Replace every ``UpsampleConv2d`` of ``module`` (in place) by its ``SubpixelUpsampleConv2d``; returns
+    ``module``."""
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, UpsampleConv2d):
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent), child, SubpixelUpsampleConv2d(layer))
+    return module
 
 
 def set_fold_upsampling(module: nn.Module, fold: bool) -> nn.Module:
@@ -161,6 +208,9 @@ class BakedRenderer(nn.Module):
         # Channels-last activations: oneDNN's CPU convolutions run ~2× faster in NHWC (see benchmarks/render.py's
         # ceiling). Backends switch it on together with channels-last weights; export leaves it off.
         self.channels_last = False
+        # The compiled backends call the warp as one opaque operator (see nn.image.opaque_warp); eager and export
+        # keep the plain function.
+        self.opaque_warp = False
 
     def forward(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = keypoints
@@ -184,7 +234,8 @@ class BakedRenderer(nn.Module):
         delta_uv, lf, logits = bounded[:, :2], bounded[:, 2:5], out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
         texture = self.texture.expand(keypoints.shape[0], -1, -1, -1)
-        return lf + warp(texture, uv), torch.sigmoid(logits)
+        sample = opaque_warp if self.opaque_warp else warp
+        return lf + sample(texture, uv), torch.sigmoid(logits)
 
 
 def _linear(layer: nn.Linear) -> nn.Linear:
