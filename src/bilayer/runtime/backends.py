@@ -245,7 +245,7 @@ def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.
     # with a symbolic batch, which then serves every size.
     _need_compiler(device, "compile")
     module = _channels_last(copy.deepcopy(renderer).eval().to(device))
-    module.opaque_warp = True
+    module.inductor = True  # its fast forms of the warp and tanh (see BakedRenderer)
     return _frozen(torch.compile(module, mode="default"))
 
 
@@ -321,7 +321,7 @@ def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tens
     for name in [f"mlp.{i}" for i in range(len(renderer.mlp))] + ["heads"]:
         quantizer.set_module_name_qconfig(name, None)  # matched exactly: the MLP's ModuleList is never called
     module = _channels_last(copy.deepcopy(renderer).eval().to(device))
-    module.opaque_warp = True
+    module.inductor = True  # its fast forms of the warp and tanh (see BakedRenderer)
     subpixel_upsampling(module)  # plain 2×2 convolutions, which the recipe quantizes (transposed ones it does not)
     # an example batch of 2 with a symbolic batch size: one graph serves every batch size (a size-1 example
     # would be specialised to 1)

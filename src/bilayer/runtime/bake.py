@@ -208,9 +208,12 @@ class BakedRenderer(nn.Module):
         # Channels-last activations: oneDNN's CPU convolutions run ~2× faster in NHWC (see benchmarks/render.py's
         # ceiling). Backends switch it on together with channels-last weights; export leaves it off.
         self.channels_last = False
-        # The compiled backends call the warp as one opaque operator (see nn.image.opaque_warp); eager and export
-        # keep the plain function.
-        self.opaque_warp = False
+        # Set by the backends that compile with inductor, whose CPU code for two of the tail's operations is slow:
+        # the warp becomes one opaque operator (nn.image.opaque_warp: inductor's own grid_sample ran 6× slower
+        # than PyTorch's kernel) and tanh is written as 2·sigmoid(2x) - 1 (inductor's tanh ran 3× slower than
+        # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
+        # the plain forms.
+        self.inductor = False
 
     def forward(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = keypoints
@@ -230,11 +233,11 @@ class BakedRenderer(nn.Module):
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
         out = self.heads(h).contiguous()
-        bounded = torch.tanh(out[:, :5])
+        bounded = 2 * torch.sigmoid(2 * out[:, :5]) - 1 if self.inductor else torch.tanh(out[:, :5])
         delta_uv, lf, logits = bounded[:, :2], bounded[:, 2:5], out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
         texture = self.texture.expand(keypoints.shape[0], -1, -1, -1)
-        sample = opaque_warp if self.opaque_warp else warp
+        sample = opaque_warp if self.inductor else warp
         return lf + sample(texture, uv), torch.sigmoid(logits)
 
 
