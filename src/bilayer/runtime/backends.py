@@ -17,7 +17,7 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
     int8     8-bit integer convolutions (oneDNN's VNNI kernels through inductor, quantized after training with
              torchao's x86 recipe and calibrated on keypoints near the avatar's own) for every convolution of
              the residual blocks, the upsampling ones as sub-pixel convolutions; the keypoint MLP and the heads
-             stay float32. CPU only; ~1.6× faster than compile on the medium model here, ~45 dB PSNR against
+             stay float32. CPU only; 1.4–1.6× faster than compile on the medium model here, ~45 dB PSNR against
              float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
              (torchao).
 

@@ -113,7 +113,7 @@ class SubpixelUpsampleConv2d(nn.Module):
         self.conv = nn.Conv2d(layer.in_channels, 4 * layer.out_channels, 2, padding=1).to(weight.device, weight.dtype)
         self.conv.weight.data.copy_(torch.cat(kernels))
         self.conv.bias.data.copy_(layer.bias.detach().repeat(4))
-        if layer.weight.is_contiguous(memory_format=torch.channels_last) and layer.in_channels > 1:
+        if layer.weight.is_contiguous(memory_format=torch.channels_last):  # the layout of the module it replaces
             self.conv.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
