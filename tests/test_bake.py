@@ -64,11 +64,27 @@ def test_inductor_forms_of_the_tail_equal_the_plain_ones():
     state, targets = _avatar(model)
     baked = bake(model, state)
     keypoints = targets[0]  # 5 poses
-    with torch.no_grad():
-        plain = baked(keypoints)
-        baked.inductor = True
-        fast = baked(keypoints)
-    for a, b in zip(plain, fast):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):  # the operators a forward dispatches (not those inside an operator)
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.name())
+            return func(*args, **(kwargs or {}))
+
+    frames, ops = {}, {}
+    for inductor in (False, True):
+        baked.inductor = inductor
+        with torch.no_grad(), Ops() as ops[inductor]:
+            frames[inductor] = baked(keypoints)
+    # the flag switches the forms: one opaque warp and no tanh, against grid_sample and tanh
+    assert {"bilayer::warp", "aten::tanh", "aten::grid_sampler_2d"} & ops[True].names == {"bilayer::warp"}
+    assert {"bilayer::warp", "aten::tanh", "aten::grid_sampler_2d"} & ops[False].names == {"aten::tanh",
+                                                                                          "aten::grid_sampler_2d"}
+    for a, b in zip(frames[False], frames[True]):
         assert (a - b).abs().max() <= 1e-5  # a 1e-7 change of Δuv moves the sampled texture by its gradient
 
 

@@ -29,7 +29,7 @@ from bilayer.train import checkpoint as ckpt
 from bilayer.train.config import TRAIN_PRESETS, TrainConfig
 from bilayer.train.data import BatchStream, EpochSampler
 from bilayer.train.loop import D_STEPS_KEY, GeneratorStep
-from bilayer.weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
+from bilayer.weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained, write_safetensors
 
 from .conftest import _SUBPROCESS_ENV, assert_user_error, assert_user_error_text, randomize_buffers, run_main, run_module
 
@@ -674,8 +674,24 @@ def test_a_discriminator_that_never_learned_is_refused_for_feature_matching(synt
     assert d_steps(trained_d) == "3"
     train("base", fm_only, synth_root, tmp_path / "fm", init=str(trained_d / "model"), steps=1, **kw)
     assert d_steps(tmp_path / "fm") == "3"  # frozen there: learned nothing more
-    # weights that do not say (converted released ones, older runs) are taken as trained
-    assert read_safetensors_metadata(random_d / "model" / "model.safetensors").get(D_STEPS_KEY) is None
+
+    # a discriminator file that does not say (converted released weights, older runs) is taken as trained: the
+    # never-learned one above, its count removed, is accepted, and its unknown count stays unknown
+    silent = tmp_path / "silent"
+    shutil.copytree(random_d / "model", silent)
+    d_file = silent / "discriminator.safetensors"
+    meta = {k: v for k, v in read_safetensors_metadata(d_file).items() if k != D_STEPS_KEY}
+    write_safetensors(read_safetensors(d_file), d_file, meta)
+    train("base", fm_only, synth_root, tmp_path / "fm-silent", init=str(silent), steps=1, **kw)
+    assert d_steps(tmp_path / "fm-silent") is None
+
+    # a damaged count in a checkpoint's state.json is unknown too: the resumed run neither crashes nor counts on
+    state_file = ckpt.latest_checkpoint(trained_d) / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state[D_STEPS_KEY] == 3
+    state_file.write_text(json.dumps({**state, D_STEPS_KEY: "three"}))
+    train("base", gan, synth_root, trained_d, resume=True, steps=4, **kw)
+    assert d_steps(trained_d) is None
 
 
 # ============================================================================================ CLI: base stage

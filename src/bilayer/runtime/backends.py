@@ -11,8 +11,9 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              Xeon without BF16), but it stays accurate (~59 dB PSNR against float32 on the medium model).
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
     compile  ``torch.compile`` (inductor, with freezing: weights pre-laid-out for oneDNN, activations fused) of
-             the float32 module; the fastest CPU backend here, but the first call of each new batch size compiles
-             (~15 s).
+             the float32 module, with the warp and tanh in forms inductor runs fast (``BakedRenderer.inductor``);
+             the fastest float32 backend on small here (on medium on par with eager), but the first call of each
+             new batch size compiles (~15 s).
     onnx     the module exported with ``runtime.export.export_baked`` and run by ONNX Runtime.
     int8     8-bit integer convolutions (oneDNN's VNNI kernels through inductor, quantized after training with
              torchao's x86 recipe and calibrated on keypoints near the avatar's own) for every convolution of

@@ -100,13 +100,15 @@ class SubpixelUpsampleConv2d(nn.Module):
     channels are read as one contiguous run.
     """
 
-    # phase (0 even, 1 odd) → the 2×2 kernel's rows as combinations of the 3×3 kernel rows (w0, w1, w2)
-    _PHASE_TAPS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+    # phase (0 even, 1 odd) → its 2×2 kernel's rows: the transposed kernel's rows k = 3, 1 (even) and 2, 0 (odd),
+    # as combinations of the 3×3 kernel rows in UpsampleConv2d._TAPS
+    _PHASE_ROWS = ((3, 1), (2, 0))
 
     def __init__(self, layer: UpsampleConv2d) -> None:
         super().__init__()
         weight = layer.weight.detach()
-        taps = torch.tensor(self._PHASE_TAPS, dtype=weight.dtype, device=weight.device)
+        taps = torch.tensor(UpsampleConv2d._TAPS, dtype=weight.dtype, device=weight.device)
+        taps = taps[torch.tensor(self._PHASE_ROWS)]  # (phase, row, 3)
         self.out_channels = layer.out_channels
         # group g = 2·(1 - row phase) + (1 - column phase): odd phases first
         kernels = [torch.einsum("ki,lj,oxij->oxkl", taps[1 - a], taps[1 - b], weight) for a in (0, 1) for b in (0, 1)]

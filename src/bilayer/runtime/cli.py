@@ -154,8 +154,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
         avatar, photo = _avatar_for(args, model, landmarks)
         with render_workers(args.workers) as workers:
             if args.backend in ("compile", "int8") and not args.no_progress:
-                step = "quantizing and compiling" if args.backend == "int8" else "compiling"
-                print(f"{step} the {args.backend} renderer (15–30 s on a first run, less from inductor's cache)…",
+                int8 = args.backend == "int8"
+                step, seconds = ("quantizing and compiling", "20–40") if int8 else ("compiling", "15–25")
+                print(f"{step} the {args.backend} renderer ({seconds} s on a first run, less from inductor's cache)…",
                       file=sys.stderr, flush=True)
             renderer = avatar.renderer(model, args.backend)
             renderer.warmup(1)

@@ -124,10 +124,12 @@ def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerMo
 D_STEPS_KEY = "discriminator_trained_steps"
 
 
-def _init_d_steps(d_file: Path) -> int | None:
-    """The trained-steps count stored with an --init discriminator, or None when it does not say."""
-    value = read_safetensors_metadata(d_file).get(D_STEPS_KEY, "")
-    return int(value) if value.isdigit() else None
+def _d_steps(value) -> int | None:
+    """A stored trained-steps count (a whole number ≥ 0, as an int in state.json or a string in safetensors
+    metadata), or None when it is absent or damaged: unknown, which counts as trained and is never counted up."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: bool,
@@ -212,7 +214,8 @@ def train(
     discriminator = Discriminator.from_config(model.config)
     d_file = Path(init) / "discriminator.safetensors" if init is not None else None
     d_from_init = d_file is not None and d_file.is_file()
-    d_steps = _init_d_steps(d_file) if d_from_init else 0  # a discriminator built here starts untrained
+    # a discriminator built here starts untrained
+    d_steps = _d_steps(read_safetensors_metadata(d_file).get(D_STEPS_KEY)) if d_from_init else 0
     _check_feature_matching(config, init, d_from_init, d_steps)
     if d_from_init:
         # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
@@ -271,9 +274,7 @@ def train(
         saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers,
                                      stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
-        d_steps = saved.get(D_STEPS_KEY)  # None: a checkpoint from before the count was kept
-        if not (isinstance(d_steps, int) and d_steps >= 0):
-            d_steps = None  # unknown (older or hand-edited state.json): trusted as trained, never counted up
+        d_steps = _d_steps(saved.get(D_STEPS_KEY))  # absent from checkpoints written before the count was kept
         log.info("resumed from %s (step %d)", latest, step)
     stream.seek(step * accumulate)
 
