@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bilayer import preset
+from bilayer.runtime import native
 from bilayer.runtime.backends import (
     BACKENDS,
     BackendError,
@@ -74,6 +75,8 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     assert {m.transposed for m in packed} == {True, False}
     assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)  # the caller's module untouched
     assert not renderer.channels_last  # the caller's module is untouched
+    # the tail runs natively where its kernel builds (this machine has the compiler; the CI machine too)
+    assert r._run.native_tail == native.available() and not renderer.native_tail
 
 
 def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference):
@@ -114,7 +117,7 @@ def test_onnx_backend_matches_eager(renderer, keypoints, reference, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
 @pytest.mark.slow  # inductor compiles C++ kernels: seconds with a warm cache, a minute or more cold
-def test_compile_matches_eager(renderer, keypoints, reference):
+def test_compile_matches_eager(renderer, keypoints, reference, monkeypatch):
     r = make_renderer(renderer, "compile").warmup(3)
     image, mask = r(keypoints)
     _check_frame((image, mask), keypoints)
@@ -139,9 +142,16 @@ def test_compile_matches_eager(renderer, keypoints, reference):
     _, code = run_and_get_code(lambda: make_renderer(renderer, "compile")(keypoints[:1]))
     code = "\n".join(code)
     assert "torch.ops.mkldnn._convolution_pointwise" in code
-    # the warp is PyTorch's grid_sample kernel behind one opaque operator, not inductor's generated gather loops,
-    # and no tanh is left in the generated code (it is written with sigmoid)
-    assert "torch.ops.bilayer.warp" in code and "tanh" not in code
+    # the tail after the heads is one native operator; where it cannot be built, the warp is PyTorch's grid_sample
+    # kernel behind one opaque operator (not inductor's generated gather loops) and tanh is written with sigmoid
+    assert "tanh" not in code and "grid_sampler" not in code
+    if native.available():
+        assert "torch.ops.bilayer.tail" in code and "torch.ops.bilayer.warp" not in code
+    monkeypatch.setattr(native, "available", lambda: False)
+    fallback, code = run_and_get_code(lambda: make_renderer(renderer, "compile")(keypoints))
+    code = "\n".join(code)
+    assert "torch.ops.bilayer.warp" in code and "torch.ops.bilayer.tail" not in code and "tanh" not in code
+    assert (fallback[0] - reference[0]).abs().max() <= 1e-4
 
 
 def test_jittered_keypoints_move_the_face_as_a_whole():
@@ -176,6 +186,7 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
     upsampling = sum(isinstance(m, UpsampleConv2d) for m in renderer.blocks.modules())
     assert upsampling >= 2 and convs >= 5 + upsampling and code.count("torch.ops.onednn.qconv") == convs
     assert "qlinear" not in code and "convolution_transpose" not in code
+    assert ("torch.ops.bilayer.tail" in code) == native.available()  # the float32 tail, in one native pass
     _check_frame((image, mask), keypoints[:1])
     assert psnr(image, reference[0][:1]) >= 40 and psnr(mask, reference[1][:1], 1.0) >= 40
     # a symbolic batch: the second size compiles once, every further size reuses that quantized graph

@@ -57,9 +57,12 @@ def test_baked_module_is_plain_and_model_untouched():
     assert baked.heads.out_channels == 6  # the three heads merged
 
 
-def test_inductor_forms_of_the_tail_equal_the_plain_ones():
-    """The forms the compiled backends use (the warp as one opaque operator, tanh as 2·sigmoid(2x) - 1) give the
-    same frames as the plain ones, to float rounding (the 1e-5 the baked module keeps to the model)."""
+def test_fast_forms_of_the_tail_equal_the_plain_ones():
+    """The forms the fast backends use give the same frames as the plain ones, to float rounding (the 1e-5 the
+    baked module keeps to the model): under inductor the warp as one opaque operator and tanh as 2·sigmoid(2x) - 1;
+    on CPU the whole tail as one native operator (runtime.native), when this machine can build it."""
+    from bilayer.runtime import native
+
     model = build_model(CONFIGS["tiny"])
     state, targets = _avatar(model)
     baked = bake(model, state)
@@ -75,17 +78,24 @@ def test_inductor_forms_of_the_tail_equal_the_plain_ones():
             self.names.add(func.name())
             return func(*args, **(kwargs or {}))
 
+    forms = {"plain": (False, False), "inductor": (True, False)}
+    if native.available():
+        forms["native"] = (True, True)
     frames, ops = {}, {}
-    for inductor in (False, True):
-        baked.inductor = inductor
-        with torch.no_grad(), Ops() as ops[inductor]:
-            frames[inductor] = baked(keypoints)
-    # the flag switches the forms: one opaque warp and no tanh, against grid_sample and tanh
-    assert {"bilayer::warp", "aten::tanh", "aten::grid_sampler_2d"} & ops[True].names == {"bilayer::warp"}
-    assert {"bilayer::warp", "aten::tanh", "aten::grid_sampler_2d"} & ops[False].names == {"aten::tanh",
-                                                                                          "aten::grid_sampler_2d"}
-    for a, b in zip(frames[False], frames[True]):
-        assert (a - b).abs().max() <= 1e-5  # a 1e-7 change of Δuv moves the sampled texture by its gradient
+    for form, (inductor, native_tail) in forms.items():
+        baked.inductor, baked.native_tail = inductor, native_tail
+        with torch.no_grad(), Ops() as ops[form]:
+            frames[form] = baked(keypoints)
+    baked.inductor = baked.native_tail = False
+    # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
+    tail = {"bilayer::warp", "bilayer::tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
+    assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
+    assert tail & ops["inductor"].names == {"bilayer::warp", "aten::sigmoid"}
+    if "native" in forms:
+        assert tail & ops["native"].names == {"bilayer::tail"}
+    for form in forms:
+        for a, b in zip(frames["plain"], frames[form]):
+            assert (a - b).abs().max() <= 1e-5  # a 1e-7 change of Δuv moves the sampled texture by its gradient
 
 
 def test_bake_refuses_train_mode_and_bad_index():

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import native
 from .bake import BakedBlock, BakedRenderer, UpsampleConv2d, subpixel_upsampling
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx", "int8")
@@ -146,7 +147,7 @@ def make_renderer(
     if backend == "fp16" and device.type != "cuda":
         raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
     if backend == "eager":
-        module = _packed(_channels_last(copy.deepcopy(renderer).eval().to(device)))
+        module = _native_tail(_packed(_channels_last(copy.deepcopy(renderer).eval().to(device))), device)
         return FrameRenderer(backend, module, device, pose_dim)
     if backend in ("bf16", "fp16"):
         dtype = torch.bfloat16 if backend == "bf16" else torch.float16
@@ -163,6 +164,7 @@ def _channels_last(module: BakedRenderer) -> BakedRenderer:
     (results differ from NCHW by float rounding only, ~1e-5)."""
     if next(module.parameters()).device.type == "cpu":
         module.to(memory_format=torch.channels_last)
+        module.grid = module.grid.contiguous()  # (1, H, W, 2) is not an image: the warp reads it row-major
         module.channels_last = True
     return module
 
@@ -245,9 +247,23 @@ def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.
     # minutes of kernel benchmarking. Dynamic shapes are left automatic: a second batch size recompiles once
     # with a symbolic batch, which then serves every size.
     _need_compiler(device, "compile")
-    module = _channels_last(copy.deepcopy(renderer).eval().to(device))
-    module.inductor = True  # its fast forms of the warp and tanh (see BakedRenderer)
+    module = _inductor_forms(_channels_last(copy.deepcopy(renderer).eval().to(device)), device)
     return _frozen(torch.compile(module, mode="default"))
+
+
+def _inductor_forms(module: BakedRenderer, device: torch.device) -> BakedRenderer:
+    """``module`` set to the forms of its tail that run fast under inductor (see BakedRenderer): on CPU the
+    native one-pass tail when it can be built here, otherwise the opaque warp and tanh through sigmoid."""
+    module.inductor = True
+    return _native_tail(module, device)
+
+
+def _native_tail(module: BakedRenderer, device: torch.device) -> BakedRenderer:
+    """On CPU, the tail after the heads as one native loop (``runtime.native``) when its kernel can be built here
+    (it needs the C++ compiler; built once, then cached); elsewhere, or without one, PyTorch's operations. Saves
+    1.3–1.5 ms of a 10-ms small-preset frame (tail 1 ms instead of 2.5 ms on 2 threads)."""
+    module.native_tail = device.type == "cpu" and native.available()
+    return module
 
 
 def _need_compiler(device: torch.device, backend: str) -> None:
@@ -321,8 +337,7 @@ def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tens
     # trained synth-quick avatar from 37 to 49 dB PSNR against float32 at no measurable cost
     for name in [f"mlp.{i}" for i in range(len(renderer.mlp))] + ["heads"]:
         quantizer.set_module_name_qconfig(name, None)  # matched exactly: the MLP's ModuleList is never called
-    module = _channels_last(copy.deepcopy(renderer).eval().to(device))
-    module.inductor = True  # its fast forms of the warp and tanh (see BakedRenderer)
+    module = _inductor_forms(_channels_last(copy.deepcopy(renderer).eval().to(device)), device)
     subpixel_upsampling(module)  # plain 2×2 convolutions, which the recipe quantizes (transposed ones it does not)
     # an example batch of 2 with a symbolic batch size: one graph serves every batch size (a size-1 example
     # would be specialised to 1)

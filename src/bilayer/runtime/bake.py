@@ -28,6 +28,7 @@ from ..nn.adaptive import AdaptiveAffine, AdaptiveBatchNorm2d
 from ..nn.blocks import NEGATIVE_SLOPE, ResBlock
 from ..nn.image import opaque_warp, warp
 from ..structures import AvatarState
+from .native import fused_tail
 
 
 def _affine(norm: nn.BatchNorm2d, params: AdaptiveAffine | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,6 +217,10 @@ class BakedRenderer(nn.Module):
         # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
         # the plain forms.
         self.inductor = False
+        # Set by the same backends on CPU when runtime.native could build its kernel: the whole tail after the
+        # heads convolution (tanh, grid, bilinear sample, sum, sigmoid) as one parallel native loop,
+        # ``bilayer::tail``, instead of PyTorch's or inductor's several passes.
+        self.native_tail = False
 
     def forward(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = keypoints
@@ -232,6 +237,8 @@ class BakedRenderer(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = F.leaky_relu(h, NEGATIVE_SLOPE)  # the final norm is inside the last block
+        if self.native_tail:
+            return fused_tail(self.heads(h), self.grid, self.texture)
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
         out = self.heads(h).contiguous()
