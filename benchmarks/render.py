@@ -22,6 +22,9 @@ Each backend's latency is timed in alternating blocks with the ceiling convoluti
 faster layout), so that both see the same load of the shared host and their ratio — the fraction of the ceiling —
 is steady even when absolute times drift by 2×. The ceilings printed at the start and the end show that drift.
 
+Tail (fp32): the per-frame work after the heads convolution — tanh, grid, bilinear warp, sum, sigmoid — alone,
+as the native one-pass loop the CPU backends use (``runtime/native.py``) against PyTorch's operations, alternated.
+
 Layer bound (eager fp32): every convolution of the frame timed alone on its real input, fastest of several
 runs, summed — a lower bound on the frame time that no scheduling of the other ops can beat with these kernels.
 
@@ -39,6 +42,7 @@ executed fraction is reported next to it); bf16 ≥ 1.6× faster than fp32 with 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -52,6 +56,7 @@ from bilayer.eval.complexity import complexity, executed_macs
 from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
+from bilayer.runtime import native
 from bilayer.runtime.backends import BACKENDS, PackedConv2d, jittered_keypoints, make_renderer
 from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
@@ -167,6 +172,11 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
                               "speedup": ab["two_step"] / ab["folded"]}
     print(f"  {name:<7}fold    {ab['folded']:8.2f} ms folded vs {ab['two_step']:.2f} ms two-step "
           f"(eager, alternated): {ab['two_step'] / ab['folded']:.2f}× faster", flush=True)
+    out["tail"] = tail_comparison(baked, frame)
+    tl = out["tail"]
+    print(f"  {name:<7}tail    " + (f"{tl['native_ms']:8.2f} ms native one-pass vs {tl['pytorch_ms']:.2f} ms PyTorch's "
+                                      f"operations (after the heads, alternated): {tl['speedup']:.2f}× faster"
+                                      if "error" not in tl else tl["error"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="bilayer-bench-") as tmp:
         for backend in backends:
             runs = executed["onnx" if backend == "onnx" else "torch"]
@@ -188,6 +198,26 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
           f"{st['two_workers_fps']:.1f} with two workers on {st['threads_per_worker']} each "
           f"(alternated): {st['speedup']:.2f}×", flush=True)
     return out
+
+
+def tail_comparison(baked, frame: torch.Tensor) -> dict:
+    """The per-frame work after the heads convolution (tanh, grid, bilinear warp, sum, sigmoid) on its own, on the
+    heads' real channels-last output: the native one-pass loop (``runtime.native``, which the CPU backends use)
+    against PyTorch's operations, in alternating blocks."""
+    if not native.available():
+        return {"error": "native tail unavailable here (no C++ compiler): the backends use PyTorch's operations"}
+    module = make_renderer(baked, "eager")._run  # channels-last and packed, as the eager backend runs it
+    captured = []
+    hook = module.heads.register_forward_hook(lambda _m, _i, output: captured.append(output))
+    with torch.inference_mode():
+        module(frame)
+    hook.remove()
+    heads = captured[0]
+    fast, plain = copy.copy(module), copy.copy(module)  # the same weights, the flag differs
+    fast.native_tail, plain.native_tail = True, False
+    with torch.inference_mode():
+        ab = interleaved({"native": lambda: fast.tail(heads), "pytorch": lambda: plain.tail(heads)}, seconds=2.0)
+    return {"native_ms": ab["native"], "pytorch_ms": ab["pytorch"], "speedup": ab["pytorch"] / ab["native"]}
 
 
 def conv_layer_bound(renderer, frame: torch.Tensor, runs: int = 15) -> dict:

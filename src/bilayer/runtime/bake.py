@@ -237,15 +237,20 @@ class BakedRenderer(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = F.leaky_relu(h, NEGATIVE_SLOPE)  # the final norm is inside the last block
+        return self.tail(self.heads(h))
+
+    def tail(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' output (B, 6, H, W) → (image, mask): Δuv and LF through tanh, the texture warped by the
+        identity grid plus Δuv and added to LF, the mask through sigmoid."""
         if self.native_tail:
-            return fused_tail(self.heads(h), self.grid, self.texture)
+            return fused_tail(out, self.grid, self.texture)
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
-        out = self.heads(h).contiguous()
+        out = out.contiguous()
         bounded = 2 * torch.sigmoid(2 * out[:, :5]) - 1 if self.inductor else torch.tanh(out[:, :5])
         delta_uv, lf, logits = bounded[:, :2], bounded[:, 2:5], out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
-        texture = self.texture.expand(keypoints.shape[0], -1, -1, -1)
+        texture = self.texture.expand(out.shape[0], -1, -1, -1)
         sample = opaque_warp if self.inductor else warp
         return lf + sample(texture, uv), torch.sigmoid(logits)
 
