@@ -57,8 +57,9 @@ def test_tail_equals_pytorch(batch, size, texture_size, textures, channels_last)
 
 
 def test_tanh_and_sigmoid_are_accurate_everywhere():
-    """With a zero texture the image is tanh(LF) and the mask σ(logit): within 2e-7 of float64 from -40 to 40 (σ: -120 to 120),
-    near zero in relative terms too (where 2σ(2x) - 1 would not be), saturating to exactly ±1 / 0 / 1."""
+    """With a zero texture the image is tanh(LF) and the mask σ(logit): within 2e-7 of float64 from -40 to 40
+    (σ: -120 to 120), near zero in relative terms too (where 2σ(2x) - 1 would not be), saturating to exactly
+    ±1 / 0 / 1."""
     values = torch.cat([torch.linspace(-40, 40, 3 * 64 * 64 // 2), torch.randn(3 * 64 * 64 // 2) * 1e-3])
     values[:4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])
     heads = torch.zeros(1, 6, 64, 64)

@@ -22,6 +22,10 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
              (torchao).
 
+On CPU, eager, compile and int8 run everything after the heads convolution (tanh, grid, warp, sum, sigmoid) as one
+native loop, ``bilayer::tail`` (``runtime/native.py``), when its kernel can be built with the machine's C++
+compiler (once, then cached); without one they keep PyTorch's operations.
+
 Why the warp stays in float32 in the reduced-precision backends: the sampling grid holds absolute coordinates
 in [-1, 1]. bfloat16 has 8 significant bits, so near ±1 it can only represent steps of 2⁻⁸ — half a pixel at
 256 px — and the high-frequency layer would visibly jitter; float16 (11 bits) would still cost a few percent of

@@ -19,9 +19,9 @@ back to the PyTorch forms when it could not.
 
 Numerics follow ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` (SPEC §2.8):
 source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the texture
-contributing zero. tanh and σ come from one polynomial expm1 (within 1.5e-7 of float64, also near zero, where 2σ(2x) − 1
-would lose precision), so frames match the PyTorch tail within about 1e-5 (5e-5 at 256 px on a rough texture,
-where PyTorch's own float32 is 3e-5 from float64).
+contributing zero. tanh and σ come from one polynomial expm1 (within 1.5e-7 of float64, also near zero, where
+2σ(2x) − 1 would lose precision), so frames match the PyTorch tail within about 1e-5 (5e-5 at 256 px on a rough
+texture, where PyTorch's own float32 is 3e-5 from float64).
 """
 
 from __future__ import annotations
