@@ -79,6 +79,19 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     assert r._run.native_tail == native.available() and not renderer.native_tail
 
 
+def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
+    """No C++ compiler: eager keeps PyTorch's tail (same frames), compile and int8 say what to use instead."""
+    monkeypatch.setattr(native, "available", lambda: False)
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    r = make_renderer(renderer)
+    assert not r._run.native_tail
+    torch.testing.assert_close(r(keypoints)[0], reference[0], atol=1e-5, rtol=0)
+    for backend in ("compile", "int8"):
+        with pytest.raises(BackendError, match=rf"^{backend} on CPU needs a C\+\+ compiler \(g\+\+ or clang\+\+\) "
+                                               r"on PATH; use eager or onnx\.$"):
+            make_renderer(renderer, backend, calibration=keypoints)
+
+
 def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference):
     r = make_renderer(renderer, "bf16")
     out = r(keypoints)

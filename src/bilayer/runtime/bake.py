@@ -217,8 +217,8 @@ class BakedRenderer(nn.Module):
         # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
         # the plain forms.
         self.inductor = False
-        # Set by the same backends on CPU when runtime.native could build its kernel: the whole tail after the
-        # heads convolution (tanh, grid, bilinear sample, sum, sigmoid) as one parallel native loop,
+        # Set by the eager, compile and int8 backends on CPU when runtime.native can build its kernel: the tail
+        # after the heads convolution (tanh, grid, bilinear sample, sum, sigmoid) as one parallel native loop,
         # ``bilayer::tail``, instead of PyTorch's or inductor's several passes.
         self.native_tail = False
 
