@@ -77,6 +77,8 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     assert not renderer.channels_last  # the caller's module is untouched
     # the tail runs natively where its kernel builds (this machine has the compiler; the CI machine too)
     assert r._run.native_tail == native.available() and not renderer.native_tail
+    # channels-last applies to images only: the (1, H, W, 2) grid stays row-major (the warp read it transposed)
+    assert r._run.grid.is_contiguous() and r._run.texture.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):

@@ -49,6 +49,9 @@ def test_weights_dir_resolution(monkeypatch, tmp_path):
     assert default_weights_dir() == tmp_path
     assert resolve_weights_dir(None) == tmp_path
     monkeypatch.delenv("BILAYER_WEIGHTS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the project's cache folder follows it
+    assert default_weights_dir() == tmp_path / "xdg" / "bilayer" / "weights"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_weights_dir().parts[-3:] == (".cache", "bilayer", "weights")
     assert resolve_weights_dir("~/w") == resolve_weights_dir(None).parents[2] / "w"
     (tmp_path / "a.pth").write_bytes(b"x")

@@ -51,9 +51,9 @@ def test_tail_equals_pytorch(batch, size, texture_size, textures, channels_last)
     # the samples outside the texture are zero: where every corner is outside, the image is the LF layer alone
     u = grid[..., 0] + torch.tanh(heads[:, 0].double())
     far = (u.abs() > 1 + 2 / texture_size[1])
-    if far.any():
-        lf = torch.tanh(heads[:, 2:5].double()).permute(1, 0, 2, 3)[:, far]
-        assert (image.double().permute(1, 0, 2, 3)[:, far] - lf).abs().max() <= 2e-7
+    assert far.sum() >= 10  # every case has such pixels (heads up to ±3σ saturate tanh)
+    lf = torch.tanh(heads[:, 2:5].double()).permute(1, 0, 2, 3)[:, far]
+    assert (image.double().permute(1, 0, 2, 3)[:, far] - lf).abs().max() <= 2e-7
 
 
 def test_tanh_and_sigmoid_are_accurate_everywhere():

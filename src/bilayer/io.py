@@ -1,4 +1,5 @@
-"""Atomic file writing: a temporary file in the target folder, then ``os.replace`` (never a half-written output)."""
+"""Atomic file writing: a temporary file in the target folder, then ``os.replace`` (never a half-written output);
+and the project's cache folder."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def cache_home() -> Path:
+    """The project's cache folder: ``bilayer`` in ``$XDG_CACHE_HOME`` when set, else in ``~/.cache``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bilayer"
 
 
 @contextlib.contextmanager

@@ -54,7 +54,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", default=None,
                    help="folder with the metric weights: vgg16-397923af.pth (LPIPS), insight_face.pth (CSIM), "
                         "face-alignment's files (--landmarks face-alignment); nothing is downloaded "
-                        "(default $BILAYER_WEIGHTS, else ~/.cache/bilayer/weights)")
+                        "(default $BILAYER_WEIGHTS, else ~/.cache/bilayer/weights, or $XDG_CACHE_HOME/bilayer/weights "
+                        "when that is set)")
     p.add_argument("--landmarks", choices=LANDMARK_BACKENDS, default="mediapipe",
                    help="landmark backend of NME (face-alignment reads its weights from --weights-dir)")
     p.add_argument("--batch-size", type=int, default=8, help="target frames rendered and scored at once (default 8)")

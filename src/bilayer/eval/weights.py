@@ -1,13 +1,16 @@
 """Where the evaluation metrics find their foreign weight files (LPIPS, CSIM; SPEC §3.4).
 
 Metric weights are never downloaded: they are looked up in one directory, ``$BILAYER_WEIGHTS`` or
-``~/.cache/bilayer/weights`` by default, and a metric whose file is missing raises :class:`MetricUnavailable`.
+``~/.cache/bilayer/weights`` by default (``$XDG_CACHE_HOME/bilayer/weights`` when that is set), and a metric
+whose file is missing raises :class:`MetricUnavailable`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from ..io import cache_home
 
 ENV_VAR = "BILAYER_WEIGHTS"
 
@@ -17,11 +20,12 @@ class MetricUnavailable(Exception):
 
 
 def default_weights_dir() -> Path:
-    """``$BILAYER_WEIGHTS`` if set (and non-empty), else ``~/.cache/bilayer/weights``."""
+    """``$BILAYER_WEIGHTS`` if set (and non-empty), else ``weights`` in the project's cache folder
+    (``~/.cache/bilayer/weights``; ``$XDG_CACHE_HOME/bilayer/weights`` when that is set)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "bilayer" / "weights"
+    return cache_home() / "weights"
 
 
 def resolve_weights_dir(path: str | Path | None) -> Path:

@@ -11,11 +11,11 @@ OpenMP-parallel loop that reads each pixel's six head values once (channels-last
 gathers its four texels and writes the image and mask planes.
 
 The loop is C, compiled on first use with the C++ compiler that the compile and int8 backends need anyway
-(``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer`` by a hash of source, compiler and flags, and
-called through ctypes; the compiled library links the OpenMP runtime PyTorch has already loaded (same soname), so
-no second thread pool appears. It is wrapped as the custom operator ``bilayer::tail`` so that ``torch.compile``
-and ``torch.export`` keep it as one opaque call. :func:`available` says whether it could be built; callers fall
-back to the PyTorch forms when it could not.
+(``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
+hash of source, compiler and flags, and called through ctypes; the compiled library links the OpenMP runtime
+PyTorch has already loaded (same soname), so no second thread pool appears. It is wrapped as the custom operator
+``bilayer::tail`` so that ``torch.compile`` and ``torch.export`` keep it as one opaque call. :func:`available`
+says whether it could be built; callers fall back to the PyTorch forms when it could not.
 
 Numerics follow ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` (SPEC §2.8):
 source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the texture
@@ -32,11 +32,12 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
+
+from ..io import atomic_path, cache_home
 
 log = logging.getLogger(__name__)
 
@@ -152,38 +153,37 @@ def compiler() -> str | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bilayer" / "native"
+    """Where built libraries are kept: ``native`` in the project's cache folder (``io.cache_home``)."""
+    return cache_home() / "native"
 
 
-def _version(cxx: str) -> str:
-    try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
+class _BuildFailed(Exception):
+    pass
 
 
 def _build() -> ctypes.CDLL:
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX, or install g++ or clang++)")
+    try:
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256("\0".join([_SOURCE, cxx, _version(cxx), *flags]).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join([_SOURCE, cxx, version, *flags]).encode()).hexdigest()[:16]
         target = cache_dir() / f"tail-{key}.so"
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-                source = Path(tmp) / "tail.cpp"
-                source.write_text(_SOURCE)
-                built = Path(tmp) / "tail.so"
-                run = subprocess.run([cxx, *flags, "-shared", "-fPIC", "-x", "c++", str(source), "-o", str(built)],
-                                     capture_output=True, text=True, timeout=300)
-                if run.returncode:
-                    last = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
-                    errors.append(f"{cxx} {' '.join(flags)} failed ({last[0]})")
-                    continue
-                os.replace(built, target)  # atomic: a concurrent process sees the whole file or none
+            try:  # built under a temporary name, then renamed: a concurrent process sees the whole file or none
+                with atomic_path(target) as tmp:
+                    run = subprocess.run([cxx, *flags, "-shared", "-fPIC", "-x", "c++", "-", "-o", str(tmp)],
+                                         input=_SOURCE, capture_output=True, text=True, timeout=300)
+                    if run.returncode:
+                        last = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
+                        raise _BuildFailed(f"{cxx} {' '.join(flags)} failed ({last[0]})")
+            except _BuildFailed as error:
+                errors.append(str(error))
+                continue
         try:
             lib = ctypes.CDLL(str(target))
         except OSError as error:  # e.g. built with OpenMP the loader cannot resolve
@@ -207,7 +207,9 @@ def library() -> ctypes.CDLL:
                 _library = _build()
             except (OSError, RuntimeError, subprocess.SubprocessError) as error:
                 _failure = str(error)
-                log.info("native tail unavailable, using PyTorch's: %s", _failure)
+                # no compiler is an expected set-up (eager then runs PyTorch's tail); a failed build is not
+                (log.info if compiler() is None else log.warning)("native tail unavailable, using PyTorch's "
+                                                                   "operations: %s", _failure)
         if _library is None:
             raise RuntimeError(f"the native tail could not be built: {_failure}")
         return _library
