@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/complexity.py --out benchmarks/results
 	$(PY) benchmarks/synth.py --out benchmarks/results
 	$(PY) benchmarks/render.py --out benchmarks/results
+	$(PY) benchmarks/native.py --out benchmarks/results
 	$(PY) benchmarks/animate.py --out benchmarks/results
 
 bench-learning: $(STAMP)

@@ -70,23 +70,29 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     from bilayer.runtime.backends import PackedConv2d
 
     packed = [m for m in r._run.modules() if isinstance(m, PackedConv2d)]
-    assert len(packed) == sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules()) > 0
+    # (the heads too, unless the native loop runs them: it reads their plain weight)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
+    assert len(packed) == convs - native.available() > 0
+    assert isinstance(r._run.heads, PackedConv2d) != native.available()
     assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in r._run.blocks)
     assert {m.transposed for m in packed} == {True, False}
     assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)  # the caller's module untouched
     assert not renderer.channels_last  # the caller's module is untouched
-    # the tail runs natively where its kernel builds (this machine has the compiler; the CI machine too)
+    # the heads and tail run natively where the kernel builds (this machine has the compiler; the CI machine too)
     assert r._run.native_tail == native.available() and not renderer.native_tail
     # channels-last applies to images only: the (1, H, W, 2) grid stays row-major (the warp read it transposed)
     assert r._run.grid.is_contiguous() and r._run.texture.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
-    """No C++ compiler: eager keeps PyTorch's tail (same frames), compile and int8 say what to use instead."""
+    """No C++ compiler: eager keeps oneDNN's heads and PyTorch's tail (same frames), compile and int8 say what to use
+    instead."""
     monkeypatch.setattr(native, "available", lambda: False)
     monkeypatch.setattr(native, "compiler", lambda: None)
     r = make_renderer(renderer)
-    assert not r._run.native_tail
+    from bilayer.runtime.backends import PackedConv2d
+
+    assert not r._run.native_tail and isinstance(r._run.heads, PackedConv2d)
     torch.testing.assert_close(r(keypoints)[0], reference[0], atol=1e-5, rtol=0)
     for backend in ("compile", "int8"):
         with pytest.raises(BackendError, match=rf"^{backend} on CPU needs a C\+\+ compiler \(g\+\+ or clang\+\+\) "
@@ -157,15 +163,18 @@ def test_compile_matches_eager(renderer, keypoints, reference, monkeypatch):
     _, code = run_and_get_code(lambda: make_renderer(renderer, "compile")(keypoints[:1]))
     code = "\n".join(code)
     assert "torch.ops.mkldnn._convolution_pointwise" in code
-    # the tail after the heads is one native operator; where it cannot be built, the warp is PyTorch's grid_sample
+    # the heads and the tail are one native operator; where it cannot be built, the warp is PyTorch's grid_sample
     # kernel behind one opaque operator (not inductor's generated gather loops) and tanh is written with sigmoid
     assert "tanh" not in code and "grid_sampler" not in code
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
     if native.available():
-        assert "torch.ops.bilayer.tail" in code and "torch.ops.bilayer.warp" not in code
+        assert "torch.ops.bilayer.heads_tail" in code and "torch.ops.bilayer.warp" not in code
+        assert code.count("= torch.ops.mkldnn._convolution_") == convs - 1  # every convolution but the heads
     monkeypatch.setattr(native, "available", lambda: False)
     fallback, code = run_and_get_code(lambda: make_renderer(renderer, "compile")(keypoints))
     code = "\n".join(code)
-    assert "torch.ops.bilayer.warp" in code and "torch.ops.bilayer.tail" not in code and "tanh" not in code
+    assert "torch.ops.bilayer.warp" in code and "torch.ops.bilayer.heads_tail" not in code and "tanh" not in code
+    assert code.count("= torch.ops.mkldnn._convolution_") == convs
     assert (fallback[0] - reference[0]).abs().max() <= 1e-4
 
 
@@ -201,7 +210,7 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
     upsampling = sum(isinstance(m, UpsampleConv2d) for m in renderer.blocks.modules())
     assert upsampling >= 2 and convs >= 5 + upsampling and code.count("torch.ops.onednn.qconv") == convs
     assert "qlinear" not in code and "convolution_transpose" not in code
-    assert ("torch.ops.bilayer.tail" in code) == native.available()  # the float32 tail, in one native pass
+    assert ("torch.ops.bilayer.heads_tail" in code) == native.available()  # float32 heads and tail, one pass
     _check_frame((image, mask), keypoints[:1])
     assert psnr(image, reference[0][:1]) >= 40 and psnr(mask, reference[1][:1], 1.0) >= 40
     # a symbolic batch: the second size compiles once, every further size reuses that quantized graph

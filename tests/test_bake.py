@@ -60,7 +60,7 @@ def test_baked_module_is_plain_and_model_untouched():
 def test_fast_forms_of_the_tail_equal_the_plain_ones():
     """The forms the fast backends use give the same frames as the plain ones, to float rounding (the 1e-5 the
     baked module keeps to the model): under inductor the warp as one opaque operator and tanh as 2·sigmoid(2x) - 1;
-    on CPU the whole tail as one native operator (runtime.native), when this machine can build it."""
+    on CPU the heads and the whole tail as one native operator (runtime.native), when this machine can build it."""
     from bilayer.runtime import native
 
     model = build_model(CONFIGS["tiny"])
@@ -88,11 +88,11 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
             frames[form] = baked(keypoints)
     baked.inductor = baked.native_tail = False
     # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
-    tail = {"bilayer::warp", "bilayer::tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
+    tail = {"bilayer::warp", "bilayer::heads_tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["inductor"].names == {"bilayer::warp", "aten::sigmoid"}
     if "native" in forms:
-        assert tail & ops["native"].names == {"bilayer::tail"}
+        assert tail & ops["native"].names == {"bilayer::heads_tail"}
     for form in forms:
         for a, b in zip(frames["plain"], frames[form]):
             assert (a - b).abs().max() <= 1e-5  # a 1e-7 change of Δuv moves the sampled texture by its gradient

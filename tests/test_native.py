@@ -1,5 +1,6 @@
-"""The native one-pass tail (runtime/native.py): the same frames as PyTorch's tail, for every layout and batch the
-backends hand it, built once and cached, and refused or skipped cleanly where it cannot run."""
+"""The native one-pass heads and tail (runtime/native.py): the same frames as PyTorch's heads convolution and tail,
+for every layout and batch the backends hand it, built once and cached, and refused or skipped cleanly where it
+cannot run."""
 
 import os
 import subprocess
@@ -15,116 +16,166 @@ from bilayer.runtime import native
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler to build the native tail")
 
 
-def plain_tail(heads, grid, texture, dtype=torch.float64):
-    """BakedRenderer's PyTorch tail, in ``dtype``."""
-    heads, grid, texture = heads.to(dtype), grid.to(dtype), texture.to(dtype)
+SLOPE = 0.2
+
+
+def plain_tail(features, weight, bias, grid, texture, dtype=torch.float64, slope=SLOPE):
+    """BakedRenderer's PyTorch heads and tail, in ``dtype``."""
+    features, weight, bias = features.to(dtype), weight.to(dtype), bias.to(dtype)
+    grid, texture = grid.to(dtype), texture.to(dtype)
+    heads = F.conv2d(F.leaky_relu(features, slope), weight, bias, padding=1)
     bounded = torch.tanh(heads[:, :5])
     uv = grid + bounded[:, :2].permute(0, 2, 3, 1)
     texture = texture.expand(heads.shape[0], -1, -1, -1)
     image = bounded[:, 2:5] + F.grid_sample(texture, uv, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return image, torch.sigmoid(heads[:, 5:6])
+    return image, torch.sigmoid(heads[:, 5:6]), heads
 
 
-@pytest.mark.parametrize(
-    "batch, size, texture_size, textures, channels_last",
-    [(1, 64, (64, 64), 1, False), (3, 32, (48, 40), 3, True), (2, 40, (80, 80), 1, True), (1, 17, (9, 23), 1, False)],
-)
-def test_tail_equals_pytorch(batch, size, texture_size, textures, channels_last):
-    """Against float64: within a few 1e-5 where PyTorch's own float32 tail is (non-square, smaller and larger
-    textures, one texture for the batch or one each, planar or channels-last heads and texture; head values up to
-    ±3·σ push the grid up to a pixel-and-more outside the texture, so the zero padding is exercised)."""
-    g = torch.Generator().manual_seed(batch * 100 + size)
-    heads = torch.randn(batch, 6, size, size, generator=g) * 3
+def inputs(batch, channels, size, texture_size, textures, layout, seed, scale=3.0):
+    """Features, heads weight and bias whose head values spread to about ±``scale``·σ, a texture and a grid."""
+    g = torch.Generator().manual_seed(seed)
+    height, width = size
+    if layout == "strided":  # a view into a wider tensor: no dense layout at all
+        features = torch.randn(batch, channels, height, width + 5, generator=g)[..., 2 : width + 2]
+    else:
+        features = torch.randn(batch, channels, height, width, generator=g)
+        if layout == "channels_last":
+            features = features.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(6, channels, 3, 3, generator=g) * scale / (9 * channels * 0.6) ** 0.5
+    bias = torch.randn(6, generator=g) * 0.3
     texture = torch.rand(textures, 3, *texture_size, generator=g) * 2 - 1
-    if channels_last:
-        heads = heads.contiguous(memory_format=torch.channels_last)
+    if layout == "channels_last":
         texture = texture.contiguous(memory_format=torch.channels_last)
-    grid = identity_grid(size)
-    image, mask = native.fused_tail(heads, grid, texture)
-    assert image.shape == (batch, 3, size, size) and mask.shape == (batch, 1, size, size)
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    return features, weight, bias, pixel_grid(height, width), texture
+
+
+def pixel_grid(height, width):
+    """identity_grid for a height × width frame: pixel centres, x then y."""
+    y = (torch.arange(height, dtype=torch.float64) * 2 + 1) / height - 1
+    x = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)[None].float()
+    assert height != width or torch.equal(grid, identity_grid(height))
+    return grid
+
+
+CASES = [  # batch, channels, (height, width), texture size, textures, layout
+    (1, 16, (64, 64), (64, 64), 1, "channels_last"),  # the small preset's case: 16-channel blocks, 64-pixel rows
+    (3, 32, (32, 40), (48, 40), 3, "channels_last"),  # a row that is no multiple of the vector blocks, 3 textures
+    (2, 24, (40, 40), (80, 80), 1, "channels_last"),  # channels no multiple of 16: the scalar transposition
+    (1, 3, (17, 23), (9, 23), 1, "planar"),
+    (2, 16, (20, 70), (30, 30), 2, "strided"),
+]
+
+
+@pytest.mark.parametrize("batch, channels, size, texture_size, textures, layout", CASES)
+def test_heads_and_tail_equal_pytorch(batch, channels, size, texture_size, textures, layout):
+    """Against float64: as close as PyTorch's own float32 frames are (non-square frames, smaller and larger
+    textures, one texture for the batch or one each, channels-last, planar and strided features; head values up
+    to about ±3σ push the grid a pixel and more outside the texture, so the zero padding is exercised; the
+    convolution's zero border is exercised on every frame's edge)."""
+    features, weight, bias, grid, texture = inputs(batch, channels, size, texture_size, textures, layout,
+                                                   seed=batch * 100 + channels)
+    image, mask = native.heads_tail(features, weight, bias, SLOPE, grid, texture)
+    assert image.shape == (batch, 3, *size) and mask.shape == (batch, 1, *size)
     assert image.is_contiguous() and mask.is_contiguous() and image.dtype == mask.dtype == torch.float32
-    truth = plain_tail(heads, grid, texture)
-    ours32 = plain_tail(heads, grid, texture, torch.float32)
+    truth = plain_tail(features, weight, bias, grid, texture)
+    ours32 = plain_tail(features, weight, bias, grid, texture, torch.float32)
     budget = 2 * (ours32[0].double() - truth[0]).abs().max().item() + 1e-5
     assert (image.double() - truth[0]).abs().max() <= budget
-    assert (mask.double() - truth[1]).abs().max() <= 2e-7
+    assert (mask.double() - truth[1]).abs().max() <= 1e-6
     # the samples outside the texture are zero: where every corner is outside, the image is the LF layer alone
-    u = grid[..., 0] + torch.tanh(heads[:, 0].double())
-    far = (u.abs() > 1 + 2 / texture_size[1])
-    assert far.sum() >= 10  # every case has such pixels (heads up to ±3σ saturate tanh)
-    lf = torch.tanh(heads[:, 2:5].double()).permute(1, 0, 2, 3)[:, far]
-    assert (image.double().permute(1, 0, 2, 3)[:, far] - lf).abs().max() <= 2e-7
+    # (a texel leaking in would be off by ~0.1)
+    heads = truth[2]
+    u = grid[..., 0] + torch.tanh(heads[:, 0])
+    far = (u.abs() > 1 + 2 / texture_size[1]) & ((u.abs() - 1 - 2 / texture_size[1]).abs() > 1e-4)
+    assert far.sum() >= 10  # every case has such pixels
+    lf = torch.tanh(heads[:, 2:5]).permute(1, 0, 2, 3)[:, far]
+    assert (image.double().permute(1, 0, 2, 3)[:, far] - lf).abs().max() <= 1e-5  # the convolution's rounding
 
 
 def test_tanh_and_sigmoid_are_accurate_everywhere():
-    """With a zero texture the image is tanh(LF) and the mask σ(logit): within 2e-7 of float64 from -40 to 40
-    (σ: -120 to 120), near zero in relative terms too (where 2σ(2x) - 1 would not be), saturating to exactly
-    ±1 / 0 / 1."""
+    """With a zero texture, slope 1 (no activation) and a weight that copies feature k to head k, the image is
+    tanh(LF) and the mask σ(logit): within 2e-7 of float64 from -40 to 40 (σ: -120 to 120), near zero in relative
+    terms too (where 2σ(2x) - 1 would not be), saturating to exactly ±1 / 0 / 1."""
     values = torch.cat([torch.linspace(-40, 40, 3 * 64 * 64 // 2), torch.randn(3 * 64 * 64 // 2) * 1e-3])
     values[:4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])
-    heads = torch.zeros(1, 6, 64, 64)
-    heads[0, 2:5] = values.view(3, 64, 64)
-    heads[0, 5] = torch.cat([torch.linspace(-120, 120, 2048), torch.randn(2048) * 1e-3]).view(64, 64)
-    image, mask = native.fused_tail(heads, identity_grid(64), torch.zeros(1, 3, 64, 64))
-    tanh, sigmoid = torch.tanh(heads[:, 2:5].double()), torch.sigmoid(heads[:, 5:6].double())
+    features = torch.zeros(1, 6, 64, 64)
+    features[0, 2:5] = values.view(3, 64, 64)
+    features[0, 5] = torch.cat([torch.linspace(-120, 120, 2048), torch.randn(2048) * 1e-3]).view(64, 64)
+    weight = torch.zeros(6, 6, 3, 3)
+    weight[range(6), range(6), 1, 1] = 1.0
+    image, mask = native.heads_tail(features, weight, torch.zeros(6), 1.0, identity_grid(64),
+                                    torch.zeros(1, 3, 64, 64))
+    tanh, sigmoid = torch.tanh(features[:, 2:5].double()), torch.sigmoid(features[:, 5:6].double())
     assert (image.double() - tanh).abs().max() <= 2e-7 and (mask.double() - sigmoid).abs().max() <= 2e-7
-    small = heads[:, 2:5].abs().double().clamp_min(1e-30) < 0.1
+    small = features[:, 2:5].abs().double().clamp_min(1e-30) < 0.1
     assert ((image.double() - tanh).abs() / tanh.abs().clamp_min(1e-38))[small].max() <= 3e-7
     assert image.flatten()[0] == 0 and torch.isfinite(image).all() and torch.isfinite(mask).all()
     assert image.max() == 1 and image.min() == -1 and mask.max() == 1 and mask.min() < 1e-30
 
 
 def test_threads_do_not_change_the_result():
-    g = torch.Generator().manual_seed(4)
-    heads = torch.randn(2, 6, 33, 33, generator=g)
-    texture = torch.rand(1, 3, 33, 33, generator=g)
+    """Bands of rows per thread: every split (1, 2, 3 threads over 2 frames of 33 rows) gives the same bits."""
+    features, weight, bias, grid, texture = inputs(2, 16, (33, 33), (33, 33), 1, "channels_last", seed=4)
     threads = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = native.fused_tail(heads, identity_grid(33), texture)
-        torch.set_num_threads(2)
-        two = native.fused_tail(heads, identity_grid(33), texture)
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(native.heads_tail(features, weight, bias, SLOPE, grid, texture))
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
 def test_opaque_to_compile_and_export():
     """torch.compile calls it as one operator (its fake kernel gives the shapes) and torch.export keeps it, with a
     symbolic batch."""
-    grid, texture = identity_grid(16), torch.rand(1, 3, 16, 16)
+    _, weight, bias, grid, texture = inputs(1, 8, (16, 16), (16, 16), 1, "planar", seed=6)
 
-    def tail(heads):
-        return native.fused_tail(heads * 1.5, grid, texture)
+    def tail(features):
+        return native.heads_tail(features * 1.5, weight, bias, SLOPE, grid, texture)
 
-    heads = torch.randn(2, 6, 16, 16)
+    features = torch.randn(2, 8, 16, 16)
     from torch._inductor.utils import run_and_get_code
 
-    compiled, code = run_and_get_code(lambda: torch.compile(tail)(heads))
-    assert "torch.ops.bilayer.tail" in "\n".join(code)
-    assert all(torch.equal(a, b) for a, b in zip(compiled, tail(heads)))
+    compiled, code = run_and_get_code(lambda: torch.compile(tail)(features))
+    assert "torch.ops.bilayer.heads_tail" in "\n".join(code)
+    assert all(torch.equal(a, b) for a, b in zip(compiled, tail(features)))
 
     class Tail(torch.nn.Module):
         def forward(self, h):
             return tail(h)
 
-    program = torch.export.export(Tail(), (heads,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    assert "bilayer.tail" in str(program.graph)
-    three = torch.randn(3, 6, 16, 16)
+    program = torch.export.export(Tail(), (features,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert "bilayer.heads_tail" in str(program.graph)
+    three = torch.randn(3, 8, 16, 16)
     assert all(torch.equal(a, b) for a, b in zip(program.module()(three), tail(three)))
 
 
 def test_bad_inputs_are_named():
-    grid, texture = identity_grid(8), torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match=r"expects 6 head channels, got 5\.$"):
-        native.fused_tail(torch.zeros(1, 5, 8, 8), grid, texture)
+    features, weight, bias, grid, texture = inputs(2, 4, (8, 8), (8, 8), 1, "planar", seed=7)
+
+    def call(f=features, w=weight, b=bias, g=grid, t=texture):
+        native.heads_tail(f, w, b, SLOPE, g, t)
+
+    with pytest.raises(ValueError, match=r"expects a \(6, 4, 3, 3\) weight and a \(6,\) bias for 4 feature channels, "
+                                         r"got \(6, 5, 3, 3\) and \(6,\)\.$"):
+        call(w=torch.zeros(6, 5, 3, 3))
+    with pytest.raises(ValueError, match=r"got \(6, 4, 3, 3\) and \(5,\)\.$"):
+        call(b=torch.zeros(5))
     with pytest.raises(ValueError, match=r"expects a \(1, 8, 8, 2\) grid, got \(1, 4, 4, 2\)\.$"):
-        native.fused_tail(torch.zeros(1, 6, 8, 8), identity_grid(4), texture)
+        call(g=identity_grid(4))
     with pytest.raises(ValueError, match=r"expects a \(1 or 2, 3, H, W\) texture, got \(3, 3, 8, 8\)\.$"):
-        native.fused_tail(torch.zeros(2, 6, 8, 8), grid, torch.rand(3, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"runs on float32 CPU tensors, got torch\.float64 on cpu\.$"):
-        native.fused_tail(torch.zeros(1, 6, 8, 8, dtype=torch.float64), grid, texture)
+        call(t=torch.rand(3, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) features, got \(4, 8, 8\)\.$"):
+        call(f=features[0])
+    with pytest.raises(ValueError, match=r"runs on float32 CPU tensors; its features is torch\.float64 on cpu\.$"):
+        call(f=features.double())
+    with pytest.raises(ValueError, match=r"its texture is torch\.bfloat16 on cpu\.$"):
+        call(t=texture.bfloat16())
 
 
 def test_built_once_then_cached_and_failures_explained(tmp_path):

@@ -22,9 +22,10 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
              (torchao).
 
-On CPU, eager, compile and int8 run everything after the heads convolution (tanh, grid, warp, sum, sigmoid) as one
-native loop, ``bilayer::tail`` (``runtime/native.py``), when its kernel can be built with the machine's C++
-compiler (once, then cached); without one they keep PyTorch's operations.
+On CPU, eager, compile and int8 run everything after the last residual block (activation, heads convolution,
+tanh, grid, warp, sum, sigmoid) as one native loop, ``bilayer::heads_tail`` (``runtime/native.py``), when its
+kernel can be built with the machine's C++ compiler (once, then cached); without one they keep PyTorch's
+operations.
 
 Why the warp stays in float32 in the reduced-precision backends: the sampling grid holds absolute coordinates
 in [-1, 1]. bfloat16 has 8 significant bits, so near ±1 it can only represent steps of 2⁻⁸ — half a pixel at
@@ -150,7 +151,7 @@ def make_renderer(
     if backend == "fp16" and device.type != "cuda":
         raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
     if backend == "eager":
-        module = _native_tail(_packed(_channels_last(copy.deepcopy(renderer).eval().to(device))), device)
+        module = _packed(_native_tail(_channels_last(copy.deepcopy(renderer).eval().to(device)), device))
         return FrameRenderer(backend, module, device, pose_dim)
     if backend in ("bf16", "fp16"):
         dtype = torch.bfloat16 if backend == "bf16" else torch.float16
@@ -219,7 +220,7 @@ def _packed(module: BakedRenderer) -> BakedRenderer:
             for op in _PACKED_OPS)):
         return module  # plain convolutions: not on CPU, or this torch build lacks oneDNN's inference ops
     convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)
-             and (not isinstance(m, UpsampleConv2d) or m.fold)}
+             and (not isinstance(m, UpsampleConv2d) or m.fold) and not (name == "heads" and module.native_tail)}
     sizes: dict[str, list[int]] = {}
 
     def record(name: str):
@@ -262,10 +263,12 @@ def _inductor_forms(module: BakedRenderer, device: torch.device) -> BakedRendere
 
 
 def _native_tail(module: BakedRenderer, device: torch.device) -> BakedRenderer:
-    """On CPU, the tail after the heads as one native loop (``runtime.native``) when its kernel can be built here
+    """On CPU, the heads and the tail as one native loop (``runtime.native``) when its kernel can be built here
     (it needs the C++ compiler; built once, then cached); elsewhere, or without one, PyTorch's operations. On the
-    small preset's frame the tail takes 0.6–1.0 instead of 1.75–2.3 ms on 2 threads (benchmarks/render.py)."""
+    small preset's frame they take 2.5 instead of 4.0 ms on 2 threads (benchmarks/render.py's ``tail`` line)."""
     module.native_tail = device.type == "cpu" and native.available()
+    if module.native_tail:  # the loop reads the heads' weight planar: re-laid once here, not per frame
+        module.heads.weight.data = module.heads.weight.data.contiguous()
     return module
 
 

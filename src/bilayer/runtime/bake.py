@@ -28,7 +28,7 @@ from ..nn.adaptive import AdaptiveAffine, AdaptiveBatchNorm2d
 from ..nn.blocks import NEGATIVE_SLOPE, ResBlock
 from ..nn.image import opaque_warp, warp
 from ..structures import AvatarState
-from .native import fused_tail
+from .native import heads_tail
 
 
 def _affine(norm: nn.BatchNorm2d, params: AdaptiveAffine | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,9 +217,10 @@ class BakedRenderer(nn.Module):
         # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
         # the plain forms.
         self.inductor = False
-        # Set by the eager, compile and int8 backends on CPU when runtime.native can build its kernel: the tail
-        # after the heads convolution (tanh, grid, bilinear sample, sum, sigmoid) as one parallel native loop,
-        # ``bilayer::tail``, instead of PyTorch's or inductor's several passes.
+        # Set by the eager, compile and int8 backends on CPU when runtime.native can build its kernel: everything
+        # after the last block (activation, heads convolution, tanh, grid, bilinear sample, sum, sigmoid) as one
+        # parallel native loop, ``bilayer::heads_tail``, instead of oneDNN's convolution and PyTorch's or
+        # inductor's several passes.
         self.native_tail = False
 
     def forward(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,14 +237,20 @@ class BakedRenderer(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             h = block(h)
-        h = F.leaky_relu(h, NEGATIVE_SLOPE)  # the final norm is inside the last block
-        return self.tail(self.heads(h))
+        return self.tail(h)
 
-    def tail(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The heads' output (B, 6, H, W) → (image, mask): Δuv and LF through tanh, the texture warped by the
-        identity grid plus Δuv and added to LF, the mask through sigmoid."""
+    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last block's output (B, C, H, W) → (image, mask): the activation (the final norm is inside the
+        last block), the heads convolution, Δuv and LF through tanh, the texture warped by the identity grid plus
+        Δuv and added to LF, the mask through sigmoid."""
         if self.native_tail:
-            return fused_tail(out, self.grid, self.texture)
+            if self.channels_last:
+                # free when the last block wrote channels-last; otherwise (the int8 backend's sub-pixel
+                # interleave ends in a planar reshape) it tells the compiler which layout to write: the loop reads
+                # any layout, but reads channels-last fastest, and inductor writes what the eager graph had
+                features = features.contiguous(memory_format=torch.channels_last)
+            return heads_tail(features, self.heads.weight, self.heads.bias, NEGATIVE_SLOPE, self.grid, self.texture)
+        out = self.heads(F.leaky_relu(features, NEGATIVE_SLOPE))
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
         out = out.contiguous()

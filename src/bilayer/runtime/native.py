@@ -1,27 +1,36 @@
-"""The per-frame tail as one native CPU loop: heads output → (image, mask) in a single pass over the pixels.
+"""The end of every frame as one native CPU loop: the last block's features → heads convolution → (image, mask).
 
-After the heads convolution, a frame's remaining work is pointwise plus one bilinear lookup per pixel:
+After the last residual block, a frame's remaining work is one small convolution and pointwise work with one
+bilinear lookup per pixel:
 
-    Δuv, LF = tanh(heads[:5]) ;  uv = grid + Δuv ;  image = LF + bilinear(texture, uv) ;  mask = σ(heads[5])
+    heads = conv3x3(LeakyReLU(features)) ;  Δuv, LF = tanh(heads[:5]) ;  uv = grid + Δuv
+    image = LF + bilinear(texture, uv) ;  mask = σ(heads[5])
 
-PyTorch runs that as five to seven passes over full-resolution tensors (a layout copy, tanh, an add, grid_sample,
-an add, a sigmoid), and inductor as two generated loops around PyTorch's grid_sample, which runs on one thread
-for a single frame. On the small preset that tail took about a quarter of an int8 frame. Here it is one
-OpenMP-parallel loop that reads each pixel's six head values once (channels-last, as the convolution writes them),
-gathers its four texels and writes the image and mask planes.
+PyTorch runs that as an activation pass, a oneDNN convolution (which pads the six output channels to a full
+vector width, so most of its arithmetic is wasted) and five to seven passes over full-resolution tensors (a layout
+copy, tanh, an add, grid_sample on one thread for a single frame, an add, a sigmoid); inductor fuses the
+pointwise part into two generated loops around PyTorch's grid_sample. On the small preset that was about 4 ms of
+a 10–14-ms int8 frame. Here it is one OpenMP-parallel pass over output rows:
+
+- each thread takes a band of rows and keeps the three feature rows the current output row needs as planar,
+  zero-bordered rows, activated as they are read (channels-last features are transposed 16 × 16 in registers);
+- the convolution runs on contiguous vectors of 64 output pixels, six outputs each, with no padded lanes;
+- the tail reads the six head rows just computed, gathers four texels per pixel and writes the image and mask.
 
 The loop is C, compiled on first use with the C++ compiler that the compile and int8 backends need anyway
 (``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
 hash of source, compiler and flags, and called through ctypes; the compiled library links the OpenMP runtime
 PyTorch has already loaded (same soname), so no second thread pool appears. It is wrapped as the custom operator
-``bilayer::tail`` so that ``torch.compile`` and ``torch.export`` keep it as one opaque call. :func:`available`
-says whether it could be built; callers fall back to the PyTorch forms when it could not.
+``bilayer::heads_tail`` so that ``torch.compile`` and ``torch.export`` keep it as one opaque call.
+:func:`available` says whether it could be built; callers fall back to the PyTorch forms when it could not.
 
-Numerics follow ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)`` (SPEC §2.8):
-source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the texture
-contributing zero. tanh and σ come from one polynomial expm1 (within 1.5e-7 of float64, also near zero, where
-2σ(2x) − 1 would lose precision), so frames match the PyTorch tail within about 1e-5 (5e-5 at 256 px on a rough
-texture, where PyTorch's own float32 is 3e-5 from float64).
+Numerics: the convolution sums in float32 like oneDNN does (in another order, so results differ by float
+rounding). The warp follows ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)``
+(SPEC §2.8): source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the
+texture contributing zero. tanh and σ come from one polynomial expm1 (within 1.5e-7 of float64, also near zero,
+where 2σ(2x) − 1 would lose precision). Frames stay within twice PyTorch's own float32 distance from float64
+(tests/test_native.py); the warp multiplies a rounding difference in Δuv by the texture's gradient times half the
+texture width, so that distance is ~1e-5 on smooth textures and ~1e-4 on rough random ones.
 """
 
 from __future__ import annotations
@@ -46,7 +55,14 @@ HEAD_CHANNELS = 6  # Δu, Δv, LF r, g, b, mask logit (BakedRenderer.heads)
 _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 /* exp(x) - 1 for x in [-87, 88]: x = n·ln2 + r with |r| <= ln2/2, q = e^r - 1 by the degree-7 Taylor
    polynomial without its constant term (truncation < 6e-9), then 2^n·(1 + q) - 1 = 2^n·q + (2^n - 1), exact
@@ -72,65 +88,206 @@ static inline float tanh_s(float x) {
     float t = -m / (2.0f + m);
     return x < 0.0f ? -t : t;
 }
-#define CHUNK 64
-
 static inline int32_t clampi(int32_t v, int32_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 
-/* heads: (B, H, W, 6) pixel-major; grid: (H, W, 2), x then y; texture: (·, 3, th, tw) with element strides
-   ts = {frame (0: one texture for all), channel, row, column}; image: (B, 3, H, W); mask: (B, 1, H, W). */
+/* The tail of n pixels of one row: h[k] are the six head values' planar runs, gp the grid's (x, y) pairs of the
+   same pixels, t0..t2 the texture's three channel planes (row stride sy, column stride sx), ip the image's first
+   plane at these pixels (planes `plane` apart), mp the mask. */
+static inline void tail_pixels(const float* const* h, const float* gp, const float* t0, const float* t1,
+                               const float* t2, int32_t sy, int32_t sx, int64_t th, int64_t tw, float* ip,
+                               int64_t plane, float* mp, int64_t n) {
+    const float fw = (float)tw, fh = (float)th;
+    const float *h0 = h[0], *h1 = h[1], *h2 = h[2], *h3 = h[3], *h4 = h[4], *h5 = h[5];
+#pragma omp simd
+    for (int64_t x = 0; x < n; ++x) {
+        float u = gp[2 * x] + tanh_s(h0[x]);
+        float v = gp[2 * x + 1] + tanh_s(h1[x]);
+        float ix = ((u + 1.0f) * fw - 1.0f) * 0.5f;
+        float iy = ((v + 1.0f) * fh - 1.0f) * 0.5f;
+        /* |u|, |v| <= 2, so these stay far inside int range */
+        float fx = floorf(ix), fy = floorf(iy);
+        float ex = fx + 1.0f - ix, wx = ix - fx, ey = fy + 1.0f - iy, wy = iy - fy;
+        int32_t x0 = (int32_t)fx, y0 = (int32_t)fy, x1 = x0 + 1, y1 = y0 + 1;
+        /* zero padding: a corner outside the texture gets weight 0 and reads a clamped, valid texel */
+        float vx0 = (x0 >= 0 && x0 < tw) ? 1.0f : 0.0f, vx1 = (x1 >= 0 && x1 < tw) ? 1.0f : 0.0f;
+        float vy0 = (y0 >= 0 && y0 < th) ? 1.0f : 0.0f, vy1 = (y1 >= 0 && y1 < th) ? 1.0f : 0.0f;
+        float nw = ex * ey * (vx0 * vy0), ne = wx * ey * (vx1 * vy0);
+        float sw = ex * wy * (vx0 * vy1), se = wx * wy * (vx1 * vy1);
+        int32_t cx0 = clampi(x0, (int32_t)tw - 1) * sx, cx1 = clampi(x1, (int32_t)tw - 1) * sx;
+        int32_t ry0 = clampi(y0, (int32_t)th - 1) * sy, ry1 = clampi(y1, (int32_t)th - 1) * sy;
+        int32_t a = ry0 + cx0, c = ry0 + cx1, d = ry1 + cx0, e = ry1 + cx1;
+        ip[x] = tanh_s(h2[x]) + (t0[a] * nw + t0[c] * ne + t0[d] * sw + t0[e] * se);
+        ip[plane + x] = tanh_s(h3[x]) + (t1[a] * nw + t1[c] * ne + t1[d] * sw + t1[e] * se);
+        ip[2 * plane + x] = tanh_s(h4[x]) + (t2[a] * nw + t2[c] * ne + t2[d] * sw + t2[e] * se);
+        mp[x] = sigmoid(h5[x]);
+    }
+}
+
+/* The heads and the tail, one output row at a time: a 3×3 convolution from C channels to the six heads on
+   features activated by LeakyReLU(slope) as they are read, then tail_pixels. Each thread takes a band of rows
+   and keeps the three input rows the current output row needs as planar, zero-bordered rows, so that the
+   convolution runs on contiguous vectors of output pixels whatever the features' layout; each input row is
+   re-laid out once per band. */
+typedef float vf __attribute__((vector_size(64)));
+#ifndef NV
+#define NV 4
+#endif
+#define VL 16
+#define XB (NV * VL)
+
+static inline vf ldv(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void stv(float* p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* row y of frame b into dst: C planar rows of pw floats, feature column x at 1 + x, zeros around */
+static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C, int64_t b, int64_t y,
+                     int64_t height, int64_t width, int64_t pw, float slope) {
+    if (y < 0 || y >= height) {
+        memset(dst, 0, sizeof(float) * C * pw);
+        return;
+    }
+    for (int64_t c = 0; c < C; ++c) {  /* the borders: column 0 and everything after the last feature column */
+        dst[c * pw] = 0.0f;
+        memset(dst + c * pw + 1 + width, 0, sizeof(float) * (pw - 1 - width));
+    }
+    const float* src = feat + b * fs[0] + y * fs[2];
+    if (fs[1] == 1) {  /* channels-last: one pixel's channels are contiguous */
+        int64_t x = 0;
+#ifdef __AVX512F__
+        /* 16 pixels × 16 channels at a time, transposed in registers */
+        if (C % 16 == 0) {
+            const __m512 zero = _mm512_setzero_ps(), k = _mm512_set1_ps(slope);
+            for (; x + 16 <= width; x += 16)
+                for (int64_t c0 = 0; c0 < C; c0 += 16) {
+                    __m512 r[16], t[16];
+                    for (int i = 0; i < 16; ++i) {
+                        __m512 v = _mm512_loadu_ps(src + (x + i) * fs[3] + c0);
+                        __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+                        r[i] = _mm512_mask_mul_ps(v, neg, v, k);
+                    }
+                    for (int i = 0; i < 16; i += 2) {
+                        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+                    }
+                    for (int i = 0; i < 16; i += 4) {
+                        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+                    }
+                    for (int i = 0; i < 4; ++i) {
+                        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+                        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+                        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+                        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+                    }
+                    for (int i = 0; i < 4; ++i) {
+                        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+                        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+                        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+                        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+                    }
+                    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (c0 + i) * pw + 1 + x, r[i]);
+                }
+        }
+#endif
+        for (; x < width; ++x)
+            for (int64_t c = 0; c < C; ++c) {
+                float v = src[x * fs[3] + c];
+                dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
+            }
+    } else {
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t x = 0; x < width; ++x) {
+                float v = src[c * fs[1] + x * fs[3]];
+                dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
+            }
+    }
+}
+
+/* one output row's six head rows (each `wr` wide, a multiple of XB) from the three input rows: XB pixels at a
+   time, NV vectors of VL, 6·NV accumulators; per kernel tap, NV input vectors and six broadcast weights feed 6·NV
+   multiply-adds */
+static void conv_row(float* out, const float* const* rows, const float* weight, const float* bias, int64_t C,
+                     int64_t pw, int64_t wr) {
+    for (int64_t x0 = 0; x0 < wr; x0 += XB) {
+        vf acc[6][NV];
+#pragma GCC unroll 8
+        for (int o = 0; o < 6; ++o)
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v) acc[o][v] = (vf){} + bias[o];
+        for (int64_t c = 0; c < C; ++c)
+            for (int ky = 0; ky < 3; ++ky)
+#pragma GCC unroll 3
+                for (int kx = 0; kx < 3; ++kx) {
+                    const float* r = rows[ky] + c * pw + x0 + kx;
+                    const float* w = weight + c * 9 + ky * 3 + kx;
+                    vf in[NV];
+#pragma GCC unroll 8
+                    for (int v = 0; v < NV; ++v) in[v] = ldv(r + v * VL);
+#pragma GCC unroll 8
+                    for (int o = 0; o < 6; ++o) {
+                        const vf wv = (vf){} + w[o * C * 9];
+#pragma GCC unroll 8
+                        for (int v = 0; v < NV; ++v) acc[o][v] += in[v] * wv;
+                    }
+                }
+#pragma GCC unroll 8
+        for (int o = 0; o < 6; ++o)
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v) stv(out + o * wr + x0 + v * VL, acc[o][v]);
+    }
+}
+
+/* feat: (B, C, H, W) with element strides fs = {frame, channel, row, column}; weight: (6, C, 3, 3) contiguous;
+   bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th, tw) with element strides ts = {frame (0: one
+   texture for all), channel, row, column}; image: (B, 3, H, W); mask: (B, 1, H, W). Returns 0, or -1 when a thread could not allocate its rows. */
 #ifdef __cplusplus
 extern "C"
 #endif
-void bilayer_tail(const float* heads, const float* grid, const float* texture, const int64_t* ts,
-                  float* image, float* mask, int64_t batch, int64_t height, int64_t width,
-                  int64_t th, int64_t tw, int threads) {
-    const int64_t plane = height * width;
-    const int32_t sy = (int32_t)ts[2], sx = (int32_t)ts[3];
-    const float fw = (float)tw, fh = (float)th;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-    for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t y = 0; y < height; ++y) {
-            const float* hp = heads + (b * height + y) * width * 6;
-            const float* gp = grid + y * width * 2;
-            const float* t0 = texture + b * ts[0];
-            const float* t1 = t0 + ts[1];
-            const float* t2 = t1 + ts[1];
-            float* ip = image + b * 3 * plane + y * width;
-            float* mp = mask + b * plane + y * width;
-            /* the six head values of each pixel are interleaved; compilers do not vectorise a stride-6 access, so
-               each chunk of pixels is first split into six planar runs */
-            for (int64_t start = 0; start < width; start += CHUNK) {
-                const int64_t n = width - start < CHUNK ? width - start : CHUNK;
-                float hs[6][CHUNK];
-                for (int64_t i = 0; i < n; ++i)
-                    for (int k = 0; k < 6; ++k) hs[k][i] = hp[6 * (start + i) + k];
-#pragma omp simd
-                for (int64_t i = 0; i < n; ++i) {
-                    const int64_t x = start + i;
-                    float u = gp[2 * x] + tanh_s(hs[0][i]);
-                    float v = gp[2 * x + 1] + tanh_s(hs[1][i]);
-                    float ix = ((u + 1.0f) * fw - 1.0f) * 0.5f;
-                    float iy = ((v + 1.0f) * fh - 1.0f) * 0.5f;
-                    /* |u|, |v| <= 2, so these stay far inside int range */
-                    float fx = floorf(ix), fy = floorf(iy);
-                    float ex = fx + 1.0f - ix, wx = ix - fx, ey = fy + 1.0f - iy, wy = iy - fy;
-                    int32_t x0 = (int32_t)fx, y0 = (int32_t)fy, x1 = x0 + 1, y1 = y0 + 1;
-                    /* zero padding: a corner outside the texture gets weight 0 and reads a clamped, valid texel */
-                    float vx0 = (x0 >= 0 && x0 < tw) ? 1.0f : 0.0f, vx1 = (x1 >= 0 && x1 < tw) ? 1.0f : 0.0f;
-                    float vy0 = (y0 >= 0 && y0 < th) ? 1.0f : 0.0f, vy1 = (y1 >= 0 && y1 < th) ? 1.0f : 0.0f;
-                    float nw = ex * ey * (vx0 * vy0), ne = wx * ey * (vx1 * vy0);
-                    float sw = ex * wy * (vx0 * vy1), se = wx * wy * (vx1 * vy1);
-                    int32_t cx0 = clampi(x0, (int32_t)tw - 1) * sx, cx1 = clampi(x1, (int32_t)tw - 1) * sx;
-                    int32_t ry0 = clampi(y0, (int32_t)th - 1) * sy, ry1 = clampi(y1, (int32_t)th - 1) * sy;
-                    int32_t a = ry0 + cx0, c = ry0 + cx1, d = ry1 + cx0, e = ry1 + cx1;
-                    ip[x] = tanh_s(hs[2][i]) + (t0[a] * nw + t0[c] * ne + t0[d] * sw + t0[e] * se);
-                    ip[plane + x] = tanh_s(hs[3][i]) + (t1[a] * nw + t1[c] * ne + t1[d] * sw + t1[e] * se);
-                    ip[2 * plane + x] = tanh_s(hs[4][i]) + (t2[a] * nw + t2[c] * ne + t2[d] * sw + t2[e] * se);
-                    mp[x] = sigmoid(hs[5][i]);
+int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const float* weight, const float* bias,
+                       float slope, const float* grid, const float* texture, const int64_t* ts, float* image,
+                       float* mask, int64_t batch, int64_t height, int64_t width, int64_t th, int64_t tw,
+                       int threads) {
+    const int64_t plane = height * width, total = batch * height;
+    const int64_t wr = (width + XB - 1) / XB * XB, pw = wr + XB;  /* reads reach wr + 1 */
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        int64_t part = 0, parts = 1;
+#ifdef _OPENMP
+        part = omp_get_thread_num();
+        parts = omp_get_num_threads();
+#endif
+        const int64_t first = total * part / parts, last = total * (part + 1) / parts;
+        float* buffer = (float*)malloc(sizeof(float) * (3 * C * pw + 6 * wr));
+        if (buffer == NULL) {
+            failed = 1;
+        } else {
+            float* slot[3] = {buffer, buffer + C * pw, buffer + 2 * C * pw};
+            float* out = buffer + 3 * C * pw;
+            const float* h[6];
+            for (int k = 0; k < 6; ++k) h[k] = out + k * wr;
+            for (int64_t r = first; r < last; ++r) {
+                const int64_t b = r / height, y = r % height;
+                if (r == first || y == 0) {  /* a band's or a frame's first row: all three input rows */
+                    for (int k = 0; k < 3; ++k) load_row(slot[k], feat, fs, C, b, y - 1 + k, height, width, pw, slope);
+                } else {  /* slide down one row: reuse two, read one */
+                    float* oldest = slot[0];
+                    slot[0] = slot[1];
+                    slot[1] = slot[2];
+                    slot[2] = oldest;
+                    load_row(slot[2], feat, fs, C, b, y + 1, height, width, pw, slope);
                 }
+                const float* rows[3] = {slot[0], slot[1], slot[2]};
+                conv_row(out, rows, weight, bias, C, pw, wr);
+                const float* t0 = texture + b * ts[0];
+                tail_pixels(h, grid + y * width * 2, t0, t0 + ts[1], t0 + 2 * ts[1], (int32_t)ts[2], (int32_t)ts[3],
+                            th, tw, image + b * 3 * plane + y * width, plane, mask + b * plane + y * width, width);
             }
+            free(buffer);
         }
     }
+    return failed ? -1 : 0;
 }
 """
 
@@ -189,9 +346,10 @@ def _build() -> ctypes.CDLL:
         except OSError as error:  # e.g. built with OpenMP the loader cannot resolve
             errors.append(f"{' '.join(flags)}: {error}")
             continue
-        fn = lib.bilayer_tail
-        fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        fn = lib.bilayer_heads_tail
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                        ctypes.c_int64, ctypes.c_int]
         return lib
@@ -224,37 +382,52 @@ def available() -> bool:
     return True
 
 
-def _check(heads: torch.Tensor, grid: torch.Tensor, texture: torch.Tensor) -> None:
-    if heads.device.type != "cpu" or heads.dtype != torch.float32:
-        raise ValueError(f"bilayer::tail runs on float32 CPU tensors, got {heads.dtype} on {heads.device}.")
-    b, c, h, w = heads.shape
-    if c != HEAD_CHANNELS:
-        raise ValueError(f"bilayer::tail expects {HEAD_CHANNELS} head channels, got {c}.")
-    if tuple(grid.shape) != (1, h, w, 2):
-        raise ValueError(f"bilayer::tail expects a (1, {h}, {w}, 2) grid, got {tuple(grid.shape)}.")
-    if texture.dim() != 4 or texture.shape[1] != 3 or texture.shape[0] not in (1, b):
-        raise ValueError(f"bilayer::tail expects a (1 or {b}, 3, H, W) texture, got {tuple(texture.shape)}.")
-
-
-@torch.library.custom_op("bilayer::tail", mutates_args=())
-def fused_tail(heads: torch.Tensor, grid: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 6, H, W) heads output, (1, H, W, 2) identity grid, (1 or B, 3, th, tw) texture → image (B, 3, H, W),
-    mask (B, 1, H, W); equal to BakedRenderer's PyTorch tail within about 1e-5."""
-    _check(heads, grid, texture)
-    fn = library().bilayer_tail
-    b, _, h, w = heads.shape
-    pixels = heads.permute(0, 2, 3, 1).contiguous()  # free when the convolution wrote channels-last
-    grid = grid.contiguous()
-    # any texture layout (a channels-last module converts its buffers): the loop takes its strides
-    strides = (ctypes.c_int64 * 4)(0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
-    image = heads.new_empty((b, 3, h, w))
-    mask = heads.new_empty((b, 1, h, w))
-    fn(pixels.data_ptr(), grid.data_ptr(), texture.data_ptr(), strides, image.data_ptr(), mask.data_ptr(),
-       b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
+@torch.library.custom_op("bilayer::heads_tail", mutates_args=())
+def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, negative_slope: float,
+               grid: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``BakedRenderer``'s heads and tail in one pass: (B, C, H, W) float32 features (any layout, e.g.
+    channels-last as the last block writes them) through LeakyReLU(``negative_slope``), the 3×3 heads
+    convolution (``weight`` (6, C, 3, 3), ``bias`` (6,), padding 1), then tanh / warp of ``texture`` (1 or B,
+    3, th, tw; any strides) by the (1, H, W, 2) ``grid`` plus Δuv / sum / sigmoid → image (B, 3, H, W), mask
+    (B, 1, H, W). Equal to the PyTorch form within float32 rounding (see the module docstring)."""
+    _check(features, weight, bias, grid, texture)
+    fn = library().bilayer_heads_tail
+    b, c, h, w = features.shape
+    weight = weight.contiguous()  # (6, C, 3, 3), 6·9·C floats: a channels-last module's is re-laid per call
+    strides = (ctypes.c_int64 * 4)(*features.stride())
+    texture_strides = (ctypes.c_int64 * 4)(0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
+    image = features.new_empty((b, 3, h, w))
+    mask = features.new_empty((b, 1, h, w))
+    status = fn(features.data_ptr(), strides, c, weight.data_ptr(), bias.contiguous().data_ptr(), negative_slope,
+                grid.contiguous().data_ptr(), texture.data_ptr(), texture_strides, image.data_ptr(), mask.data_ptr(),
+                b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
+    if status:
+        raise MemoryError("bilayer::heads_tail could not allocate its per-thread row buffers.")
     return image, mask
 
 
-@fused_tail.register_fake
-def _(heads: torch.Tensor, grid: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    b, _, h, w = heads.shape
-    return heads.new_empty((b, 3, h, w)), heads.new_empty((b, 1, h, w))
+@heads_tail.register_fake
+def _(features, weight, bias, negative_slope, grid, texture):
+    b, _, h, w = features.shape
+    return features.new_empty((b, 3, h, w)), features.new_empty((b, 1, h, w))
+
+
+def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grid: torch.Tensor,
+           texture: torch.Tensor) -> None:
+    tensors = {"features": features, "weight": weight, "bias": bias, "grid": grid, "texture": texture}
+    for name, tensor in tensors.items():
+        if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+            raise ValueError(f"bilayer::heads_tail runs on float32 CPU tensors; its {name} is {tensor.dtype} on "
+                             f"{tensor.device}.")
+    if features.dim() != 4:
+        raise ValueError(f"bilayer::heads_tail expects (B, C, H, W) features, got {tuple(features.shape)}.")
+    b, c, h, w = features.shape
+    if tuple(weight.shape) != (HEAD_CHANNELS, c, 3, 3) or tuple(bias.shape) != (HEAD_CHANNELS,):
+        raise ValueError(f"bilayer::heads_tail expects a ({HEAD_CHANNELS}, {c}, 3, 3) weight and a "
+                         f"({HEAD_CHANNELS},) bias for {c} feature channels, got {tuple(weight.shape)} and "
+                         f"{tuple(bias.shape)}.")
+    if tuple(grid.shape) != (1, h, w, 2):
+        raise ValueError(f"bilayer::heads_tail expects a (1, {h}, {w}, 2) grid, got {tuple(grid.shape)}.")
+    if texture.dim() != 4 or texture.shape[1] != 3 or texture.shape[0] not in (1, b):
+        raise ValueError(f"bilayer::heads_tail expects a (1 or {b}, 3, H, W) texture, got "
+                         f"{tuple(texture.shape)}.")
