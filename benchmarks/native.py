@@ -81,19 +81,10 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["int8", "compile", "eager"],
                         choices=["int8", "compile", "eager"])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--quick", action="store_true",
-                        help="minimal timing windows: checks that the benchmark runs (tests), its figures mean little")
-    args = parser.parse_args()
+    args = render.parse_common(parser)
     if not native.available():
         parser.exit(1, "benchmarks/native.py: the native loop cannot be built here (no working C++ compiler), "
                        "so there is nothing to compare.\n")
-    if args.quick:
-        render.TIME_SCALE = 0.02
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(f"threads: {torch.get_num_threads()}")
     before = render.conv_ceiling(torch.float32)
     print(f"ceiling float32 {before['gflops']:6.1f} GFLOP/s at the start", flush=True)

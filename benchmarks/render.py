@@ -314,10 +314,9 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
     return entry
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
-    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "int8", "onnx"], choices=BACKENDS)
+def parse_common(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the options the speed benchmarks share (image size, threads, output folder, --quick), parse, and apply
+    --threads and --quick."""
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -329,6 +328,14 @@ def main() -> None:
         TIME_SCALE = 0.02
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "int8", "onnx"], choices=BACKENDS)
+    args = parse_common(parser)
     backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]
     print(f"threads: {torch.get_num_threads()}")
     before = ceilings()
