@@ -129,9 +129,7 @@ static inline void tail_pixels(const float* const* h, const float* gp, const flo
    convolution runs on contiguous vectors of output pixels whatever the features' layout; each input row is
    re-laid out once per band. */
 typedef float vf __attribute__((vector_size(64)));
-#ifndef NV
-#define NV 4
-#endif
+#define NV 4 /* vectors per step: 24 accumulators, 4 inputs and a weight fit AVX-512's 32 registers */
 #define VL 16
 #define XB (NV * VL)
 
@@ -393,7 +391,7 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     _check(features, weight, bias, grid, texture)
     fn = library().bilayer_heads_tail
     b, c, h, w = features.shape
-    weight = weight.contiguous()  # (6, C, 3, 3), 6·9·C floats: a channels-last module's is re-laid per call
+    weight = weight.contiguous()  # the backends keep it planar (backends._native_tail); 54·C floats otherwise
     strides = (ctypes.c_int64 * 4)(*features.stride())
     texture_strides = (ctypes.c_int64 * 4)(0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
     image = features.new_empty((b, 3, h, w))
