@@ -134,6 +134,7 @@ typedef float vf __attribute__((vector_size(64)));
 #define XB (NV * VL)
 
 static inline vf ldv(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline vf bcast(float w) { return (vf){w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w}; }
 static inline void stv(float* p, vf v) { memcpy(p, &v, sizeof v); }
 
 /* row y of frame b into dst: C planar rows of pw floats, feature column x at 1 + x, zeros around */
@@ -204,27 +205,27 @@ static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C
 
 /* one output row's six head rows (each `wr` wide, a multiple of XB) from the three input rows: XB pixels at a
    time, NV vectors of VL, 6·NV accumulators; per kernel tap, NV input vectors and six broadcast weights feed 6·NV
-   multiply-adds */
-static void conv_row(float* out, const float* const* rows, const float* weight, const float* bias, int64_t C,
+   multiply-adds. taps: the weight as (C, 3, 3, 6), a tap's six weights side by side. */
+static void conv_row(float* out, const float* const* rows, const float* taps, const float* bias, int64_t C,
                      int64_t pw, int64_t wr) {
     for (int64_t x0 = 0; x0 < wr; x0 += XB) {
         vf acc[6][NV];
 #pragma GCC unroll 8
         for (int o = 0; o < 6; ++o)
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v) acc[o][v] = (vf){} + bias[o];
+            for (int v = 0; v < NV; ++v) acc[o][v] = bcast(bias[o]);
         for (int64_t c = 0; c < C; ++c)
             for (int ky = 0; ky < 3; ++ky)
 #pragma GCC unroll 3
                 for (int kx = 0; kx < 3; ++kx) {
                     const float* r = rows[ky] + c * pw + x0 + kx;
-                    const float* w = weight + c * 9 + ky * 3 + kx;
+                    const float* w = taps + ((c * 3 + ky) * 3 + kx) * 6;
                     vf in[NV];
 #pragma GCC unroll 8
                     for (int v = 0; v < NV; ++v) in[v] = ldv(r + v * VL);
 #pragma GCC unroll 8
                     for (int o = 0; o < 6; ++o) {
-                        const vf wv = (vf){} + w[o * C * 9];
+                        const vf wv = bcast(w[o]);
 #pragma GCC unroll 8
                         for (int v = 0; v < NV; ++v) acc[o][v] += in[v] * wv;
                     }
@@ -248,6 +249,11 @@ int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const fl
                        int threads) {
     const int64_t plane = height * width, total = batch * height;
     const int64_t wr = (width + XB - 1) / XB * XB, pw = wr + XB;  /* reads reach wr + 1 */
+    float* taps = (float*)malloc(sizeof(float) * 54 * C);
+    if (taps == NULL) return -1;
+    for (int64_t c = 0; c < C; ++c)
+        for (int k = 0; k < 9; ++k)
+            for (int o = 0; o < 6; ++o) taps[(c * 9 + k) * 6 + o] = weight[(o * C + c) * 9 + k];
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -277,7 +283,7 @@ int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const fl
                     load_row(slot[2], feat, fs, C, b, y + 1, height, width, pw, slope);
                 }
                 const float* rows[3] = {slot[0], slot[1], slot[2]};
-                conv_row(out, rows, weight, bias, C, pw, wr);
+                conv_row(out, rows, taps, bias, C, pw, wr);
                 const float* t0 = texture + b * ts[0];
                 tail_pixels(h, grid + y * width * 2, t0, t0 + ts[1], t0 + 2 * ts[1], (int32_t)ts[2], (int32_t)ts[3],
                             th, tw, image + b * 3 * plane + y * width, plane, mask + b * plane + y * width, width);
@@ -285,6 +291,7 @@ int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const fl
             free(buffer);
         }
     }
+    free(taps);
     return failed ? -1 : 0;
 }
 """
@@ -400,7 +407,7 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 grid.contiguous().data_ptr(), texture.data_ptr(), texture_strides, image.data_ptr(), mask.data_ptr(),
                 b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
     if status:
-        raise MemoryError("bilayer::heads_tail could not allocate its per-thread row buffers.")
+        raise MemoryError("bilayer::heads_tail could not allocate its row buffers.")
     return image, mask
 
 
