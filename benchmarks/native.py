@@ -16,6 +16,7 @@ Writes ``native.json`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -34,15 +35,11 @@ from bilayer.runtime.bake import bake  # noqa: E402
 
 def build(baked, backend: str, calibration: torch.Tensor, use_native: bool):
     """``backend`` with the native loop used where it can be built, or withheld; (renderer, seconds to build)."""
-    real = native.available
-    native.available = real if use_native else (lambda: False)
-    try:
+    with contextlib.nullcontext() if use_native else render.native_withheld():
         start = time.perf_counter()
         renderer = make_renderer(baked, backend, calibration=calibration)
         renderer.warmup()
         return renderer, time.perf_counter() - start
-    finally:
-        native.available = real
 
 
 def bench_preset(name: str, size: int, backends: list[str], rounds: int) -> dict:

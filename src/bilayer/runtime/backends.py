@@ -257,18 +257,17 @@ def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.
 
 def _inductor_forms(module: BakedRenderer, device: torch.device) -> BakedRenderer:
     """``module`` set to the forms of its tail that run fast under inductor (see BakedRenderer): on CPU the
-    native one-pass tail when it can be built here, otherwise the opaque warp and tanh through sigmoid."""
+    native heads-and-tail loop when it can be built here, otherwise the opaque warp and tanh through sigmoid."""
     module.inductor = True
     return _native_tail(module, device)
 
 
 def _native_tail(module: BakedRenderer, device: torch.device) -> BakedRenderer:
     """On CPU, the heads and the tail as one native loop (``runtime.native``) when its kernel can be built here
-    (it needs the C++ compiler; built once, then cached); elsewhere, or without one, PyTorch's operations. On the
-    small preset's frame they take 2.5 instead of 4.0 ms on 2 threads (benchmarks/render.py's ``tail`` line)."""
+    (it needs the C++ compiler; built once, then cached); elsewhere, or without one, oneDNN's convolution and
+    PyTorch's operations. On the small preset's frame they took 2.7 instead of 6.1 ms on 2 threads in slow minutes
+    (benchmarks/render.py's ``tail`` line); whole frames gain 1.13–1.25× (benchmarks/native.py)."""
     module.native_tail = device.type == "cpu" and native.available()
-    if module.native_tail:  # the loop reads the heads' weight planar: re-laid once here, not per frame
-        module.heads.weight.data = module.heads.weight.data.contiguous()
     return module
 
 

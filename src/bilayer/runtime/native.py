@@ -237,23 +237,25 @@ static void conv_row(float* out, const float* const* rows, const float* taps, co
     }
 }
 
-/* feat: (B, C, H, W) with element strides fs = {frame, channel, row, column}; weight: (6, C, 3, 3) contiguous;
-   bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th, tw) with element strides ts = {frame (0: one
-   texture for all), channel, row, column}; image: (B, 3, H, W); mask: (B, 1, H, W). Returns 0, or -1 when a thread could not allocate its rows. */
+/* feat: (B, C, H, W) with element strides fs = {frame, channel, row, column}; weight: (6, C, 3, 3) with element
+   strides ws = {output, input, row, column}; bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th, tw) with
+   element strides ts = {frame (0: one texture for all), channel, row, column}; image: (B, 3, H, W); mask:
+   (B, 1, H, W). Returns 0, or -1 when a buffer could not be allocated. */
 #ifdef __cplusplus
 extern "C"
 #endif
-int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const float* weight, const float* bias,
-                       float slope, const float* grid, const float* texture, const int64_t* ts, float* image,
-                       float* mask, int64_t batch, int64_t height, int64_t width, int64_t th, int64_t tw,
-                       int threads) {
+int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const float* weight, const int64_t* ws,
+                       const float* bias, float slope, const float* grid, const float* texture, const int64_t* ts,
+                       float* image, float* mask, int64_t batch, int64_t height, int64_t width, int64_t th,
+                       int64_t tw, int threads) {
     const int64_t plane = height * width, total = batch * height;
     const int64_t wr = (width + XB - 1) / XB * XB, pw = wr + XB;  /* reads reach wr + 1 */
     float* taps = (float*)malloc(sizeof(float) * 54 * C);
     if (taps == NULL) return -1;
     for (int64_t c = 0; c < C; ++c)
         for (int k = 0; k < 9; ++k)
-            for (int o = 0; o < 6; ++o) taps[(c * 9 + k) * 6 + o] = weight[(o * C + c) * 9 + k];
+            for (int o = 0; o < 6; ++o)
+                taps[(c * 9 + k) * 6 + o] = weight[o * ws[0] + c * ws[1] + (k / 3) * ws[2] + (k % 3) * ws[3]];
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -323,7 +325,8 @@ class _BuildFailed(Exception):
     pass
 
 
-def _build() -> ctypes.CDLL:
+def _build(flag_sets=_FLAG_SETS) -> ctypes.CDLL:
+    """The library built with the first of ``flag_sets`` that compiles and loads (or found in the cache)."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX, or install g++ or clang++)")
@@ -332,7 +335,7 @@ def _build() -> ctypes.CDLL:
     except (OSError, subprocess.SubprocessError):
         version = ""
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in flag_sets:
         key = hashlib.sha256("\0".join([_SOURCE, cxx, version, *flags]).encode()).hexdigest()[:16]
         target = cache_dir() / f"tail-{key}.so"
         if not target.exists():
@@ -353,10 +356,9 @@ def _build() -> ctypes.CDLL:
             continue
         fn = lib.bilayer_heads_tail
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                       ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                       ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                       ctypes.c_int64, ctypes.c_int]
+        pointer, size = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [pointer, pointer, size, pointer, pointer, pointer, ctypes.c_float, pointer, pointer, pointer,
+                       pointer, pointer, size, size, size, size, size, ctypes.c_int]
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -392,19 +394,24 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                grid: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``BakedRenderer``'s heads and tail in one pass: (B, C, H, W) float32 features (any layout, e.g.
     channels-last as the last block writes them) through LeakyReLU(``negative_slope``), the 3×3 heads
-    convolution (``weight`` (6, C, 3, 3), ``bias`` (6,), padding 1), then tanh / warp of ``texture`` (1 or B,
-    3, th, tw; any strides) by the (1, H, W, 2) ``grid`` plus Δuv / sum / sigmoid → image (B, 3, H, W), mask
-    (B, 1, H, W). Equal to the PyTorch form within float32 rounding (see the module docstring)."""
+    convolution (``weight`` (6, C, 3, 3) in any layout, ``bias`` (6,), padding 1), then tanh / warp of
+    ``texture`` (1 or B, 3, th, tw; any layout) by the (1, H, W, 2) ``grid`` plus Δuv / sum / sigmoid → image
+    (B, 3, H, W), mask (B, 1, H, W). Equal to the PyTorch form within float32 rounding (see the module
+    docstring)."""
     _check(features, weight, bias, grid, texture)
     fn = library().bilayer_heads_tail
     b, c, h, w = features.shape
-    weight = weight.contiguous()  # the backends keep it planar (backends._native_tail); 54·C floats otherwise
-    strides = (ctypes.c_int64 * 4)(*features.stride())
-    texture_strides = (ctypes.c_int64 * 4)(0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
+
+    def strides(tensor: torch.Tensor, first: int | None = None) -> ctypes.Array:
+        return (ctypes.c_int64 * 4)(tensor.stride(0) if first is None else first, *tensor.stride()[1:])
+
     image = features.new_empty((b, 3, h, w))
     mask = features.new_empty((b, 1, h, w))
-    status = fn(features.data_ptr(), strides, c, weight.data_ptr(), bias.contiguous().data_ptr(), negative_slope,
-                grid.contiguous().data_ptr(), texture.data_ptr(), texture_strides, image.data_ptr(), mask.data_ptr(),
+    # features, weight and texture in any layout (the loop takes their strides; a channels-last module has
+    # channels-last weights and texture); one texture for every frame: frame stride 0
+    status = fn(features.data_ptr(), strides(features), c, weight.data_ptr(), strides(weight),
+                bias.contiguous().data_ptr(), negative_slope, grid.contiguous().data_ptr(), texture.data_ptr(),
+                strides(texture, 0 if texture.shape[0] == 1 else None), image.data_ptr(), mask.data_ptr(),
                 b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
     if status:
         raise MemoryError("bilayer::heads_tail could not allocate its row buffers.")
