@@ -22,9 +22,10 @@ Each backend's latency is timed in alternating blocks with the ceiling convoluti
 faster layout), so that both see the same load of the shared host and their ratio — the fraction of the ceiling —
 is steady even when absolute times drift by 2×. The ceilings printed at the start and the end show that drift.
 
-Tail (fp32): the per-frame work after the last residual block — activation, heads convolution, tanh, grid,
-bilinear warp, sum, sigmoid — alone, as the native one-pass loop the CPU backends use (``runtime/native.py``)
-against the eager form without it (oneDNN's convolution, PyTorch's operations), alternated.
+Tail (fp32): the per-frame work after the last residual block's convolutions — the sum of its two paths, activation,
+heads convolution, tanh, grid, bilinear warp, sum, sigmoid — alone, as the native one-pass loop the CPU backends use (``runtime/native.py``)
+against the eager form without it (PyTorch's upsampling and add, oneDNN's convolution, PyTorch's operations),
+alternated.
 
 Layer bound (eager fp32): every convolution of the frame timed alone on its real input, fastest of several
 runs, summed — a lower bound on the frame time that no scheduling of the other ops can beat with these kernels.
@@ -176,7 +177,8 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     out["tail"] = tail_comparison(baked, frame)
     tl = out["tail"]
     print(f"  {name:<7}tail    " + (f"{tl['native_ms']:8.2f} ms native one-pass vs {tl['pytorch_ms']:.2f} ms "
-                                      f"oneDNN + PyTorch (heads and tail, alternated): {tl['speedup']:.2f}× faster"
+                                      f"oneDNN + PyTorch (block sum, heads and tail, alternated): "
+                                      f"{tl['speedup']:.2f}× faster"
                                       if "error" not in tl else tl["error"]), flush=True)
     with tempfile.TemporaryDirectory(prefix="bilayer-bench-") as tmp:
         for backend in backends:
@@ -215,24 +217,27 @@ def native_withheld():
 
 
 def tail_comparison(baked, frame: torch.Tensor) -> dict:
-    """The per-frame work after the last residual block (activation, heads convolution, tanh, grid, bilinear warp,
-    sum, sigmoid) on its own, on the block's real channels-last output: the native one-pass loop
-    (``runtime.native``, which the CPU backends use) against the eager backend's form without it (the activation,
-    oneDNN's convolution on a packed weight, PyTorch's operations), in alternating blocks."""
+    """The per-frame work after the last residual block's convolutions (the sum of its two paths with the skip's
+    nearest upsampling, activation, heads convolution, tanh, grid, bilinear warp, sum, sigmoid) on its own, on the
+    block's real channels-last terms: the native one-pass loop (``runtime.native``, which the CPU backends use)
+    against the eager backend's form without it (PyTorch's upsampling and add, the activation, oneDNN's
+    convolution on a packed weight, PyTorch's operations), in alternating blocks."""
     if not native.available():
         return {"error": "native tail unavailable here (no C++ compiler): the backends use PyTorch's operations"}
     fast = make_renderer(baked, "eager")._run  # channels-last, as the eager backend runs it
     with native_withheld():
         plain = make_renderer(baked, "eager")._run  # the heads packed for oneDNN
-    captured = []
-    hook = fast.blocks[-1].register_forward_hook(lambda _m, _i, output: captured.append(output))
+    last, captured = fast.blocks[-1], []
+    last.parts = lambda x, phases=False: captured.append(x) or type(last).parts(last, x, phases)  # the block's input
     with torch.inference_mode():
         fast(frame)
-    hook.remove()
-    features = captured[0]
-    with torch.inference_mode():
-        ab = interleaved({"native": lambda: fast.tail(features), "pytorch": lambda: plain.tail(features)},
-                         seconds=2.0)
+        del last.parts
+        main, skip = last.parts(captured[0])
+
+        def pytorch():
+            return plain.tail(main + F.interpolate(skip, size=main.shape[-2:], mode="nearest"))
+
+        ab = interleaved({"native": lambda: fast.tail(main, skip), "pytorch": pytorch}, seconds=2.0)
     return {"native_ms": ab["native"], "pytorch_ms": ab["pytorch"], "speedup": ab["pytorch"] / ab["native"]}
 
 

@@ -1,5 +1,7 @@
 """Baking an avatar into a plain per-frame module (paper §A.3): same outputs, no adaptive layers, no spectral norm."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -87,6 +89,15 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
         with torch.no_grad(), Ops() as ops[form]:
             frames[form] = baked(keypoints)
     baked.inductor = baked.native_tail = False
+    if native.available():  # the int8 backend's form: sub-pixel upsampling, whose last phases the loop reads as a view
+        from bilayer.runtime.bake import subpixel_upsampling
+
+        subpixel = subpixel_upsampling(copy.deepcopy(baked))
+        subpixel.inductor = subpixel.native_tail = True
+        forms["native, sub-pixel"] = (True, True)
+        with torch.no_grad(), Ops() as ops["native, sub-pixel"]:
+            frames["native, sub-pixel"] = subpixel(keypoints)
+        assert tail & ops["native, sub-pixel"].names == {"bilayer::heads_tail"}
     # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
     tail = {"bilayer::warp", "bilayer::heads_tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}

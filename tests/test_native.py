@@ -94,6 +94,55 @@ def test_heads_and_tail_equal_pytorch(batch, channels, size, texture_size, textu
     assert (image.double().permute(1, 0, 2, 3)[:, far] - lf).abs().max() <= 1e-5  # the convolution's rounding
 
 
+def assembled(features, skip, height, width):
+    """The block output that ``heads_tail`` reads from sub-pixel phases and / or a skip, written out in PyTorch."""
+    if features.dim() == 6:
+        n, c, hw, _, ww, _ = features.shape
+        k = (2 * hw - height) // 2
+        features = features.reshape(n, c, 2 * hw, 2 * ww)[:, :, k : k + height, k : k + width]
+    if skip is not None:
+        features = features + F.interpolate(skip, size=(height, width), mode="nearest")
+    return features
+
+
+PARTS = [  # batch, channels, (height, width), features: phases or full; skip: half, full or none; layout
+    (2, 16, (32, 48), "phases", "half", "channels_last"),  # the int8 backend's last block on the small preset
+    (1, 24, (20, 36), "phases", "half", "channels_last"),  # channels no multiple of 16: the scalar transposition
+    (2, 16, (32, 32), "full", "half", "channels_last"),  # eager's and compile's last block
+    (1, 8, (18, 22), "phases", "full", "planar"),
+    (1, 16, (16, 80), "phases", None, "channels_last"),
+]
+
+
+@pytest.mark.parametrize("batch, channels, size, form, skip_size, layout", PARTS)
+def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_size, layout):
+    """The last block's output handed over in parts, never written at full resolution: a sub-pixel convolution's
+    four phases as a view of its output (rows and columns interleaved, one pixel cropped on each side) and the
+    skip path at half or full size, added by nearest upsampling; the frames are as close to float64 as when the
+    block output itself is given, and equal to the loop run on that output up to the sum's rounding (none)."""
+    g = torch.Generator().manual_seed(channels + size[1])
+    height, width = size
+    cl = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    if form == "phases":  # as SubpixelUpsampleConv2d.phases views its convolution's (B, 4C, H/2 + 1, W/2 + 1)
+        conv = torch.randn(batch, 4 * channels, height // 2 + 1, width // 2 + 1, generator=g).contiguous(memory_format=cl)
+        features = conv.view(batch, 2, 2, channels, height // 2 + 1, width // 2 + 1).permute(0, 3, 4, 1, 5, 2)
+    else:
+        features = torch.randn(batch, channels, height, width, generator=g).contiguous(memory_format=cl)
+    skip = None
+    if skip_size is not None:
+        scale = 2 if skip_size == "half" else 1
+        skip = torch.randn(batch, channels, height // scale, width // scale, generator=g).contiguous(memory_format=cl)
+    _, weight, bias, grid, texture = inputs(batch, channels, size, (40, 40), 1, layout, seed=3)
+    image, mask = native.heads_tail(features, weight, bias, SLOPE, grid, texture, skip)
+    whole = assembled(features, skip, height, width)
+    truth = plain_tail(whole, weight, bias, grid, texture)
+    budget = 2 * (plain_tail(whole, weight, bias, grid, texture, torch.float32)[0].double() - truth[0]).abs().max()
+    assert (image.double() - truth[0]).abs().max() <= budget + 1e-5
+    assert (mask.double() - truth[1]).abs().max() <= 1e-6
+    same = native.heads_tail(whole.contiguous(memory_format=cl), weight, bias, SLOPE, grid, texture)
+    assert torch.equal(image, same[0]) and torch.equal(mask, same[1])
+
+
 def test_the_portable_build_gives_the_same_frames(tmp_path, monkeypatch):
     """The fallback build for compilers or CPUs without -march=native (no AVX-512 intrinsics: the plain
     channels-last transposition, the baseline instruction set's vectors, no fused multiply-add) is as close to
@@ -184,12 +233,21 @@ def test_bad_inputs_are_named():
         call(w=torch.zeros(6, 5, 3, 3))
     with pytest.raises(ValueError, match=r"got \(6, 4, 3, 3\) and \(5,\)\.$"):
         call(b=torch.zeros(5))
-    with pytest.raises(ValueError, match=r"expects a \(1, 8, 8, 2\) grid, got \(1, 4, 4, 2\)\.$"):
+    with pytest.raises(ValueError, match=r"expects \(B, C, 4, 4\) features for a 4 × 4 grid, got \(2, 4, 8, 8\)\.$"):
         call(g=identity_grid(4))
+    with pytest.raises(ValueError, match=r"expects a \(1, H, W, 2\) grid, got \(8, 8, 2\)\.$"):
+        call(g=identity_grid(8)[0])
     with pytest.raises(ValueError, match=r"expects a \(1 or 2, 3, H, W\) texture, got \(3, 3, 8, 8\)\.$"):
         call(t=torch.rand(3, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) features, got \(4, 8, 8\)\.$"):
+    with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) or sub-pixel \(B, C, H/2 \+ k, 2, W/2 \+ k, 2\) "
+                                         r"features, got \(4, 8, 8\)\.$"):
         call(f=features[0])
+    with pytest.raises(ValueError, match=r"expects sub-pixel features \(B, C, 8 / 2 \+ k, 2, 8 / 2 \+ k, 2\) for an? "
+                                         r"8 × 8 grid, got \(2, 4, 5, 2, 4, 2\)\.$"):
+        call(f=torch.zeros(2, 4, 5, 2, 4, 2))  # one pixel cropped from the rows, none from the columns
+    with pytest.raises(ValueError, match=r"expects a \(2, 4, 8, 8\) skip or one of half that size, got "
+                                         r"\(2, 4, 3, 3\)\.$"):
+        native.heads_tail(features, weight, bias, SLOPE, grid, texture, torch.zeros(2, 4, 3, 3))
     with pytest.raises(ValueError, match=r"runs on float32 CPU tensors; its features is torch\.float64 on cpu\.$"):
         call(f=features.double())
     with pytest.raises(ValueError, match=r"its texture is torch\.bfloat16 on cpu\.$"):

@@ -119,11 +119,18 @@ class SubpixelUpsampleConv2d(nn.Module):
         if layer.weight.is_contiguous(memory_format=torch.channels_last):  # the layout of the module it replaces
             self.conv.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def phases(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution's output as a view (n, out, h + 1, 2, w + 1, 2): element (i, p, j, q) is pixel
+        (2i + p, 2j + q) of the (2h + 2) × (2w + 2) image whose centre, one pixel in from each side, is the
+        output (``native.heads_tail`` reads this form directly)."""
         n, _, h, w = x.shape
         y = self.conv(x)  # (n, 4·out, h + 1, w + 1)
-        y = y.view(n, 2, 2, self.out_channels, h + 1, w + 1).permute(0, 3, 4, 1, 5, 2)
-        return y.reshape(n, self.out_channels, 2 * h + 2, 2 * w + 2)[:, :, 1 : 2 * h + 1, 1 : 2 * w + 1]
+        return y.view(n, 2, 2, self.out_channels, h + 1, w + 1).permute(0, 3, 4, 1, 5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        y = self.phases(x).reshape(n, self.out_channels, 2 * h + 2, 2 * w + 2)
+        return y[:, :, 1 : 2 * h + 1, 1 : 2 * w + 1]
 
 
 def subpixel_upsampling(module: nn.Module) -> nn.Module:
@@ -179,10 +186,17 @@ class BakedBlock(nn.Module):
         self.act1 = nn.LeakyReLU(NEGATIVE_SLOPE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(x * self.scale1 + self.shift1, NEGATIVE_SLOPE)
-        h = self.conv2(self.act1(self.conv1(h)))
-        s = self.skip(x) if self.skip is not None else x  # a 1×1 convolution commutes with nearest upsampling
+        h, s = self.parts(x)
         return h + (F.interpolate(s, scale_factor=2.0, mode="nearest") if self.up else s)
+
+    def parts(self, x: torch.Tensor, phases: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two terms of the block's output before their sum: conv2's output and the skip path's (at the
+        input's resolution; upsampling by nearest neighbour is left to the sum, since a 1×1 convolution commutes
+        with it). ``phases``: a sub-pixel conv2 gives its un-interleaved view (``SubpixelUpsampleConv2d.phases``)."""
+        h = F.leaky_relu(x * self.scale1 + self.shift1, NEGATIVE_SLOPE)
+        h = self.act1(self.conv1(h))
+        h = self.conv2.phases(h) if phases and isinstance(self.conv2, SubpixelUpsampleConv2d) else self.conv2(h)
+        return h, (self.skip(x) if self.skip is not None else x)
 
 
 class BakedRenderer(nn.Module):
@@ -235,21 +249,25 @@ class BakedRenderer(nn.Module):
         h = h.view(-1, *self.embed_shape)
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             h = block(h)
-        return self.tail(h)
+        if self.native_tail:  # the native loop sums the last block's two terms as it reads them
+            return self.tail(*self.blocks[-1].parts(h, phases=True))
+        return self.tail(self.blocks[-1](h))
 
-    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tail(self, features: torch.Tensor, skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The last block's output (B, C, H, W) → (image, mask): the activation (the final norm is inside the
         last block), the heads convolution, Δuv and LF through tanh, the texture warped by the identity grid plus
-        Δuv and added to LF, the mask through sigmoid."""
+        Δuv and added to LF, the mask through sigmoid.
+
+        With ``skip`` (the native loop only), the block's output in its two parts (``BakedBlock.parts``), which
+        the loop adds as it reads them: on the small preset's int8 frame this saved inductor's pass that wrote
+        the interleaved sum (0.5 ms) and the loop's reading it back."""
         if self.native_tail:
-            if self.channels_last:
-                # free when the last block wrote channels-last; otherwise (the int8 backend's sub-pixel
-                # interleave ends in a planar reshape) it tells the compiler which layout to write: the loop reads
-                # any layout, but reads channels-last fastest, and inductor writes what the eager graph had
-                features = features.contiguous(memory_format=torch.channels_last)
-            return heads_tail(features, self.heads.weight, self.heads.bias, NEGATIVE_SLOPE, self.grid, self.texture)
+            return heads_tail(features, self.heads.weight, self.heads.bias, NEGATIVE_SLOPE, self.grid, self.texture,
+                              skip)
+        if skip is not None:
+            raise ValueError("BakedRenderer.tail takes the block output in parts only with the native loop.")
         out = self.heads(F.leaky_relu(features, NEGATIVE_SLOPE))
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)

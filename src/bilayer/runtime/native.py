@@ -14,6 +14,9 @@ a 10–14-ms int8 frame. Here it is one OpenMP-parallel pass over output rows:
 
 - each thread takes a band of rows and keeps the three feature rows the current output row needs as planar,
   zero-bordered rows, activated as they are read (channels-last features are transposed 16 × 16 in registers);
+  the features can be handed over as the last block's two terms, summed as they are read (conv2's output, or
+  its sub-pixel phases before their interleave, plus the skip path at half resolution), so that the block's
+  output is never written out;
 - the convolution runs on contiguous vectors of 64 output pixels, six outputs each, with no padded lanes;
 - the tail reads the six head rows just computed, gathers four texels per pixel and writes the image and mask.
 
@@ -137,9 +140,28 @@ static inline vf ldv(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; 
 static inline vf bcast(float w) { return (vf){w, w, w, w, w, w, w, w, w, w, w, w, w, w, w, w}; }
 static inline void stv(float* p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* The features' element (b, c, y, x) is at feat + b·fs[0] + c·fs[1] + Y(y)·... with the row and column each split
+   into a pair and its phase: row y + crop = 2i + p is at i·fs[2] + p·fs[3], column x + crop = 2j + q at
+   j·fs[4] + q·fs[5]. Plain (B, C, H, W) features are fs = {b, c, 2·row, row, 2·column, column} with crop 0; the
+   sub-pixel form (B, C, H/2 + 1, 2, W/2 + 1, 2) is its own strides with crop 1. skip (or NULL): (B, C, H >> s,
+   W >> s) with strides ss, added to the features (nearest upsampling by 2^s) before the activation. */
+typedef struct {
+    const float* feat;
+    const int64_t* fs;
+    int64_t crop;
+    const float* skip;
+    const int64_t* ss;
+    int shift;
+} features_t;
+
+static inline int64_t feat_col(const features_t* f, int64_t x) {
+    const int64_t q = x + f->crop;
+    return (q >> 1) * f->fs[4] + (q & 1) * f->fs[5];
+}
+
 /* row y of frame b into dst: C planar rows of pw floats, feature column x at 1 + x, zeros around */
-static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C, int64_t b, int64_t y,
-                     int64_t height, int64_t width, int64_t pw, float slope) {
+static void load_row(float* dst, const features_t* f, int64_t C, int64_t b, int64_t y, int64_t height,
+                     int64_t width, int64_t pw, float slope) {
     if (y < 0 || y >= height) {
         memset(dst, 0, sizeof(float) * C * pw);
         return;
@@ -148,8 +170,13 @@ static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C
         dst[c * pw] = 0.0f;
         memset(dst + c * pw + 1 + width, 0, sizeof(float) * (pw - 1 - width));
     }
-    const float* src = feat + b * fs[0] + y * fs[2];
-    if (fs[1] == 1) {  /* channels-last: one pixel's channels are contiguous */
+    const int64_t* fs = f->fs;
+    const int64_t p = y + f->crop;
+    const float* src = f->feat + b * fs[0] + (p >> 1) * fs[2] + (p & 1) * fs[3];
+    const float* sk = f->skip ? f->skip + b * f->ss[0] + (y >> f->shift) * f->ss[2] : NULL;
+    const int64_t sx = f->skip ? f->ss[3] : 0, sc = f->skip ? f->ss[1] : 0;
+    const int shift = f->shift;
+    if (fs[1] == 1 && (sk == NULL || sc == 1)) {  /* channels-last: one pixel's channels are contiguous */
         int64_t x = 0;
 #ifdef __AVX512F__
         /* 16 pixels × 16 channels at a time, transposed in registers */
@@ -159,7 +186,8 @@ static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C
                 for (int64_t c0 = 0; c0 < C; c0 += 16) {
                     __m512 r[16], t[16];
                     for (int i = 0; i < 16; ++i) {
-                        __m512 v = _mm512_loadu_ps(src + (x + i) * fs[3] + c0);
+                        __m512 v = _mm512_loadu_ps(src + feat_col(f, x + i) + c0);
+                        if (sk) v = _mm512_add_ps(v, _mm512_loadu_ps(sk + ((x + i) >> shift) * sx + c0));
                         __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
                         r[i] = _mm512_mask_mul_ps(v, neg, v, k);
                     }
@@ -189,15 +217,19 @@ static void load_row(float* dst, const float* feat, const int64_t* fs, int64_t C
                 }
         }
 #endif
-        for (; x < width; ++x)
+        for (; x < width; ++x) {
+            const float* px = src + feat_col(f, x);
+            const float* ps = sk ? sk + (x >> shift) * sx : NULL;
             for (int64_t c = 0; c < C; ++c) {
-                float v = src[x * fs[3] + c];
+                float v = ps ? px[c] + ps[c] : px[c];
                 dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
             }
+        }
     } else {
         for (int64_t c = 0; c < C; ++c)
             for (int64_t x = 0; x < width; ++x) {
-                float v = src[c * fs[1] + x * fs[3]];
+                float v = src[c * fs[1] + feat_col(f, x)];
+                if (sk) v += sk[c * sc + (x >> shift) * sx];
                 dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
             }
     }
@@ -237,17 +269,18 @@ static void conv_row(float* out, const float* const* rows, const float* taps, co
     }
 }
 
-/* feat: (B, C, H, W) with element strides fs = {frame, channel, row, column}; weight: (6, C, 3, 3) with element
-   strides ws = {output, input, row, column}; bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th, tw) with
-   element strides ts = {frame (0: one texture for all), channel, row, column}; image: (B, 3, H, W); mask:
-   (B, 1, H, W). Returns 0, or -1 when a buffer could not be allocated. */
+/* feat, fs, crop, skip, ss, shift: the features as in features_t (the output is H × W); weight: (6, C, 3, 3) with
+   element strides ws = {output, input, row, column}; bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th,
+   tw) with element strides ts = {frame (0: one texture for all), channel, row, column}; image: (B, 3, H, W);
+   mask: (B, 1, H, W). Returns 0, or -1 when a buffer could not be allocated. */
 #ifdef __cplusplus
 extern "C"
 #endif
-int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const float* weight, const int64_t* ws,
-                       const float* bias, float slope, const float* grid, const float* texture, const int64_t* ts,
-                       float* image, float* mask, int64_t batch, int64_t height, int64_t width, int64_t th,
-                       int64_t tw, int threads) {
+int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t crop, const float* skip, const int64_t* ss,
+                       int shift, int64_t C, const float* weight, const int64_t* ws, const float* bias, float slope,
+                       const float* grid, const float* texture, const int64_t* ts, float* image, float* mask,
+                       int64_t batch, int64_t height, int64_t width, int64_t th, int64_t tw, int threads) {
+    const features_t f = {feat, fs, crop, skip, ss, shift};
     const int64_t plane = height * width, total = batch * height;
     const int64_t wr = (width + XB - 1) / XB * XB, pw = wr + XB;  /* reads reach wr + 1 */
     float* taps = (float*)malloc(sizeof(float) * 54 * C);
@@ -276,13 +309,13 @@ int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t C, const fl
             for (int64_t r = first; r < last; ++r) {
                 const int64_t b = r / height, y = r % height;
                 if (r == first || y == 0) {  /* a band's or a frame's first row: all three input rows */
-                    for (int k = 0; k < 3; ++k) load_row(slot[k], feat, fs, C, b, y - 1 + k, height, width, pw, slope);
+                    for (int k = 0; k < 3; ++k) load_row(slot[k], &f, C, b, y - 1 + k, height, width, pw, slope);
                 } else {  /* slide down one row: reuse two, read one */
                     float* oldest = slot[0];
                     slot[0] = slot[1];
                     slot[1] = slot[2];
                     slot[2] = oldest;
-                    load_row(slot[2], feat, fs, C, b, y + 1, height, width, pw, slope);
+                    load_row(slot[2], &f, C, b, y + 1, height, width, pw, slope);
                 }
                 const float* rows[3] = {slot[0], slot[1], slot[2]};
                 conv_row(out, rows, taps, bias, C, pw, wr);
@@ -357,8 +390,9 @@ def _build(flag_sets=_FLAG_SETS) -> ctypes.CDLL:
         fn = lib.bilayer_heads_tail
         fn.restype = ctypes.c_int
         pointer, size = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [pointer, pointer, size, pointer, pointer, pointer, ctypes.c_float, pointer, pointer, pointer,
-                       pointer, pointer, size, size, size, size, size, ctypes.c_int]
+        fn.argtypes = [pointer, pointer, size, pointer, pointer, ctypes.c_int, size, pointer, pointer, pointer,
+                       ctypes.c_float, pointer, pointer, pointer, pointer, pointer, size, size, size, size, size,
+                       ctypes.c_int]
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -389,29 +423,47 @@ def available() -> bool:
     return True
 
 
-@torch.library.custom_op("bilayer::heads_tail", mutates_args=())
+# flexible_layout: the loop reads its inputs through their strides, so inductor hands them over in whatever layout
+# their producers wrote (the default, the strides of the traced graph, cost the int8 graph a copy of the skip
+# into the exported graph's planar layout)
+@torch.library.custom_op("bilayer::heads_tail", mutates_args=(), tags=(torch.Tag.flexible_layout,))
 def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, negative_slope: float,
-               grid: torch.Tensor, texture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``BakedRenderer``'s heads and tail in one pass: (B, C, H, W) float32 features (any layout, e.g.
-    channels-last as the last block writes them) through LeakyReLU(``negative_slope``), the 3×3 heads
-    convolution (``weight`` (6, C, 3, 3) in any layout, ``bias`` (6,), padding 1), then tanh / warp of
-    ``texture`` (1 or B, 3, th, tw; any layout) by the (1, H, W, 2) ``grid`` plus Δuv / sum / sigmoid → image
-    (B, 3, H, W), mask (B, 1, H, W). Equal to the PyTorch form within float32 rounding (see the module
-    docstring)."""
-    _check(features, weight, bias, grid, texture)
-    fn = library().bilayer_heads_tail
-    b, c, h, w = features.shape
+               grid: torch.Tensor, texture: torch.Tensor, skip: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``BakedRenderer``'s heads and tail in one pass: the last block's output through LeakyReLU
+    (``negative_slope``), the 3×3 heads convolution (``weight`` (6, C, 3, 3) in any layout, ``bias`` (6,),
+    padding 1), then tanh / warp of ``texture`` (1 or B, 3, th, tw; any layout) by the (1, H, W, 2) ``grid`` plus
+    Δuv / sum / sigmoid → image (B, 3, H, W), mask (B, 1, H, W). Equal to the PyTorch form within float32
+    rounding (see the module docstring).
 
-    def strides(tensor: torch.Tensor, first: int | None = None) -> ctypes.Array:
-        return (ctypes.c_int64 * 4)(tensor.stride(0) if first is None else first, *tensor.stride()[1:])
+    The block's output is ``features`` plus, when given, ``skip`` (B, C, H, W) or (B, C, H/2, W/2), the latter
+    upsampled by nearest neighbour; its ``features`` are (B, C, H, W) or a sub-pixel convolution's phases
+    (B, C, H/2 + k, 2, W/2 + k, 2), whose rows 2i + p and columns 2j + q form an (H + 2k) × (W + 2k) image
+    cropped by k on each side (``SubpixelUpsampleConv2d.phases``: k = 1). Any layout (the loop takes the strides;
+    channels-last, as the blocks write it, reads fastest), so neither the sum nor the interleave is ever written
+    out at full resolution."""
+    _check(features, weight, bias, grid, texture, skip)
+    fn = library().bilayer_heads_tail
+    b, c = features.shape[:2]
+    h, w = grid.shape[1:3]
+    s = features.stride()
+    if features.dim() == 4:  # row y = 2·(y // 2) + y % 2
+        fs, crop = (s[0], s[1], 2 * s[2], s[2], 2 * s[3], s[3]), 0
+    else:
+        fs, crop = s, (2 * features.shape[2] - h) // 2
+    ss, shift = (skip.stride(), 0 if skip.shape[2] == h else 1) if skip is not None else ((0, 0, 0, 0), 0)
+
+    def int64s(values) -> ctypes.Array:
+        return (ctypes.c_int64 * len(values))(*values)
 
     image = features.new_empty((b, 3, h, w))
     mask = features.new_empty((b, 1, h, w))
-    # features, weight and texture in any layout (the loop takes their strides; a channels-last module has
+    # features, skip, weight and texture in any layout (the loop takes their strides; a channels-last module has
     # channels-last weights and texture); one texture for every frame: frame stride 0
-    status = fn(features.data_ptr(), strides(features), c, weight.data_ptr(), strides(weight),
-                bias.contiguous().data_ptr(), negative_slope, grid.contiguous().data_ptr(), texture.data_ptr(),
-                strides(texture, 0 if texture.shape[0] == 1 else None), image.data_ptr(), mask.data_ptr(),
+    ts = (0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
+    status = fn(features.data_ptr(), int64s(fs), crop, skip.data_ptr() if skip is not None else None, int64s(ss),
+                shift, c, weight.data_ptr(), int64s(weight.stride()), bias.contiguous().data_ptr(), negative_slope,
+                grid.contiguous().data_ptr(), texture.data_ptr(), int64s(ts), image.data_ptr(), mask.data_ptr(),
                 b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
     if status:
         raise MemoryError("bilayer::heads_tail could not allocate its row buffers.")
@@ -419,27 +471,44 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 @heads_tail.register_fake
-def _(features, weight, bias, negative_slope, grid, texture):
-    b, _, h, w = features.shape
+def _(features, weight, bias, negative_slope, grid, texture, skip=None):
+    b, (h, w) = features.shape[0], grid.shape[1:3]
     return features.new_empty((b, 3, h, w)), features.new_empty((b, 1, h, w))
 
 
 def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grid: torch.Tensor,
-           texture: torch.Tensor) -> None:
-    tensors = {"features": features, "weight": weight, "bias": bias, "grid": grid, "texture": texture}
+           texture: torch.Tensor, skip: torch.Tensor | None) -> None:
+    tensors = {"features": features, "weight": weight, "bias": bias, "grid": grid, "texture": texture, "skip": skip}
     for name, tensor in tensors.items():
-        if tensor.device.type != "cpu" or tensor.dtype != torch.float32:
+        if tensor is not None and (tensor.device.type != "cpu" or tensor.dtype != torch.float32):
             raise ValueError(f"bilayer::heads_tail runs on float32 CPU tensors; its {name} is {tensor.dtype} on "
                              f"{tensor.device}.")
-    if features.dim() != 4:
-        raise ValueError(f"bilayer::heads_tail expects (B, C, H, W) features, got {tuple(features.shape)}.")
-    b, c, h, w = features.shape
+    if grid.dim() != 4 or grid.shape[0] != 1 or grid.shape[3] != 2:
+        raise ValueError(f"bilayer::heads_tail expects a (1, H, W, 2) grid, got {tuple(grid.shape)}.")
+    h, w = grid.shape[1:3]
+    shape = tuple(features.shape)
+    if features.dim() == 4:
+        if shape[2:] != (h, w):
+            raise ValueError(f"bilayer::heads_tail expects (B, C, {h}, {w}) features for a {h} × {w} grid, got "
+                             f"{shape}.")
+    elif features.dim() == 6:
+        k = 2 * shape[2] - h
+        if shape[3] != 2 or shape[5] != 2 or k < 0 or k % 2 or 2 * shape[4] - w != k:
+            raise ValueError(f"bilayer::heads_tail expects sub-pixel features (B, C, {h} / 2 + k, 2, {w} / 2 + k, "
+                             f"2) for a {h} × {w} grid, got {shape}.")
+    else:
+        raise ValueError(f"bilayer::heads_tail expects (B, C, H, W) or sub-pixel (B, C, H/2 + k, 2, W/2 + k, 2) "
+                         f"features, got {shape}.")
+    b, c = shape[:2]
+    half = (h // 2, w // 2) if h % 2 == 0 and w % 2 == 0 else None
+    if skip is not None and (skip.dim() != 4 or tuple(skip.shape[:2]) != (b, c)
+                             or tuple(skip.shape[2:]) not in ((h, w), half)):
+        raise ValueError(f"bilayer::heads_tail expects a ({b}, {c}, {h}, {w}) skip or one of half that size, got "
+                         f"{tuple(skip.shape)}.")
     if tuple(weight.shape) != (HEAD_CHANNELS, c, 3, 3) or tuple(bias.shape) != (HEAD_CHANNELS,):
         raise ValueError(f"bilayer::heads_tail expects a ({HEAD_CHANNELS}, {c}, 3, 3) weight and a "
                          f"({HEAD_CHANNELS},) bias for {c} feature channels, got {tuple(weight.shape)} and "
                          f"{tuple(bias.shape)}.")
-    if tuple(grid.shape) != (1, h, w, 2):
-        raise ValueError(f"bilayer::heads_tail expects a (1, {h}, {w}, 2) grid, got {tuple(grid.shape)}.")
     if texture.dim() != 4 or texture.shape[1] != 3 or texture.shape[0] not in (1, b):
         raise ValueError(f"bilayer::heads_tail expects a (1 or {b}, 3, H, W) texture, got "
                          f"{tuple(texture.shape)}.")
