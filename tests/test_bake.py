@@ -89,6 +89,7 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
         with torch.no_grad(), Ops() as ops[form]:
             frames[form] = baked(keypoints)
     baked.inductor = baked.native_tail = False
+    tail = {"bilayer::warp", "bilayer::heads_tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     if native.available():  # the int8 backend's form: sub-pixel upsampling, whose last phases the loop reads as a view
         from bilayer.runtime.bake import subpixel_upsampling
 
@@ -99,7 +100,6 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
             frames["native, sub-pixel"] = subpixel(keypoints)
         assert tail & ops["native, sub-pixel"].names == {"bilayer::heads_tail"}
     # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
-    tail = {"bilayer::warp", "bilayer::heads_tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["inductor"].names == {"bilayer::warp", "aten::sigmoid"}
     if "native" in forms:
