@@ -30,9 +30,9 @@ alternated.
 Layer bound (eager fp32): every convolution of the frame timed alone on its real input, fastest of several
 runs, summed — a lower bound on the frame time that no scheduling of the other ops can beat with these kernels.
 
-Stream throughput (eager fp32): frames/s when a stream of frames is rendered by one worker with all threads
-(the latency figures) and by two workers with half the threads each (``bilayer animate --workers 2``), timed in
-alternating blocks.
+Stream throughput (eager fp32, and the fastest of the other PyTorch backends timed): frames/s when a stream of
+frames is rendered by one worker with all threads (the latency figures) and by two workers with half the threads
+each (``bilayer animate --workers 2``), timed in alternating blocks.
 
 Random weights with well-conditioned BatchNorm statistics (see ``calibrated_model``); speed does not depend on
 the weights' values.
@@ -197,10 +197,18 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
           f"isolation at its best: at most {lb['max_fps']:.0f} frames/s with these kernels"
           + (" (the heads run inside the native loop)" if lb["native_heads"] else ""), flush=True)
     out["stream"] = stream_throughput(make_renderer(baked, "eager"), frame)
-    st = out["stream"]
-    print(f"  {name:<7}stream  {st['one_worker_fps']:7.1f} frames/s with one worker on {st['threads']} threads, "
-          f"{st['two_workers_fps']:.1f} with two workers on {st['threads_per_worker']} each "
-          f"(alternated): {st['speedup']:.2f}×", flush=True)
+    latency = {k: v["ms"] for k, v in out["backends"].items() if "ms" in v and k not in ("onnx", "eager")}
+    if latency:  # the fastest PyTorch backend too: what `animate --backend … --workers 2` renders with
+        fastest = min(latency, key=latency.get)
+        calibration = jittered_keypoints(frame[0]) if fastest == "int8" else None
+        out["stream_fastest"] = {"backend": fastest, **stream_throughput(
+            make_renderer(baked, fastest, calibration=calibration), frame)}
+    for key in ("stream", "stream_fastest"):
+        if key in out:
+            st = out[key]
+            print(f"  {name:<7}stream  {st.get('backend', 'eager'):<8}{st['one_worker_fps']:6.1f} frames/s with one "
+                  f"worker on {st['threads']} threads, {st['two_workers_fps']:.1f} with two workers on "
+                  f"{st['threads_per_worker']} each (alternated): {st['speedup']:.2f}×", flush=True)
     return out
 
 
@@ -380,9 +388,13 @@ def main() -> None:
     if "small" in by:
         fps = [v["fps"] for v in by["small"]["backends"].values() if "fps" in v]
         if fps:
+            # judged on one frame at a time (batch 1, all threads); a stream rendered by two workers is reported
             targets["small_best_fps"] = {"value": max(fps), "target": 100.0,
                                          "stream_two_workers_fps": by["small"]["stream"]["two_workers_fps"],
                                          "conv_bound_fps": by["small"]["layer_bound"]["max_fps"]}
+            if "stream_fastest" in by["small"]:
+                st = by["small"]["stream_fastest"]
+                targets["small_best_fps"][f"stream_two_workers_fps_{st['backend']}"] = st["two_workers_fps"]
     for k, v in targets.items():
         if "target" in v:
             v["met"] = bool(v["value"] >= v["target"])

@@ -40,6 +40,8 @@ def test_render_benchmark(tmp_path):
     stream = tiny["stream"]
     assert stream["one_worker_fps"] > 0 and stream["two_workers_fps"] > 0
     assert stream["speedup"] == pytest.approx(stream["two_workers_fps"] / stream["one_worker_fps"])
+    fastest = tiny["stream_fastest"]  # the fastest timed backend besides eager and onnx streams too
+    assert fastest["backend"] == "bf16" and fastest["two_workers_fps"] > 0 and "stream  bf16" in out
     assert tiny["fold_upsampling"]["folded_ms"] > 0 and report["ceiling"]["float32"]["gflops"] > 1
     tail = tiny["tail"]  # the heads and tail alone, native against oneDNN + PyTorch (the CI machine has g++)
     assert tail["native_ms"] > 0 and tail["speedup"] == pytest.approx(tail["pytorch_ms"] / tail["native_ms"])
