@@ -200,9 +200,8 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     latency = {k: v["ms"] for k, v in out["backends"].items() if "ms" in v and k not in ("onnx", "eager")}
     if latency:  # the fastest PyTorch backend too: what `animate --backend … --workers 2` renders with
         fastest = min(latency, key=latency.get)
-        calibration = jittered_keypoints(frame[0]) if fastest == "int8" else None
-        out["stream_fastest"] = {"backend": fastest, **stream_throughput(
-            make_renderer(baked, fastest, calibration=calibration), frame)}
+        renderer = make_renderer(baked, fastest, calibration=jittered_keypoints(frame[0]))  # as bench_backend's
+        out["stream_fastest"] = {"backend": fastest, **stream_throughput(renderer, frame)}
     for key in ("stream", "stream_fastest"):
         if key in out:
             st = out[key]
@@ -235,17 +234,10 @@ def tail_comparison(baked, frame: torch.Tensor) -> dict:
     fast = make_renderer(baked, "eager")._run  # channels-last, as the eager backend runs it
     with native_withheld():
         plain = make_renderer(baked, "eager")._run  # the heads packed for oneDNN
-    last, captured = fast.blocks[-1], []
-    last.parts = lambda x, phases=False: captured.append(x) or type(last).parts(last, x, phases)  # the block's input
     with torch.inference_mode():
-        fast(frame)
-        del last.parts
-        main, skip = last.parts(captured[0])
-
-        def pytorch():
-            return plain.tail(main + F.interpolate(skip, size=main.shape[-2:], mode="nearest"))
-
-        ab = interleaved({"native": lambda: fast.tail(main, skip), "pytorch": pytorch}, seconds=2.0)
+        main, skip = fast.blocks[-1].parts(fast.trunk(frame))
+        ab = interleaved({"native": lambda: fast.tail(main, skip),
+                          "pytorch": lambda: plain.tail(plain.blocks[-1].join(main, skip))}, seconds=2.0)
     return {"native_ms": ab["native"], "pytorch_ms": ab["pytorch"], "speedup": ab["pytorch"] / ab["native"]}
 
 
@@ -317,9 +309,9 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
     ``{"error": …}`` when the backend cannot run here."""
     entry: dict = {}
     try:
-        # int8 calibrates on poses around the timed frame's (as Avatar.renderer does around the photo's)
-        calibration = jittered_keypoints(frame[0]) if backend == "int8" else None
-        renderer = make_renderer(baked, backend, onnx_path=onnx_path, calibration=calibration)
+        # int8 calibrates on poses around the timed frame's (as Avatar.renderer does around the photo's); the
+        # other backends ignore calibration keypoints
+        renderer = make_renderer(baked, backend, onnx_path=onnx_path, calibration=jittered_keypoints(frame[0]))
         t0 = time.perf_counter()
         renderer.warmup(1)
         entry["warmup_s"] = time.perf_counter() - t0

@@ -224,6 +224,8 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
     assert upsampling >= 2 and convs >= 5 + upsampling and _calls(code, "_qconv_pointwise") == convs
     assert "qlinear" not in code and "convolution_transpose" not in code
     assert _dispatches(code, "heads_tail") == native.available()  # float32 heads and tail, one pass
+    if native.available():  # reading the last sub-pixel convolution's phases as a 6-D view of its output
+        assert re.search(r"reinterpret_tensor_wrapper\(buf\d+, 6,", code)
     _check_frame((image, mask), keypoints[:1])
     assert psnr(image, reference[0][:1]) >= 40 and psnr(mask, reference[1][:1], 1.0) >= 40
     # a symbolic batch: the second size compiles once, every further size reuses that quantized graph

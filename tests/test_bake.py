@@ -99,6 +99,11 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
         with torch.no_grad(), Ops() as ops["native, sub-pixel"]:
             frames["native, sub-pixel"] = subpixel(keypoints)
         assert tail & ops["native, sub-pixel"].names == {"bilayer::heads_tail"}
+        with torch.no_grad():  # the loop reads the last sub-pixel convolution's output as it is
+            main, _ = subpixel.blocks[-1].parts(subpixel.trunk(keypoints), phases=True)
+        assert main.dim() == 6 and main._base is not None  # a view of the convolution's output, not interleaved
+        with torch.no_grad(), pytest.raises(ValueError, match="in parts only with the native loop"):
+            baked.tail(*baked.blocks[-1].parts(baked.trunk(keypoints)))
     # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
     assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["inductor"].names == {"bilayer::warp", "aten::sigmoid"}

@@ -97,9 +97,8 @@ def test_heads_and_tail_equal_pytorch(batch, channels, size, texture_size, textu
 def assembled(features, skip, height, width):
     """The block output that ``heads_tail`` reads from sub-pixel phases and / or a skip, written out in PyTorch."""
     if features.dim() == 6:
-        n, c, hw, _, ww, _ = features.shape
-        k = (2 * hw - height) // 2
-        features = features.reshape(n, c, 2 * hw, 2 * ww)[:, :, k : k + height, k : k + width]
+        n, c, hw, _, ww, _ = features.shape  # an (H + 2) × (W + 2) image, one pixel cropped on each side
+        features = features.reshape(n, c, 2 * hw, 2 * ww)[:, :, 1 : height + 1, 1 : width + 1]
     if skip is not None:
         features = features + F.interpolate(skip, size=(height, width), mode="nearest")
     return features
@@ -111,6 +110,7 @@ PARTS = [  # batch, channels, (height, width), features: phases or full; skip: h
     (2, 16, (32, 32), "full", "half", "channels_last"),  # eager's and compile's last block
     (1, 8, (18, 22), "phases", "full", "planar"),
     (1, 16, (16, 80), "phases", None, "channels_last"),
+    (2, 16, (24, 40), "full", "full", "channels_last"),  # a skip without upsampling, in the vector transposition
 ]
 
 
@@ -233,18 +233,22 @@ def test_bad_inputs_are_named():
         call(w=torch.zeros(6, 5, 3, 3))
     with pytest.raises(ValueError, match=r"got \(6, 4, 3, 3\) and \(5,\)\.$"):
         call(b=torch.zeros(5))
-    with pytest.raises(ValueError, match=r"expects \(B, C, 4, 4\) features for a 4 × 4 grid, got \(2, 4, 8, 8\)\.$"):
+    with pytest.raises(ValueError, match=r"expects \(B, C, 4, 4\) features for the grid's 4 × 4 frame, got "
+                                         r"\(2, 4, 8, 8\)\.$"):
         call(g=identity_grid(4))
     with pytest.raises(ValueError, match=r"expects a \(1, H, W, 2\) grid, got \(8, 8, 2\)\.$"):
         call(g=identity_grid(8)[0])
     with pytest.raises(ValueError, match=r"expects a \(1 or 2, 3, H, W\) texture, got \(3, 3, 8, 8\)\.$"):
         call(t=torch.rand(3, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) or sub-pixel \(B, C, H/2 \+ k, 2, W/2 \+ k, 2\) "
+    with pytest.raises(ValueError, match=r"expects \(B, C, H, W\) or sub-pixel \(B, C, H/2 \+ 1, 2, W/2 \+ 1, 2\) "
                                          r"features, got \(4, 8, 8\)\.$"):
         call(f=features[0])
-    with pytest.raises(ValueError, match=r"expects sub-pixel features \(B, C, 8 / 2 \+ k, 2, 8 / 2 \+ k, 2\) for an? "
-                                         r"8 × 8 grid, got \(2, 4, 5, 2, 4, 2\)\.$"):
+    with pytest.raises(ValueError, match=r"expects sub-pixel features \(B, C, 5, 2, 5, 2\) for the grid's 8 × 8 "
+                                         r"frame, got \(2, 4, 5, 2, 4, 2\)\.$"):
         call(f=torch.zeros(2, 4, 5, 2, 4, 2))  # one pixel cropped from the rows, none from the columns
+    with pytest.raises(ValueError, match=r"expects sub-pixel features \(B, C, 5, 2, 5, 2\) for the grid's 8 × 8 "
+                                         r"frame, got \(2, 4, 6, 2, 6, 2\)\.$"):
+        call(f=torch.zeros(2, 4, 6, 2, 6, 2))  # two pixels cropped on each side: not a sub-pixel convolution's
     with pytest.raises(ValueError, match=r"expects a \(2, 4, 8, 8\) skip or one of half that size, got "
                                          r"\(2, 4, 3, 3\)\.$"):
         native.heads_tail(features, weight, bias, SLOPE, grid, texture, torch.zeros(2, 4, 3, 3))

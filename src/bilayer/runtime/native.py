@@ -438,8 +438,8 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
     The block's output is ``features`` plus, when given, ``skip`` (B, C, H, W) or (B, C, H/2, W/2), the latter
     upsampled by nearest neighbour; its ``features`` are (B, C, H, W) or a sub-pixel convolution's phases
-    (B, C, H/2 + k, 2, W/2 + k, 2), whose rows 2i + p and columns 2j + q form an (H + 2k) × (W + 2k) image
-    cropped by k on each side (``SubpixelUpsampleConv2d.phases``: k = 1). Any layout (the loop takes the strides;
+    (B, C, H/2 + 1, 2, W/2 + 1, 2) (``SubpixelUpsampleConv2d.phases``), whose rows 2i + p and columns 2j + q
+    form an (H + 2) × (W + 2) image cropped by one pixel on each side. Any layout (the loop takes the strides;
     channels-last, as the blocks write it, reads fastest), so neither the sum nor the interleave is ever written
     out at full resolution."""
     _check(features, weight, bias, grid, texture, skip)
@@ -447,10 +447,8 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     b, c = features.shape[:2]
     h, w = grid.shape[1:3]
     s = features.stride()
-    if features.dim() == 4:  # row y = 2·(y // 2) + y % 2
-        fs, crop = (s[0], s[1], 2 * s[2], s[2], 2 * s[3], s[3]), 0
-    else:
-        fs, crop = s, (2 * features.shape[2] - h) // 2
+    # the loop's row y + crop = 2i + p: plain features split their row stride in two, phases have it split already
+    fs, crop = ((s[0], s[1], 2 * s[2], s[2], 2 * s[3], s[3]), 0) if features.dim() == 4 else (s, 1)
     ss, shift = (skip.stride(), 0 if skip.shape[2] == h else 1) if skip is not None else ((0, 0, 0, 0), 0)
 
     def int64s(values) -> ctypes.Array:
@@ -487,19 +485,16 @@ def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gri
         raise ValueError(f"bilayer::heads_tail expects a (1, H, W, 2) grid, got {tuple(grid.shape)}.")
     h, w = grid.shape[1:3]
     shape = tuple(features.shape)
-    if features.dim() == 4:
-        if shape[2:] != (h, w):
-            raise ValueError(f"bilayer::heads_tail expects (B, C, {h}, {w}) features for a {h} × {w} grid, got "
-                             f"{shape}.")
-    elif features.dim() == 6:
-        k = 2 * shape[2] - h
-        if shape[3] != 2 or shape[5] != 2 or k < 0 or k % 2 or 2 * shape[4] - w != k:
-            raise ValueError(f"bilayer::heads_tail expects sub-pixel features (B, C, {h} / 2 + k, 2, {w} / 2 + k, "
-                             f"2) for a {h} × {w} grid, got {shape}.")
-    else:
-        raise ValueError(f"bilayer::heads_tail expects (B, C, H, W) or sub-pixel (B, C, H/2 + k, 2, W/2 + k, 2) "
+    if features.dim() not in (4, 6):
+        raise ValueError(f"bilayer::heads_tail expects (B, C, H, W) or sub-pixel (B, C, H/2 + 1, 2, W/2 + 1, 2) "
                          f"features, got {shape}.")
     b, c = shape[:2]
+    if features.dim() == 4 and shape[2:] != (h, w):
+        raise ValueError(f"bilayer::heads_tail expects (B, C, {h}, {w}) features for the grid's {h} × {w} frame, "
+                         f"got {shape}.")
+    if features.dim() == 6 and (shape[2:] != (h // 2 + 1, 2, w // 2 + 1, 2) or h % 2 or w % 2):
+        raise ValueError(f"bilayer::heads_tail expects sub-pixel features (B, C, {h // 2 + 1}, 2, {w // 2 + 1}, 2) "
+                         f"for the grid's {h} × {w} frame, got {shape}.")
     half = (h // 2, w // 2) if h % 2 == 0 and w % 2 == 0 else None
     if skip is not None and (skip.dim() != 4 or tuple(skip.shape[:2]) != (b, c)
                              or tuple(skip.shape[2:]) not in ((h, w), half)):
