@@ -11,9 +11,12 @@ import torch
 from bilayer import preset
 from bilayer.runtime import native
 from bilayer.runtime.backends import (
+    AUTO_INT8_FRAMES,
     BACKENDS,
     BackendError,
     FrameRenderer,
+    auto_backend,
+    int8_unavailable,
     jittered_keypoints,
     low_precision,
     make_renderer,
@@ -263,6 +266,37 @@ def test_int8_without_torchao_names_the_fix(renderer, monkeypatch):
     with pytest.raises(BackendError, match=r"^int8 needs torchao==0\.18\.0 \(pip install 'bilayer\[int8\]'\); "
                                            r"use compile or eager\.$"):
         make_renderer(renderer, "int8", calibration=torch.zeros(4, 136))
+
+
+def test_auto_backend_takes_int8_for_long_drivers_where_it_runs(monkeypatch, tmp_path):
+    """auto: eager for short or unknown drivers (no set-up), int8 from AUTO_INT8_FRAMES on where it can run; each
+    choice comes with its reason."""
+    assert auto_backend(None) == ("eager", "eager: the driver's length is unknown (int8 repays its set-up only on "
+                                           "long drivers)")
+    name, why = auto_backend(AUTO_INT8_FRAMES - 1)
+    assert name == "eager" and why.startswith(f"eager: {AUTO_INT8_FRAMES - 1} driver frames; int8 repays")
+    name, why = auto_backend(AUTO_INT8_FRAMES)
+    if int8_unavailable() is None:  # this machine: x86-64, a compiler, torchao (the test extras install it)
+        assert name == "int8" and why.startswith(f"int8: {AUTO_INT8_FRAMES} driver frames")
+    else:  # pragma: no cover - a machine without one of them
+        assert (name, why) == ("eager", f"eager: {int8_unavailable()}")
+    # what is missing is named
+    import platform
+    import sys
+
+    with monkeypatch.context() as m:
+        m.setattr(platform, "machine", lambda: "aarch64")
+        assert auto_backend(10**6) == ("eager", "eager: int8 needs an x86-64 CPU, not aarch64")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        with monkeypatch.context() as m:  # no compiler: an empty PATH and no CXX
+            m.delenv("CXX", raising=False)
+            m.setenv("PATH", str(tmp_path))
+            assert auto_backend(10**6) == ("eager", "eager: int8 needs a C++ compiler (g++ or clang++) on PATH")
+        if native.compiler():
+            with monkeypatch.context() as m:  # torchao not importable
+                for module in ["torchao", *(k for k in sys.modules if k.startswith("torchao."))]:
+                    m.setitem(sys.modules, module, None)
+                assert auto_backend(10**6) == ("eager", "eager: int8 needs torchao (pip install 'bilayer[int8]')")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")

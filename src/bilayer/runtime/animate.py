@@ -49,6 +49,7 @@ class AnimationReport:
                                                                "encode": 0.0})
     wall_seconds: float = 0.0
     workers: int = 1
+    backend: str | None = None  # the renderer's name, when it has one (a FrameRenderer)
 
     @property
     def fps(self) -> float:
@@ -60,13 +61,14 @@ class AnimationReport:
             stages = stages.replace(" ms, compose", f" ms ({self.workers} frames at a time), compose")
         lost = f"; driver face lost in {self.lost} frame(s), last keypoints reused" if self.lost else ""
         audio = ", audio copied" if self.audio else ""
-        return (f"wrote {self.output}: {self.frames} frames in {self.wall_seconds:.1f} s = {self.fps:.1f} frames/s "
-                f"(per frame: {stages}){audio}{lost}")
+        engine = f" with {self.backend}" if self.backend else ""
+        return (f"wrote {self.output}: {self.frames} frames in {self.wall_seconds:.1f} s = {self.fps:.1f} frames/s"
+                f"{engine} (per frame: {stages}){audio}{lost}")
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "frames": self.frames, "lost": self.lost, "fps_in": self.fps_in,
                 "audio": self.audio, "seconds": self.seconds, "wall_seconds": self.wall_seconds, "fps": self.fps,
-                "workers": self.workers}
+                "workers": self.workers, "backend": self.backend}
 
 
 class _Stage(threading.Thread):
@@ -163,7 +165,7 @@ def animate(
                           "holds keypoints only.")
     size = avatar.size
     out = Path(out)
-    report = AnimationReport(output=out, fps_in=driver.fps, workers=workers)
+    report = AnimationReport(output=out, fps_in=driver.fps, workers=workers, backend=getattr(render, "name", None))
     bg = to_uint8(avatar.source_image).astype(np.float32)  # "source"
     if background != "source":
         bg[:] = 0.0 if background == "black" else 255.0

@@ -22,6 +22,9 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
              (torchao).
 
+``auto_backend(frames)`` chooses for a driver of that many frames (``bilayer animate``'s default): int8 when the
+driver is long enough to repay int8's set-up (``AUTO_INT8_FRAMES``) and this machine runs it, else eager.
+
 On CPU, eager, compile and int8 run everything after the last residual block (activation, heads convolution,
 tanh, grid, warp, sum, sigmoid) as one native loop, ``bilayer::heads_tail`` (``runtime/native.py``), when its
 kernel can be built with the machine's C++ compiler (once, then cached); without one they keep PyTorch's
@@ -36,6 +39,7 @@ a pixel. Only the network's *output* Δuv is rounded, which is small and smooth,
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import math
 import os
@@ -52,6 +56,11 @@ from . import native
 from .bake import BakedBlock, BakedRenderer, UpsampleConv2d, subpixel_upsampling
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx", "int8")
+
+#: Driver length from which ``auto_backend`` picks int8: its 20–40 s of quantizing and compiling against ~20 ms saved
+#: per frame end to end (medium, two workers: 33–39 against 19–23 frames/s, benchmarks/results/animate_*_then_*.json)
+#: break even near 1500 frames, a minute of video at 25 frames/s.
+AUTO_INT8_FRAMES = 1500
 
 #: torchao's release whose x86 int8 recipe ``int8`` was built and measured with (the ``int8`` extra pins it)
 TORCHAO_VERSION = "0.18.0"
@@ -124,6 +133,33 @@ class FrameRenderer:
 
     def __repr__(self) -> str:
         return f"FrameRenderer({self.name!r}, device={str(self.device)!r})"
+
+
+def int8_unavailable() -> str | None:
+    """Why the int8 backend cannot run on this machine's CPU (one clause), or None when it can."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"int8 needs an x86-64 CPU, not {platform.machine()}"
+    if not native.compiler():
+        return "int8 needs a C++ compiler (g++ or clang++) on PATH"
+    if importlib.util.find_spec("torchao") is None:
+        return "int8 needs torchao (pip install 'bilayer[int8]')"
+    return None
+
+
+def auto_backend(frames: int | None) -> tuple[str, str]:
+    """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause:
+    int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine runs it,
+    else eager, which starts at once and gives the reference frames."""
+    if frames is None:
+        return "eager", "eager: the driver's length is unknown (int8 repays its set-up only on long drivers)"
+    if frames < AUTO_INT8_FRAMES:
+        return "eager", (f"eager: {frames} driver frames; int8 repays its 20–40 s of set-up from about "
+                         f"{AUTO_INT8_FRAMES} frames")
+    missing = int8_unavailable()
+    if missing:
+        return "eager", f"eager: {missing}"
+    return "int8", (f"int8: {frames} driver frames (from {AUTO_INT8_FRAMES} on, its 20–40 s of quantizing and "
+                    "compiling pay off; ~45 dB PSNR against float32)")
 
 
 def make_renderer(

@@ -152,13 +152,20 @@ def cmd_animate(args: argparse.Namespace) -> int:
             args.driver, landmarks=landmarks, keypoints=args.driver_keypoints, smoothing=not args.no_smoothing,
             max_frames=args.max_frames) as driver:
         avatar, photo = _avatar_for(args, model, landmarks)
+        backend = args.backend
+        if backend == "auto":
+            from .backends import auto_backend
+
+            backend, why = auto_backend(driver.num_frames)
+            if not args.no_progress:
+                print(f"backend (auto) {why}", file=sys.stderr, flush=True)
         with render_workers(args.workers) as workers:
-            if args.backend in ("compile", "int8") and not args.no_progress:
-                int8 = args.backend == "int8"
+            if backend in ("compile", "int8") and not args.no_progress:
+                int8 = backend == "int8"
                 step, seconds = ("quantizing and compiling", "20–40") if int8 else ("compiling", "15–25")
-                print(f"{step} the {args.backend} renderer ({seconds} s on a first run, less from inductor's cache)…",
+                print(f"{step} the {backend} renderer ({seconds} s on a first run, less from inductor's cache)…",
                       file=sys.stderr, flush=True)
-            renderer = avatar.renderer(model, args.backend)
+            renderer = avatar.renderer(model, backend)
             renderer.warmup(1)
             report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
                              paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,
@@ -173,7 +180,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 def configure_animate(p: argparse.ArgumentParser) -> None:
     from .animate import BACKGROUNDS, MOTION_MODES
-    from .backends import BACKENDS
+    from .backends import AUTO_INT8_FRAMES, BACKENDS
 
     _add_model_option(p)
     p.add_argument("--source", default=None, help="the photo to animate (or give --avatar)")
@@ -188,10 +195,11 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--side-by-side", action="store_true", help="the driver frame next to the result")
     p.add_argument("--background", choices=BACKGROUNDS, default="black", help="behind the head in crop output (default black)")
     # the command renders on the CPU; fp16 needs CUDA (the Python API: make_renderer(..., device="cuda"))
-    p.add_argument("--backend", choices=[b for b in BACKENDS if b != "fp16"], default="eager",
-                   help="per-frame engine on the CPU (default eager, float32; int8, x86 only, ~45 dB against "
-                        "float32, is the fastest after 20–40 s of quantizing and compiling: for long drivers; compile "
-                        "is float32 after a 15–25 s compilation)")
+    p.add_argument("--backend", choices=["auto", *(b for b in BACKENDS if b != "fp16")], default="auto",
+                   help=f"per-frame engine on the CPU (default auto: int8 for drivers of {AUTO_INT8_FRAMES} frames "
+                        "or more where it runs, else eager; eager: float32, starts at once; int8, x86 only, "
+                        "~45 dB against float32, is the fastest after 20–40 s of quantizing and compiling; "
+                        "compile is float32 after a 15–25 s compilation)")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="frames rendered at once, each with 1/N of the CPU threads (default 2 with ≥ 2 threads: "
                         "faster than one frame on all threads while decoding and encoding share the cores)")
