@@ -22,10 +22,10 @@ Each backend's latency is timed in alternating blocks with the ceiling convoluti
 faster layout), so that both see the same load of the shared host and their ratio — the fraction of the ceiling —
 is steady even when absolute times drift by 2×. The ceilings printed at the start and the end show that drift.
 
-Tail (fp32): the per-frame work after the last residual block's convolutions — the sum of its two paths, activation,
-heads convolution, tanh, grid, bilinear warp, sum, sigmoid — alone, as the native one-pass loop the CPU backends use (``runtime/native.py``)
-against the eager form without it (PyTorch's upsampling and add, oneDNN's convolution, PyTorch's operations),
-alternated.
+Tail (fp32): the per-frame work after the last residual block's convolutions — the sum of its two paths,
+activation, heads convolution, tanh, grid, bilinear warp, sum, sigmoid — alone, as the native one-pass loop the
+CPU backends use (``runtime/native.py``) against the eager form without it (PyTorch's upsampling and add, oneDNN's
+convolution, PyTorch's operations), alternated.
 
 Layer bound (eager fp32): every convolution of the frame timed alone on its real input, fastest of several
 runs, summed — a lower bound on the frame time that no scheduling of the other ops can beat with these kernels.
@@ -323,7 +323,8 @@ def bench_backend(baked, backend: str, frame: torch.Tensor, reference: torch.Ten
         gflops, executed_gflops = 2 * macs / ms / 1e6, 2 * executed / ms / 1e6
         entry.update(ms=ms, fps=1000.0 / ms, gflops=gflops, ceiling_gflops=peak, fraction_of_ceiling=gflops / peak,
                      executed_gflops=executed_gflops, executed_fraction_of_ceiling=executed_gflops / peak,
-                     psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1))) if backend != "eager" else None)
+                     psnr_vs_fp32=float(psnr(image.clamp(-1, 1), reference.clamp(-1, 1)))
+                     if backend != "eager" else None)
     except Exception as exc:  # a backend that cannot run here is reported, not fatal
         entry["error"] = f"{type(exc).__name__}: {exc}"
     return entry

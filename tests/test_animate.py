@@ -358,11 +358,16 @@ def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys)
 
 
 def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path, capsys):
-    """Without --backend, a short driver renders with eager (no set-up to repay); the choice and its reason go to
-    stderr, the backend used into the summary and the report."""
-    np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:3]))
+    """Without --backend, a short driver renders with eager (no set-up to repay); the length that counts is what
+    --max-frames leaves of a long one. The choice and its reason go to stderr, the backend used into the summary
+    and the report."""
+    from bilayer.runtime.backends import AUTO_INT8_FRAMES
+
+    kps = np.nan_to_num(files["kps"])
+    np.save(tmp_path / "kps.npy", np.resize(kps, (AUTO_INT8_FRAMES, *kps.shape[1:])))  # long enough for int8
     code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
-                         tmp_path / "kps.npy", "--out", tmp_path / "o.mp4", "--report", tmp_path / "r.json")
+                         tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / "o.mp4", "--report",
+                         tmp_path / "r.json")
     assert code == 0, err
     assert "backend (auto) eager: 3 driver frames; int8 repays its 20–40 s of set-up from about " in err
     assert "frames/s with eager (per frame" in out

@@ -242,13 +242,20 @@ def test_int8_is_close_runs_quantized_kernels_and_any_batch(renderer, keypoints,
         torch.testing.assert_close(r(keypoints[:2])[0], image3[:2], atol=1e-4, rtol=0)
 
 
-def test_int8_needs_calibration_and_a_cpu(renderer):
+def test_int8_needs_calibration_and_a_cpu(renderer, monkeypatch):
     with pytest.raises(BackendError, match=r"^int8 needs calibration keypoints \(N, 136\)"):
         make_renderer(renderer, "int8")
     with pytest.raises(BackendError, match=r"^int8 calibration keypoints have shape \(3, 10\); expected \(N, 136\)"):
         make_renderer(renderer, "int8", calibration=torch.zeros(3, 10))
     with pytest.raises(BackendError, match=r"^int8 runs on CPU .*; on a GPU use fp16\.$"):
         make_renderer(renderer, "int8", device="meta", calibration=torch.zeros(4, 136))
+    if native.compiler():  # the CPU check (the compiler's comes first: test_without_a_compiler)
+        import platform
+
+        monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+        with pytest.raises(BackendError, match=r"^int8 needs an x86-64 CPU \(oneDNN's x86 kernels\), not aarch64; "
+                                               r"use compile or eager\.$"):
+            make_renderer(renderer, "int8", calibration=torch.zeros(4, 136))
 
 
 def test_int8_without_torchao_names_the_fix(renderer, monkeypatch):
@@ -286,17 +293,18 @@ def test_auto_backend_takes_int8_for_long_drivers_where_it_runs(monkeypatch, tmp
 
     with monkeypatch.context() as m:
         m.setattr(platform, "machine", lambda: "aarch64")
-        assert auto_backend(10**6) == ("eager", "eager: int8 needs an x86-64 CPU, not aarch64")
+        assert auto_backend(10**6) == ("eager", "eager: int8 needs an x86-64 CPU (oneDNN's x86 kernels), not aarch64")
     if platform.machine().lower() in ("x86_64", "amd64"):
         with monkeypatch.context() as m:  # no compiler: an empty PATH and no CXX
             m.delenv("CXX", raising=False)
             m.setenv("PATH", str(tmp_path))
-            assert auto_backend(10**6) == ("eager", "eager: int8 needs a C++ compiler (g++ or clang++) on PATH")
+            assert auto_backend(10**6) == ("eager", "eager: int8 on CPU needs a C++ compiler (g++ or clang++) on PATH")
         if native.compiler():
             with monkeypatch.context() as m:  # torchao not importable
                 for module in ["torchao", *(k for k in sys.modules if k.startswith("torchao."))]:
                     m.setitem(sys.modules, module, None)
-                assert auto_backend(10**6) == ("eager", "eager: int8 needs torchao (pip install 'bilayer[int8]')")
+                assert auto_backend(10**6) == ("eager", "eager: int8 needs torchao==0.18.0 (pip install "
+                                                        "'bilayer[int8]')")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 runs on CUDA only")

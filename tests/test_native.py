@@ -124,7 +124,8 @@ def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_
     height, width = size
     cl = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     if form == "phases":  # as SubpixelUpsampleConv2d.phases views its convolution's (B, 4C, H/2 + 1, W/2 + 1)
-        conv = torch.randn(batch, 4 * channels, height // 2 + 1, width // 2 + 1, generator=g).contiguous(memory_format=cl)
+        conv = torch.randn(batch, 4 * channels, height // 2 + 1, width // 2 + 1, generator=g)
+        conv = conv.contiguous(memory_format=cl)
         features = conv.view(batch, 2, 2, channels, height // 2 + 1, width // 2 + 1).permute(0, 3, 4, 1, 5, 2)
     else:
         features = torch.randn(batch, channels, height, width, generator=g).contiguous(memory_format=cl)

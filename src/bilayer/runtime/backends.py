@@ -57,9 +57,9 @@ from .bake import BakedBlock, BakedRenderer, UpsampleConv2d, subpixel_upsampling
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx", "int8")
 
-#: Driver length from which ``auto_backend`` picks int8: its 20–40 s of quantizing and compiling against ~20 ms saved
-#: per frame end to end (medium, two workers: 33–39 against 19–23 frames/s, benchmarks/results/animate_*_then_*.json)
-#: break even near 1500 frames, a minute of video at 25 frames/s.
+#: Driver length from which ``auto_backend`` picks int8: its 20–40 s of quantizing and compiling against ~20 ms
+#: saved per frame end to end (medium, two workers: 33–39 against 19–23 frames/s,
+#: benchmarks/results/animate_*_then_*.json) break even near 1500 frames, a minute of video at 25 frames/s.
 AUTO_INT8_FRAMES = 1500
 
 #: torchao's release whose x86 int8 recipe ``int8`` was built and measured with (the ``int8`` extra pins it)
@@ -136,13 +136,14 @@ class FrameRenderer:
 
 
 def int8_unavailable() -> str | None:
-    """Why the int8 backend cannot run on this machine's CPU (one clause), or None when it can."""
+    """Why the int8 backend cannot run on this machine's CPU (one clause, which ``make_renderer``'s error and
+    ``auto_backend``'s reason both use), or None when it can."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"int8 needs an x86-64 CPU, not {platform.machine()}"
+        return f"int8 needs an x86-64 CPU (oneDNN's x86 kernels), not {platform.machine()}"
     if not native.compiler():
-        return "int8 needs a C++ compiler (g++ or clang++) on PATH"
+        return _no_compiler("int8")
     if importlib.util.find_spec("torchao") is None:
-        return "int8 needs torchao (pip install 'bilayer[int8]')"
+        return _NO_TORCHAO
     return None
 
 
@@ -307,9 +308,16 @@ def _native_tail(module: BakedRenderer, device: torch.device) -> BakedRenderer:
     return module
 
 
+def _no_compiler(backend: str) -> str:
+    return f"{backend} on CPU needs a C++ compiler (g++ or clang++) on PATH"
+
+
+_NO_TORCHAO = f"int8 needs torchao=={TORCHAO_VERSION} (pip install 'bilayer[int8]')"
+
+
 def _need_compiler(device: torch.device, backend: str) -> None:
     if device.type == "cpu" and not native.compiler():
-        raise BackendError(f"{backend} on CPU needs a C++ compiler (g++ or clang++) on PATH; use eager or onnx.")
+        raise BackendError(f"{_no_compiler(backend)}; use eager or onnx.")
 
 
 def _frozen(compiled: Callable[[torch.Tensor], Frame]) -> Callable[[torch.Tensor], Frame]:
@@ -363,10 +371,10 @@ def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tens
     """
     if device.type != "cpu":
         raise BackendError("int8 runs on CPU (oneDNN's x86 kernels); on a GPU use fp16.")
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        raise BackendError(f"int8 needs an x86-64 CPU (oneDNN's x86 kernels), not {platform.machine()}; "
-                           "use compile or eager.")
-    _need_compiler(device, "int8")
+    _need_compiler(device, "int8")  # its own advice: compile needs the compiler too
+    missing = int8_unavailable()
+    if missing:
+        raise BackendError(f"{missing}; use compile or eager.")
     if calibration is None:
         raise BackendError("int8 needs calibration keypoints (N, 136), e.g. "
                            "jittered_keypoints(avatar.source_keypoints_normalized); Avatar.renderer passes them.")
@@ -408,8 +416,7 @@ def _torchao_int8():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
     except ImportError as exc:
-        raise BackendError(f"int8 needs torchao=={TORCHAO_VERSION} (pip install 'bilayer[int8]'); "
-                           "use compile or eager.") from exc
+        raise BackendError(f"{_NO_TORCHAO}; use compile or eager.") from exc  # found but broken
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
