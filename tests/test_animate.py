@@ -372,6 +372,15 @@ def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path,
     assert "backend (auto) eager: 3 driver frames; int8 repays its 20–40 s of set-up from about " in err
     assert "frames/s with eager (per frame" in out
     assert json.loads((tmp_path / "r.json").read_text())["backend"] == "eager"
+    # a Matroska driver states no frame count: its duration measures it, and the reason says so
+    images, _ = render_person(8, person=1)
+    mkv = make_video(tmp_path / "driver.mkv", images)
+    np.save(tmp_path / "kps8.npy", kps[:8])
+    code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver", mkv,
+                         "--driver-keypoints", tmp_path / "kps8.npy", "--out", tmp_path / "m.mp4")
+    assert code == 0, err
+    assert "backend (auto) eager: about 8 driver frames (from its duration); int8 repays" in err
+    assert "8 frames" in out
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads

@@ -282,9 +282,13 @@ def test_auto_backend_takes_int8_for_long_drivers_where_it_runs(monkeypatch, tmp
                                            "long drivers)")
     name, why = auto_backend(AUTO_INT8_FRAMES - 1)
     assert name == "eager" and why.startswith(f"eager: {AUTO_INT8_FRAMES - 1} driver frames; int8 repays")
+    name, why = auto_backend(40, estimated=True)  # a video measured by its duration
+    assert name == "eager" and why.startswith("eager: about 40 driver frames (from its duration); int8 repays")
     name, why = auto_backend(AUTO_INT8_FRAMES)
     if int8_unavailable() is None:  # this machine: x86-64, a compiler, torchao (the test extras install it)
         assert name == "int8" and why.startswith(f"int8: {AUTO_INT8_FRAMES} driver frames")
+        assert auto_backend(AUTO_INT8_FRAMES, estimated=True)[1].startswith(
+            f"int8: about {AUTO_INT8_FRAMES} driver frames (from its duration); from {AUTO_INT8_FRAMES} on")
     else:  # pragma: no cover - a machine without one of them
         assert (name, why) == ("eager", f"eager: {int8_unavailable()}")
     # what is missing is named

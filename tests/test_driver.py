@@ -174,6 +174,22 @@ def test_video_with_keypoint_file(tmp_path, media):
     assert limited.num_frames == 12 and len(list(limited)) == 12
 
 
+def test_driver_without_a_frame_count_is_measured_by_its_duration(tmp_path, media):
+    """Matroska states a duration but no frame count: num_frames stays unknown (the keypoint file's length is not
+    checked against it), frames_estimate is duration × rate, at most max_frames; an MP4's is its frame count."""
+    mkv = make_video(tmp_path / "face.mkv", media["face_images"])
+    kp_file = tmp_path / "kps.npy"
+    np.save(kp_file, media["face_kps"])
+    driver = open_driver(mkv, keypoints=kp_file, smoothing=False, landmarks="no-such-backend")
+    assert driver.num_frames is None and driver.duration is None and driver.frames_estimate == 20
+    assert len(list(driver)) == 20
+    limited = open_driver(mkv, keypoints=kp_file, max_frames=12, landmarks="no-such-backend")
+    assert limited.num_frames is None and limited.frames_estimate == 12 and len(list(limited)) == 12
+    mp4 = open_driver(media["face"], keypoints=kp_file, max_frames=15, landmarks="no-such-backend")
+    assert mp4.num_frames == mp4.frames_estimate == 15
+    assert open_driver(kp_file).frames_estimate == 20  # a keypoint sequence: its rows
+
+
 # ------------------------------------------------------------------------------------------- smoothing
 def still_face(media, n: int = 40, noise: float = 1.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -22,8 +22,9 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
              (torchao).
 
-``auto_backend(frames)`` chooses for a driver of that many frames (``bilayer animate``'s default): int8 when the
-driver is long enough to repay int8's set-up (``AUTO_INT8_FRAMES``) and this machine runs it, else eager.
+``auto_backend(frames)`` chooses for a driver of that many frames (``bilayer animate``'s default; a video that
+states no frame count is measured by its duration): int8 when the driver is long enough to repay int8's set-up
+(``AUTO_INT8_FRAMES``) and this machine runs it, else eager.
 
 On CPU, eager, compile and int8 run everything after the last residual block (activation, heads convolution,
 tanh, grid, warp, sum, sigmoid) as one native loop, ``bilayer::heads_tail`` (``runtime/native.py``), when its
@@ -147,20 +148,22 @@ def int8_unavailable() -> str | None:
     return None
 
 
-def auto_backend(frames: int | None) -> tuple[str, str]:
+def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, str]:
     """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause:
     int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine runs it,
-    else eager, which starts at once and gives the reference frames."""
+    else eager, which starts at once and gives the reference frames. ``estimated``: ``frames`` comes from the
+    video's duration (``Driver.frames_estimate``), not a stated frame count; the reason says so."""
     if frames is None:
         return "eager", "eager: the driver's length is unknown (int8 repays its set-up only on long drivers)"
+    count = f"about {frames} driver frames (from its duration)" if estimated else f"{frames} driver frames"
     if frames < AUTO_INT8_FRAMES:
-        return "eager", (f"eager: {frames} driver frames; int8 repays its 20–40 s of set-up from about "
+        return "eager", (f"eager: {count}; int8 repays its 20–40 s of set-up from about "
                          f"{AUTO_INT8_FRAMES} frames")
     missing = int8_unavailable()
     if missing:
         return "eager", f"eager: {missing}"
-    return "int8", (f"int8: {frames} driver frames (from {AUTO_INT8_FRAMES} on, its 20–40 s of quantizing and "
-                    "compiling pay off; ~45 dB PSNR against float32)")
+    return "int8", (f"int8: {count}; from {AUTO_INT8_FRAMES} on, its 20–40 s of quantizing and compiling pay "
+                    "off (~45 dB PSNR against float32)")
 
 
 def make_renderer(

@@ -156,7 +156,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
         if backend == "auto":
             from .backends import auto_backend
 
-            backend, why = auto_backend(driver.num_frames)
+            backend, why = auto_backend(driver.frames_estimate, estimated=driver.num_frames is None)
             if not args.no_progress:
                 print(f"backend (auto) {why}", file=sys.stderr, flush=True)
         with render_workers(args.workers) as workers:

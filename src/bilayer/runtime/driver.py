@@ -154,7 +154,8 @@ class Driver:
     and call ``check()`` yourself. Attributes, valid after ``check()``:
 
     ``kind`` ("video", "images" or "keypoints"), ``fps``, ``size`` ((W, H), None for keypoints only),
-    ``num_frames`` (None when the container does not say), ``audio`` (the file has an audio stream),
+    ``num_frames`` (None when the container does not say), ``frames_estimate`` (``num_frames``, else the
+    container's duration times ``fps``; None when neither is known), ``audio`` (the file has an audio stream),
     ``first_face`` (index of the first frame with a face). During / after iteration: ``frames_read`` and
     ``lost`` (frames whose keypoints were reused).
 
@@ -183,6 +184,7 @@ class Driver:
         self.fps = IMAGE_SEQUENCE_FPS
         self.size: tuple[int, int] | None = None
         self.num_frames: int | None = None
+        self._seconds: float | None = None  # the container's duration, for frames_estimate
         self.audio = False
         self.first_face: int | None = None
         self.lost = 0
@@ -258,6 +260,8 @@ class Driver:
                 rate = stream.average_rate or stream.guessed_rate or stream.base_rate
                 self.fps = float(rate) if rate else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
                 self.num_frames = int(stream.frames) if stream.frames else None
+                if container.duration and container.duration > 0:  # in av.time_base units (µs)
+                    self._seconds = float(container.duration) / av.time_base
                 self.audio = bool(container.streams.audio)
         except (av.FFmpegError, OSError) as exc:
             raise DriverError(f"cannot read driver {path} ({short_reason(exc)}); expected a video file, a folder of frames "
@@ -364,6 +368,17 @@ class Driver:
     def duration(self) -> float | None:
         """num_frames / fps in seconds, when the number of frames is known."""
         return None if self.num_frames is None else self.num_frames / self.fps
+
+    @property
+    def frames_estimate(self) -> int | None:
+        """``num_frames`` when known; else, for a container that states only its duration (Matroska, WebM), that
+        duration times ``fps`` (at most ``max_frames``); else None."""
+        if self.num_frames is not None:
+            return self.num_frames
+        if self._seconds is None:
+            return None
+        frames = max(1, round(self._seconds * self.fps))
+        return frames if self.max_frames is None else min(frames, self.max_frames)
 
     # ------------------------------------------------------------------------------------------ closing
     def close(self) -> None:
