@@ -1,7 +1,8 @@
 """End-to-end speed and memory of `bilayer animate`: decode → keypoints → render → compose → encode.
 
     python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager compile int8 onnx]
-                                 [--landmarks file mediapipe] [--workers 1 2] [--out benchmarks/results]
+                                 [--landmarks file mediapipe] [--workers 1 2] [--driver-faces 1]
+                                 [--out benchmarks/results]
 
 A SynthHeads driving video (H.264, --frames frames at 25 fps, with its keypoint track) animates an avatar of
 another person. Each animation runs in a fresh process, which reports its frames/s, per-stage times and peak
@@ -11,8 +12,9 @@ animated again: streaming keeps memory flat, so the long run's peak should be wi
 ``--landmarks file`` reads the driver's keypoints from its track (the cost of the model and the video pipeline);
 ``mediapipe`` tracks the face in every frame (the full user path). ``--workers``: frames rendered at once, each
 with its share of the threads (``bilayer animate --workers``, default 2 here); every run is repeated for each
-value right after the other, so that the comparison sees the same machine load. Random weights (speed does not
-depend on them). Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
+value right after the other, so that the comparison sees the same machine load. ``--driver-faces``: faces
+MediaPipe follows (``bilayer animate --driver-faces``, default 1); several values are compared the same way.
+Random weights (speed does not depend on them). Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def child(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     kp = root / f"{args.length}.npy" if args.landmarks == "file" else None
     driver_file = root / f"{args.length}.mp4"
-    with render_workers(args.workers_child) as workers, open_driver(driver_file, keypoints=kp) as driver:
+    with render_workers(args.workers_child) as workers, open_driver(driver_file, keypoints=kp,
+                                                                    faces=args.faces_child) as driver:
         per_worker = torch.get_num_threads()
         renderer = avatar.renderer(model, args.backend)
         renderer.warmup(1)
@@ -88,17 +91,21 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(root: Path, args: argparse.Namespace) -> list[dict]:
-    """One child process per backend × landmark source × driver length × workers; their reports (or the error)."""
+    """One child process per backend × landmark source × driver length × workers (× driver faces when MediaPipe
+    tracks); their reports (or the error)."""
     runs = []
     for backend in args.backends:
         for landmarks in args.landmarks:
             for length in ("short", "long") if landmarks == "file" else ("short",):
-                for workers in args.workers:
+                for workers, faces in [(w, f) for w in args.workers
+                                       for f in (args.driver_faces if landmarks == "mediapipe" else [None])]:
                     cmd = [sys.executable, __file__, "--child", "--root", str(root), "--length", length,
                            "--backend", backend, "--landmarks-child", landmarks, "--preset", args.preset,
-                           "--image-size", str(args.image_size), "--workers-child", str(workers)]
+                           "--image-size", str(args.image_size), "--workers-child", str(workers),
+                           "--faces-child", str(faces or 1)]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
-                    tag = {"backend": backend, "landmarks": landmarks, "length": length, "workers": workers}
+                    tag = {"backend": backend, "landmarks": landmarks, "length": length, "workers": workers,
+                           **({"driver_faces": faces} if faces else {})}
                     if proc.returncode != 0:
                         print(proc.stderr[-2000:])
                         runs.append({**tag, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
@@ -109,7 +116,8 @@ def measure(root: Path, args: argparse.Namespace) -> list[dict]:
                     r.update(tag)
                     runs.append(r)
                     per = ", ".join(f"{k} {1000 * v / r['frames']:.1f}" for k, v in r["seconds"].items())
-                    print(f"{backend:<6} {landmarks:<9} {length:<5} workers {workers}  {r['frames']:4d} frames  "
+                    who = f"{landmarks} ({faces} face{'s' if faces > 1 else ''})" if faces else landmarks
+                    print(f"{backend:<6} {who:<19} {length:<5} workers {workers}  {r['frames']:4d} frames  "
                           f"{r['fps']:6.1f} frames/s  peak {r['peak_rss_mb']:7.1f} MB  (ms/frame: {per})", flush=True)
     return runs
 
@@ -123,6 +131,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["eager", "compile", "int8", "onnx"])
     parser.add_argument("--landmarks", nargs="+", default=["file", "mediapipe"], choices=["file", "mediapipe"])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="render workers to compare")
+    parser.add_argument("--driver-faces", nargs="+", type=int, default=[1],
+                        help="faces MediaPipe follows in the driver, to compare (the first goes into the summary)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -130,6 +140,7 @@ def main() -> None:
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--landmarks-child", dest="landmarks_child", help=argparse.SUPPRESS)
     parser.add_argument("--workers-child", dest="workers_child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--faces-child", dest="faces_child", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.landmarks = args.landmarks_child
@@ -142,19 +153,23 @@ def main() -> None:
         runs = measure(root, args)
     summary = {}
 
-    def fps(backend: str, landmarks: str, length: str, workers: int) -> dict | None:
+    def fps(backend: str, landmarks: str, length: str, workers: int, faces: int | None = None) -> dict | None:
         return next((r for r in runs if r["backend"] == backend and r["landmarks"] == landmarks
-                     and r["length"] == length and r["workers"] == workers and "fps" in r), None)
+                     and r["length"] == length and r["workers"] == workers and "fps" in r
+                     and r.get("driver_faces") == faces), None)
 
     target = args.preset == "medium" and args.image_size == 256  # issue 5's target is for this configuration
     for backend in args.backends:
         for workers in args.workers:
             short, long = fps(backend, "file", "short", workers), fps(backend, "file", "long", workers)
             if short and long:
-                tracked = fps(backend, "mediapipe", "short", workers)
+                tracked = {f: fps(backend, "mediapipe", "short", workers, f) for f in args.driver_faces}
+                first = tracked[args.driver_faces[0]]
                 summary[f"{backend}, workers {workers}"] = {
                     "fps_short": short["fps"], "fps_long": long["fps"],
-                    "fps_mediapipe": tracked["fps"] if tracked else None,
+                    "fps_mediapipe": first["fps"] if first else None,
+                    **({"fps_mediapipe_by_driver_faces": {str(f): r["fps"] for f, r in tracked.items() if r}}
+                       if len(tracked) > 1 else {}),
                     "peak_mb_short": short["peak_rss_mb"], "peak_mb_long": long["peak_rss_mb"],
                     "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
                     **({"fps_target": 25.0, "fps_met": long["fps"] >= 25.0} if target else {}),

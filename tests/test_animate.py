@@ -334,11 +334,13 @@ def test_cli_checks_outputs_and_options_before_work(files, tmp_path, capsys):
                        tmp_path / "a.avatar", "--landmarks", "face-alignment", "--landmark-weights", tmp_path / "weights")
     assert_user_error_text(code, err, "not found in", "weights")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
-    for bad in ("0", "two"):
-        with pytest.raises(SystemExit) as exc:
-            cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver", files["driver"],
-                "--out", tmp_path / "o.mp4", "--workers", bad)
-        assert_user_error_text(exc.value.code, capsys.readouterr().err, f"{bad!r} is not a whole number ≥ 1")
+    for option in ("--workers", "--driver-faces"):
+        for bad in ("0", "two"):
+            with pytest.raises(SystemExit) as exc:
+                cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                    files["driver"], "--out", tmp_path / "o.mp4", option, bad)
+            err = capsys.readouterr().err
+            assert_user_error_text(exc.value.code, err, option, f"{bad!r} is not a whole number ≥ 1")
 
 
 def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys):

@@ -64,15 +64,20 @@ def test_native_benchmark(tmp_path):
 @pytest.mark.slow
 def test_animate_benchmark(tmp_path):
     run_benchmark("animate.py", "--preset", "tiny", "--image-size", "64", "--frames", "6", "--repeat", "2",
-                  "--backends", "eager", "--landmarks", "file", "--workers", "1", "2", "--out", str(tmp_path))
+                  "--backends", "eager", "--landmarks", "file", "mediapipe", "--workers", "1", "2",
+                  "--driver-faces", "1", "2", "--out", str(tmp_path))
     report = json.loads((tmp_path / "animate.json").read_text())
     assert report["frames_short"] == 6 and report["frames_long"] == 12
-    runs = {(r["length"], r["workers"]): r for r in report["runs"]}
-    assert set(runs) == {("short", 1), ("short", 2), ("long", 1), ("long", 2)}
-    for (length, workers), r in runs.items():
+    runs = {(r["landmarks"], r["length"], r["workers"], r.get("driver_faces")): r for r in report["runs"]}
+    assert set(runs) == {("file", "short", 1, None), ("file", "short", 2, None), ("file", "long", 1, None),
+                         ("file", "long", 2, None), *(("mediapipe", "short", w, f) for w in (1, 2) for f in (1, 2))}
+    for (_, length, workers, _), r in runs.items():
         assert "error" not in r, r
         assert r["frames"] == (6 if length == "short" else 12) and r["workers"] == workers and r["lost"] == 0
         assert r["threads_per_worker"] == max(1, r["threads"] // workers) and r["peak_rss_mb"] > 50
     for workers in (1, 2):
         summary = report["summary"][f"eager, workers {workers}"]
         assert summary["memory_flat"] and "fps_target" not in summary  # the 25 frames/s target is medium's
+        by_faces = summary["fps_mediapipe_by_driver_faces"]  # MediaPipe following one face, then two
+        assert summary["fps_mediapipe"] == by_faces["1"] == runs["mediapipe", "short", workers, 1]["fps"]
+        assert by_faces["2"] == runs["mediapipe", "short", workers, 2]["fps"]

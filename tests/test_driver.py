@@ -190,6 +190,29 @@ def test_driver_without_a_frame_count_is_measured_by_its_duration(tmp_path, medi
     assert open_driver(kp_file).frames_estimate == 20  # a keypoint sequence: its rows
 
 
+def test_driver_with_two_people_follows_the_largest_face_given_faces(tmp_path):
+    """MediaPipe follows one face by default (its detector skipped while the face holds); faces=2 lets the main-face
+    tracker see both people and follow the larger one through the video."""
+    big, big_kps = render_person(8, person=0)
+    small, _ = render_person(8, person=3)
+    frames = []
+    for a, b in zip(big, small):
+        half = cv2.resize(b, (SIZE // 2, SIZE // 2), interpolation=cv2.INTER_AREA)
+        right = np.full_like(a, 40)
+        right[SIZE // 4 : SIZE // 4 + SIZE // 2, SIZE // 4 : SIZE // 4 + SIZE // 2] = half
+        frames.append(np.concatenate([right, a], axis=1))  # the smaller face first, left of the larger one
+    video = make_video(tmp_path / "two.mp4", frames)
+    truth = big_kps + np.array([SIZE, 0], np.float32)
+    with open_driver(video, faces=2, smoothing=False) as driver:
+        found = np.stack([f.keypoints for f in driver])
+        assert driver.lost == 0 and driver._backend.options["max_num_faces"] == 2
+    assert max(face_error(f, t) for f, t in zip(found, truth)) < 0.06
+    with open_driver(video, smoothing=False) as driver:
+        assert len(list(driver)) == 8 and driver._backend.options["max_num_faces"] == 1
+    with pytest.raises(DriverError, match=r"^faces must be a positive number of faces to follow, got 0\.$"):
+        open_driver(video, faces=0)
+
+
 # ------------------------------------------------------------------------------------------- smoothing
 def still_face(media, n: int = 40, noise: float = 1.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

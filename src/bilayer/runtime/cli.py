@@ -150,7 +150,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     with _landmarks(args) as landmarks, open_driver(
             args.driver, landmarks=landmarks, keypoints=args.driver_keypoints, smoothing=not args.no_smoothing,
-            max_frames=args.max_frames) as driver:
+            max_frames=args.max_frames, faces=args.driver_faces) as driver:
         avatar, photo = _avatar_for(args, model, landmarks)
         backend = args.backend
         if backend == "auto":
@@ -204,6 +204,10 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
                    help="frames rendered at once, each with 1/N of the CPU threads (default 2 with ≥ 2 threads: "
                         "faster than one frame on all threads while decoding and encoding share the cores)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many driver frames")
+    p.add_argument("--driver-faces", type=_positive_int, default=1, metavar="N",
+                   help="faces MediaPipe follows in the driver (default 1, the fastest: its face detector is skipped "
+                        "while the face holds); give the number of people for a driver with several, so that the "
+                        "largest face is the one followed")
     p.add_argument("--no-smoothing", action="store_true", help="do not smooth the driver's keypoints")
     p.add_argument("--report", default=None, help="write timings and counts as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
