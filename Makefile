@@ -33,14 +33,15 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/bilayer demo --out demo
 
-# Complexity (machine-independent), then SynthHeads, rendering and `animate` speed on this machine, each writing
-# benchmarks/results/NAME.json; the learning proof (tens of minutes) is `make bench-learning`.
+# Complexity (machine-independent), then SynthHeads, rendering and `animate` speed on this machine, then int8's
+# quality by calibration, each writing benchmarks/results/NAME.json; the learning proof (tens of minutes) is `make bench-learning`.
 bench: $(STAMP)
 	$(PY) benchmarks/complexity.py --out benchmarks/results
 	$(PY) benchmarks/synth.py --out benchmarks/results
 	$(PY) benchmarks/render.py --out benchmarks/results
 	$(PY) benchmarks/native.py --out benchmarks/results
 	$(PY) benchmarks/animate.py --out benchmarks/results
+	$(PY) benchmarks/int8_calibration.py --out benchmarks/results
 
 bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning

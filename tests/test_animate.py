@@ -359,6 +359,40 @@ def test_cli_workers_share_the_threads_and_restore_them(files, tmp_path, capsys)
     assert torch.get_num_threads() == before
 
 
+def test_calibration_poses_are_what_animate_renders(files, tmp_path):
+    """int8's driver poses are the model inputs animate gives the renderer: spread over a keypoint sequence (its
+    first and last faces included, frames without a face skipped), the first frames of a tracked video."""
+    from bilayer import BilayerModel
+    from bilayer.runtime.animate import calibration_poses
+
+    model = BilayerModel.from_pretrained(files["model"]).eval()
+    avatar = Avatar.create(model, skdata.astronaut())
+    eager = avatar.renderer(model)
+    seen = []
+
+    def recording(keypoints):
+        seen.append(keypoints.numpy().copy())
+        return eager(keypoints)
+
+    np.save(tmp_path / "kps.npy", files["kps"])  # 20 frames, NaN where the face is lost (BLANK)
+    with open_driver(tmp_path / "kps.npy", smoothing=False) as driver:
+        poses = calibration_poses(avatar, driver, count=8)
+        animate(avatar, recording, driver, tmp_path / "a", alpha=True, progress=False)
+    rendered = np.concatenate(seen)
+    faces = [i for i in range(20) if i not in BLANK]
+    picked = [faces[round(j * (len(faces) - 1) / 7)] for j in range(8)]
+    assert picked[0] == 0 and picked[-1] == faces[-1]
+    np.testing.assert_allclose(poses, rendered[picked], atol=1e-6)
+    assert calibration_poses(avatar, open_driver(tmp_path / "kps.npy"), count=100).shape == (len(faces), 136)
+
+    seen.clear()
+    with open_driver(files["driver"]) as driver:  # MediaPipe tracks it while it plays
+        assert driver.known_keypoints() is None
+        poses = calibration_poses(avatar, driver, count=5)
+        animate(avatar, recording, driver, tmp_path / "b", alpha=True, progress=False)
+    np.testing.assert_allclose(poses, np.concatenate(seen)[:5], atol=1e-6)
+
+
 def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path, capsys):
     """Without --backend, a short driver renders with eager (no set-up to repay); the length that counts is what
     --max-frames leaves of a long one. The choice and its reason go to stderr, the backend used into the summary
@@ -388,8 +422,8 @@ def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path,
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch-internal, raised while inductor loads
 @pytest.mark.slow  # int8: export, calibration and an inductor compile (~20 s)
 def test_cli_animate_int8_matches_eager(files, tmp_path, capsys):
-    """--backend int8 (calibrated on the photo's own keypoints, two workers) writes the frames eager writes, up to
-    quantization noise."""
+    """--backend int8 (calibrated on the driver's poses and the photo's own, two workers) writes the frames eager
+    writes, up to quantization noise."""
     np.save(tmp_path / "kps.npy", np.nan_to_num(files["kps"][:6]))
     frames = {}
     for backend in ("eager", "int8"):
@@ -398,8 +432,9 @@ def test_cli_animate_int8_matches_eager(files, tmp_path, capsys):
                              "--workers", "2", *(["--no-progress"] if backend == "eager" else []))
         assert code == 0, err
         assert "6 frames" in out
-        # the seconds of quantizing and compiling are announced, not silent
-        assert ("quantizing and compiling the int8 renderer" in err) == (backend == "int8")
+        # the seconds of quantizing and compiling are announced, not silent, with the driver poses calibrated on
+        assert ("quantizing (calibrated on 6 driver poses and the photo's own) and compiling the int8 renderer"
+                in err) == (backend == "int8")
         frames[backend] = _png_frames(tmp_path / backend)
     ours, ref = (np.stack(frames[b]).astype(np.float64) for b in ("int8", "eager"))
     assert ours.shape == ref.shape and ours.shape[0] == 6

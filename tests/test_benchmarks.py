@@ -81,3 +81,16 @@ def test_animate_benchmark(tmp_path):
         by_faces = summary["fps_mediapipe_by_driver_faces"]  # MediaPipe following one face, then two
         assert summary["fps_mediapipe"] == by_faces["1"] == runs["mediapipe", "short", workers, 1]["fps"]
         assert by_faces["2"] == runs["mediapipe", "short", workers, 2]["fps"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_int8_calibration_benchmark(tmp_path):
+    out = run_benchmark("int8_calibration.py", "--drivers", "28", "--frames", "6", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "int8_calibration.json").read_text())
+    assert f"wrote {tmp_path / 'int8_calibration.json'}" in out
+    (entry,) = report["results"]
+    assert entry["driver"] == 28 and entry["frames"] == 6 and entry["driver_poses"] == 6
+    for name in ("photo", "photo_and_driver"):  # quantized (not float32's frames), and close to them
+        r = entry[name]
+        assert 30 < r["worst_db"] <= min(r["p5_db"], r["mean_db"]) and r["mean_db"] < 90

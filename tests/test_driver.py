@@ -185,6 +185,7 @@ def test_driver_without_a_frame_count_is_measured_by_its_duration(tmp_path, medi
     assert len(list(driver)) == 20
     limited = open_driver(mkv, keypoints=kp_file, max_frames=12, landmarks="no-such-backend")
     assert limited.num_frames is None and limited.frames_estimate == 12 and len(list(limited)) == 12
+    np.testing.assert_array_equal(limited.known_keypoints(), media["face_kps"][:12])  # known before playing
     mp4 = open_driver(media["face"], keypoints=kp_file, max_frames=15, landmarks="no-such-backend")
     assert mp4.num_frames == mp4.frames_estimate == 15
     assert open_driver(kp_file).frames_estimate == 20  # a keypoint sequence: its rows

@@ -159,13 +159,25 @@ def cmd_animate(args: argparse.Namespace) -> int:
             backend, why = auto_backend(driver.frames_estimate, estimated=driver.num_frames is None)
             if not args.no_progress:
                 print(f"backend (auto) {why}", file=sys.stderr, flush=True)
+        options = {}
+        if backend == "int8":  # calibrated on the driver's own poses next to the photo's jittered ones
+            import torch
+
+            from .animate import calibration_poses
+            from .backends import jittered_keypoints
+
+            poses = calibration_poses(avatar, driver, args.motion)
+            options["calibration"] = torch.cat([jittered_keypoints(avatar.source_keypoints_normalized),
+                                                torch.from_numpy(poses)])
         with render_workers(args.workers) as workers:
             if backend in ("compile", "int8") and not args.no_progress:
-                int8 = backend == "int8"
-                step, seconds = ("quantizing and compiling", "20–40") if int8 else ("compiling", "15–25")
-                print(f"{step} the {backend} renderer ({seconds} s on a first run, less from inductor's cache)…",
-                      file=sys.stderr, flush=True)
-            renderer = avatar.renderer(model, backend)
+                if backend == "int8":
+                    what = (f"quantizing (calibrated on {len(poses)} driver poses and the photo's own) and compiling "
+                            "the int8 renderer (20–40 s")
+                else:
+                    what = "compiling the compile renderer (15–25 s"
+                print(f"{what} on a first run, less from inductor's cache)…", file=sys.stderr, flush=True)
+            renderer = avatar.renderer(model, backend, **options)
             renderer.warmup(1)
             report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
                              paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,

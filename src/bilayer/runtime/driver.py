@@ -371,6 +371,17 @@ class Driver:
             last, last_time = raw, time
             yield DriverFrame(index, time, image, raw.copy(), True)
 
+    def known_keypoints(self) -> np.ndarray | None:
+        """The (T, 68, 2) pixel keypoints of every frame (after ``max_frames``; a row of NaN where there is no
+        face, unsmoothed) when they are known before playing: a keypoint sequence, or a video or frame folder given
+        ``keypoints=``. None for a driver whose faces are tracked while it plays."""
+        self.check()
+        if self._keypoints is None:
+            return None
+        limits = [n for n in (self.num_frames, self.max_frames) if n is not None]
+        rows = self._keypoints[: min(limits)] if limits else self._keypoints
+        return np.asarray(rows, np.float32)[..., :2].copy()
+
     @property
     def duration(self) -> float | None:
         """num_frames / fps in seconds, when the number of frames is known."""

@@ -1,0 +1,86 @@
+"""int8 quality by calibration: the photo's jittered poses alone (``Avatar.renderer``) against those plus the
+driver's own poses (``animate.calibration_poses``, what ``bilayer animate --backend int8`` uses).
+
+    python benchmarks/int8_calibration.py [--model assets/synth-quick] [--drivers 28 31 33] [--frames 150]
+                                          [--out benchmarks/results]
+
+The avatar is the held-out SynthHeads person of ``make demo``; each driver is another held-out person's
+keypoint track of ``--frames`` frames, transferred with relative motion as ``animate`` does. Every frame is
+rendered in float32 (eager) and by both int8 renderers; the figures are PSNR of the int8 image against the
+float32 one, per frame (mean, 5th percentile, worst). Writes ``int8_calibration.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bilayer.io import write_json_atomic
+
+
+def psnr_per_frame(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of (N, 3, H, W) images in [-1, 1] against the reference, per frame."""
+    mse = ((images - reference) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def render_all(render, poses: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([render(poses[i : i + batch])[0] for i in range(0, len(poses), batch)])
+
+
+def main() -> None:
+    from bilayer import BilayerModel
+    from bilayer.demo import ASSET_MODEL, SOURCE_PERSON, _person
+    from bilayer.runtime.animate import _Poses, calibration_poses
+    from bilayer.runtime.avatar import Avatar
+    from bilayer.runtime.backends import jittered_keypoints
+    from bilayer.runtime.driver import open_driver
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ASSET_MODEL, help="a save_pretrained folder")
+    parser.add_argument("--drivers", nargs="+", type=int, default=[28, 31, 33], help="SynthHeads driver people")
+    parser.add_argument("--frames", type=int, default=150, help="frames per driver")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    model = BilayerModel.from_pretrained(args.model).eval()
+    size = model.config.image_size
+    images, keypoints, masks = _person(SOURCE_PERSON, 1, size)
+    avatar = Avatar.create(model, images[0], keypoints=keypoints[0], mask=masks[0] / 255.0, crop=False)
+    eager = avatar.renderer(model, "eager")
+    jittered = jittered_keypoints(avatar.source_keypoints_normalized)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bilayer-int8-calibration-") as tmp:
+        for person in args.drivers:
+            _, track, _ = _person(person, args.frames, size)
+            path = Path(tmp) / f"driver{person}.npy"
+            np.save(path, track)
+            with open_driver(path, smoothing=False) as driver:
+                to_pose = _Poses(avatar, "relative")
+                poses = torch.from_numpy(np.stack([to_pose(kp, i / driver.fps) for i, kp in enumerate(track)]))
+                driver_poses = torch.from_numpy(calibration_poses(avatar, driver))
+            reference = render_all(eager, poses)
+            entry = {"driver": person, "frames": args.frames, "driver_poses": len(driver_poses)}
+            for name, calibration in (("photo", jittered), ("photo_and_driver", torch.cat([jittered, driver_poses]))):
+                psnr = psnr_per_frame(render_all(avatar.renderer(model, "int8", calibration=calibration), poses),
+                                      reference)
+                entry[name] = {"mean_db": psnr.mean().item(), "p5_db": psnr.quantile(0.05).item(),
+                               "worst_db": psnr.min().item()}
+                label = "the photo's poses" if name == "photo" else "the photo's and the driver's poses"
+                print(f"driver {person}: calibrated on {label}: mean {psnr.mean():.2f} dB, "
+                      f"5th percentile {psnr.quantile(0.05):.2f} dB, worst {psnr.min():.2f} dB", flush=True)
+            results.append(entry)
+    report = {"model": str(args.model), "image_size": size, "source_person": SOURCE_PERSON, "results": results}
+    print(json.dumps({r["driver"]: {k: round(r[k]["worst_db"], 2) for k in ("photo", "photo_and_driver")}
+                      for r in results}))
+    print(f"wrote {write_json_atomic(args.out / 'int8_calibration.json', report)}")
+
+
+if __name__ == "__main__":
+    main()
