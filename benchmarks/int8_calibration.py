@@ -37,7 +37,7 @@ def render_all(render, poses: torch.Tensor, batch: int = 8) -> torch.Tensor:
 def main() -> None:
     from bilayer import BilayerModel
     from bilayer.demo import ASSET_MODEL, SOURCE_PERSON, _person
-    from bilayer.runtime.animate import _Poses, calibration_poses
+    from bilayer.runtime.animate import DriverPoses, calibration_poses
     from bilayer.runtime.avatar import Avatar
     from bilayer.runtime.backends import jittered_keypoints
     from bilayer.runtime.driver import open_driver
@@ -62,7 +62,7 @@ def main() -> None:
             path = Path(tmp) / f"driver{person}.npy"
             np.save(path, track)
             with open_driver(path, smoothing=False) as driver:
-                to_pose = _Poses(avatar, "relative")
+                to_pose = DriverPoses(avatar, "relative")
                 poses = torch.from_numpy(np.stack([to_pose(kp, i / driver.fps) for i, kp in enumerate(track)]))
                 driver_poses = torch.from_numpy(calibration_poses(avatar, driver))
             reference = render_all(eager, poses)

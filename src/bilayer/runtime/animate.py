@@ -94,7 +94,7 @@ class _Stage(threading.Thread):
             self._stop_all.set()
 
 
-class _Poses:
+class DriverPoses:
     """Driver keypoints (pixels of its frames), frame after frame → the model's (136,) input, as ``animate`` feeds
     it. Relative motion keeps the driver's crop fixed at its first face, so head translation and scale are
     transferred too, and moves the photo's keypoints by the driver's motion since that frame; absolute motion
@@ -122,7 +122,7 @@ def calibration_poses(avatar: Avatar, driver: Driver, motion: str = "relative",
     once more, about a second). Calibrating int8 on these next to the photo's jittered poses raised the worst
     frame of the trained synth-quick avatar driven by three other people (150 frames each) from 43.3, 38.4 and
     35.6 to 44.0, 43.8 and 43.2 dB PSNR against float32 (the first 50 frames of the second driver alone: 40.5)."""
-    poses = _Poses(avatar, motion)
+    poses = DriverPoses(avatar, motion)
     known = driver.known_keypoints()
     if known is not None:
         found = np.flatnonzero(np.isfinite(known).all(axis=(1, 2)))
@@ -210,7 +210,7 @@ def animate(
     if background != "source":
         bg[:] = 0.0 if background == "black" else 255.0
 
-    poses = _Poses(avatar, motion)  # checks motion
+    poses = DriverPoses(avatar, motion)  # checks motion
 
     if paste:
         frame_size = (photo.shape[1], photo.shape[0])

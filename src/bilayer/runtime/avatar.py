@@ -245,7 +245,8 @@ class Avatar:
 
     def renderer(self, model: BilayerModel, backend: str = "eager", **options):
         """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``). int8 is calibrated on this
-        avatar's own keypoints in jittered poses unless ``calibration=`` is given."""
+        avatar's own keypoints in jittered poses unless ``calibration=`` is given (``bilayer animate`` adds the
+        driver's poses, ``runtime.animate.calibration_poses``, which keeps wide expressions from being clipped)."""
         from .backends import jittered_keypoints, make_renderer
 
         if backend == "int8" and options.get("calibration") is None:
