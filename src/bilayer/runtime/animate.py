@@ -224,7 +224,7 @@ def animate(
     stop = threading.Event()
     q_frames: queue.Queue = queue.Queue(queue_size)
     q_out: queue.Queue = queue.Queue(queue_size)
-    total = driver.num_frames
+    total = driver.frames_estimate  # a Matroska / WebM driver's is its duration × rate: corrected at the end
 
     def reader() -> None:
         t0 = time.perf_counter()
@@ -297,6 +297,9 @@ def animate(
                     report.frames += 1
                     bar.update(1)
             _put(q_out, _END, stop)
+            if bar.total != bar.n and not stop.is_set():  # an estimated length ends where the driver did
+                bar.total = bar.n
+                bar.refresh()
             for t in threads:
                 while t.is_alive() and not any(x.error for x in threads):
                     t.join(0.1)
