@@ -39,7 +39,6 @@ def main() -> None:
     from bilayer.demo import ASSET_MODEL, SOURCE_PERSON, _person
     from bilayer.runtime.animate import DriverPoses, calibration_poses
     from bilayer.runtime.avatar import Avatar
-    from bilayer.runtime.backends import jittered_keypoints
     from bilayer.runtime.driver import open_driver
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,7 +53,6 @@ def main() -> None:
     images, keypoints, masks = _person(SOURCE_PERSON, 1, size)
     avatar = Avatar.create(model, images[0], keypoints=keypoints[0], mask=masks[0] / 255.0, crop=False)
     eager = avatar.renderer(model, "eager")
-    jittered = jittered_keypoints(avatar.source_keypoints_normalized)
     results = []
     with tempfile.TemporaryDirectory(prefix="bilayer-int8-calibration-") as tmp:
         for person in args.drivers:
@@ -64,10 +62,11 @@ def main() -> None:
             with open_driver(path, smoothing=False) as driver:
                 to_pose = DriverPoses(avatar, "relative")
                 poses = torch.from_numpy(np.stack([to_pose(kp, i / driver.fps) for i, kp in enumerate(track)]))
-                driver_poses = torch.from_numpy(calibration_poses(avatar, driver))
+                driver_poses = calibration_poses(avatar, driver)
             reference = render_all(eager, poses)
             entry = {"driver": person, "frames": args.frames, "driver_poses": len(driver_poses)}
-            for name, calibration in (("photo", jittered), ("photo_and_driver", torch.cat([jittered, driver_poses]))):
+            for name, calibration in (("photo", avatar.calibration()),
+                                      ("photo_and_driver", avatar.calibration(driver_poses))):
                 psnr = psnr_per_frame(render_all(avatar.renderer(model, "int8", calibration=calibration), poses),
                                       reference)
                 entry[name] = {"mean_db": psnr.mean().item(), "p5_db": psnr.quantile(0.05).item(),

@@ -385,6 +385,12 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     assert picked[0] == 0 and picked[-1] == faces[-1]
     np.testing.assert_allclose(poses, rendered[picked], atol=1e-6)
     assert calibration_poses(avatar, open_driver(tmp_path / "kps.npy"), count=100).shape == (len(faces), 136)
+    with pytest.raises(ValueError, match=r"^count is 0; expected a whole number ≥ 1\.$"):
+        calibration_poses(avatar, open_driver(tmp_path / "kps.npy"), count=0)
+    # what int8 is calibrated on: the photo's jittered poses (Avatar.renderer's default), then the driver's
+    calibration = avatar.calibration(poses)
+    torch.testing.assert_close(calibration[: -len(poses)], avatar.calibration())
+    torch.testing.assert_close(calibration[-len(poses) :], torch.from_numpy(poses))
 
     seen.clear()
     with open_driver(files["driver"]) as driver:  # MediaPipe tracks it while it plays

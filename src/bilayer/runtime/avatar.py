@@ -243,14 +243,24 @@ class Avatar:
         self.check_model(model)
         return bake(model.eval(), self.state())
 
+    def calibration(self, poses=None) -> torch.Tensor:
+        """int8's calibration keypoints (N, 136): this avatar's own in jittered poses (``jittered_keypoints``),
+        followed by ``poses`` (M, 136) when given: ``bilayer animate`` gives the driver's
+        (``runtime.animate.calibration_poses``), which keeps its wide expressions from being clipped."""
+        from .backends import jittered_keypoints
+
+        own = jittered_keypoints(self.source_keypoints_normalized)
+        if poses is None:
+            return own
+        return torch.cat([own, torch.as_tensor(poses, dtype=torch.float32).reshape(-1, own.shape[1])])
+
     def renderer(self, model: BilayerModel, backend: str = "eager", **options):
-        """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``). int8 is calibrated on this
-        avatar's own keypoints in jittered poses unless ``calibration=`` is given (``bilayer animate`` adds the
-        driver's poses, ``runtime.animate.calibration_poses``, which keeps wide expressions from being clipped)."""
-        from .backends import jittered_keypoints, make_renderer
+        """A per-frame callable for ``backend`` (see ``bilayer.runtime.backends``). int8 is calibrated on
+        ``self.calibration()`` unless ``calibration=`` is given."""
+        from .backends import make_renderer
 
         if backend == "int8" and options.get("calibration") is None:
-            options["calibration"] = jittered_keypoints(self.source_keypoints_normalized)
+            options["calibration"] = self.calibration()
         return make_renderer(self.bake(model), backend, **options)
 
     # ---------------------------------------------------------------------------------- files

@@ -161,14 +161,10 @@ def cmd_animate(args: argparse.Namespace) -> int:
                 print(f"backend (auto) {why}", file=sys.stderr, flush=True)
         options = {}
         if backend == "int8":  # calibrated on the driver's own poses next to the photo's jittered ones
-            import torch
-
             from .animate import calibration_poses
-            from .backends import jittered_keypoints
 
             poses = calibration_poses(avatar, driver, args.motion)
-            options["calibration"] = torch.cat([jittered_keypoints(avatar.source_keypoints_normalized),
-                                                torch.from_numpy(poses)])
+            options["calibration"] = avatar.calibration(poses)
         with render_workers(args.workers) as workers:
             if backend in ("compile", "int8") and not args.no_progress:
                 if backend == "int8":
@@ -218,8 +214,8 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many driver frames")
     p.add_argument("--driver-faces", type=_positive_int, default=1, metavar="N",
                    help="faces MediaPipe follows in the driver (default 1, the fastest: its face detector is skipped "
-                        "while the face holds); give the number of people for a driver with several, so that the "
-                        "largest face is the one followed")
+                        "while the face holds, and the face it keeps is its most confident one); give the number of "
+                        "people for a driver with several, so that the largest face is the one followed")
     p.add_argument("--no-smoothing", action="store_true", help="do not smooth the driver's keypoints")
     p.add_argument("--report", default=None, help="write timings and counts as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

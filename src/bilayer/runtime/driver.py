@@ -8,8 +8,9 @@ output frame per driving frame, in order, with flat memory whatever the length o
 * frames are decoded one at a time (``iter_frames``) and never collected;
 * the landmark backend runs in tracking (video) mode and ``MainFaceTracker`` keeps following the same person.
   MediaPipe follows ``faces`` faces (default 1): while it holds as many as it may follow it skips its face
-  detector, so one face costs 6.9 instead of 11.1 ms per 256-px frame here with the same landmarks, and a driver
-  with several people needs ``faces`` ≥ their number for the largest face to be the one followed;
+  detector, so one face costs 6.9 instead of 11.1 ms per 256-px frame here with the same landmarks. With one,
+  MediaPipe keeps the face it detected with the highest score (often, not always, the largest); with ``faces``
+  ≥ the number of people, the tracker sees them all and follows the largest;
 * a frame where the face is lost reuses the last keypoints (``found=False``) and is counted in ``Driver.lost``;
   frames before the first detection reuse the first detection (found while checking the driver);
 * keypoints are smoothed causally (a ``OneEuroFilter`` with ``KEYPOINT_SMOOTHING``, one frame at a time, no
