@@ -186,6 +186,10 @@ def test_driver_without_a_frame_count_is_measured_by_its_duration(tmp_path, medi
     limited = open_driver(mkv, keypoints=kp_file, max_frames=12, landmarks="no-such-backend")
     assert limited.num_frames is None and limited.frames_estimate == 12 and len(list(limited)) == 12
     np.testing.assert_array_equal(limited.known_keypoints(), media["face_kps"][:12])  # known before playing
+    # an audio track that outlasts the video does not lengthen the estimate (the video track's DURATION tag
+    # is read, not the container's duration)
+    longer_audio = make_video(tmp_path / "audio.mkv", media["face_images"], audio="aac", audio_seconds=2.0)
+    assert open_driver(longer_audio, keypoints=kp_file, landmarks="no-such-backend").frames_estimate == 20
     mp4 = open_driver(media["face"], keypoints=kp_file, max_frames=15, landmarks="no-such-backend")
     assert mp4.num_frames == mp4.frames_estimate == 15
     assert open_driver(kp_file).frames_estimate == 20  # a keypoint sequence: its rows

@@ -153,6 +153,27 @@ def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
 
 
 # --------------------------------------------------------------------------------------------- driver
+def _video_seconds(container, stream) -> float | None:
+    """The video stream's duration in seconds: the stream's own, else a Matroska/WebM track's ``DURATION`` tag
+    ("HH:MM:SS.fraction"), else the container's (which a longer audio track inflates); None when none is stated."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.strip().split(":")
+            value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            value = 0.0
+        if value > 0:
+            return value
+    if container.duration and container.duration > 0:  # in av.time_base units (µs)
+        import av
+
+        return float(container.duration) / av.time_base
+    return None
+
+
 class Driver:
     """A driving source (see the module docstring). Build it with ``open_driver`` (which checks it), or construct
     and call ``check()`` yourself. Attributes, valid after ``check()``:
@@ -267,8 +288,7 @@ class Driver:
                 rate = stream.average_rate or stream.guessed_rate or stream.base_rate
                 self.fps = float(rate) if rate else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
                 self.num_frames = int(stream.frames) if stream.frames else None
-                if container.duration and container.duration > 0:  # in av.time_base units (µs)
-                    self._seconds = float(container.duration) / av.time_base
+                self._seconds = _video_seconds(container, stream)
                 self.audio = bool(container.streams.audio)
         except (av.FFmpegError, OSError) as exc:
             raise DriverError(f"cannot read driver {path} ({short_reason(exc)}); expected a video file, a folder of frames "
@@ -390,8 +410,10 @@ class Driver:
 
     @property
     def frames_estimate(self) -> int | None:
-        """``num_frames`` when known; else, for a container that states only its duration (Matroska, WebM), that
-        duration times ``fps`` (at most ``max_frames``); else None."""
+        """``num_frames`` when known; else, for a container that states only durations (Matroska, WebM), the
+        video's duration times ``fps`` (at most ``max_frames``); else None. The video's duration is its stream's
+        (or the ``DURATION`` tag Matroska muxers write per track), so a longer audio track does not inflate it;
+        the container's duration is the last resort."""
         if self.num_frames is not None:
             return self.num_frames
         if self._seconds is None:
