@@ -89,8 +89,12 @@ def test_int8_calibration_benchmark(tmp_path):
     out = run_benchmark("int8_calibration.py", "--drivers", "28", "--frames", "6", "--out", str(tmp_path))
     report = json.loads((tmp_path / "int8_calibration.json").read_text())
     assert f"wrote {tmp_path / 'int8_calibration.json'}" in out
-    (entry,) = report["results"]
-    assert entry["driver"] == 28 and entry["frames"] == 6 and entry["driver_poses"] == 6
-    for name in ("photo", "photo_and_driver"):  # quantized (not float32's frames), and close to them
-        r = entry[name]
-        assert 30 < r["worst_db"] <= min(r["p5_db"], r["mean_db"]) and r["mean_db"] < 90
+    track, video = report["results"]
+    assert track["driver"] == video["driver"] == 28 and track["frames"] == video["frames"] == 6
+    assert (track["kind"], video["kind"]) == ("keypoints", "tracked video")
+    assert track["driver_poses"] == 6 and video["driver_poses"] == 6 and video["spread_poses_s"] > 0
+    for entry, names in ((track, ("photo", "photo_and_driver")),
+                         (video, ("photo_and_first_frames", "photo_and_driver"))):
+        for name in names:  # quantized (not float32's frames), and close to them
+            r = entry[name]
+            assert 30 < r["worst_db"] <= min(r["p5_db"], r["mean_db"]) and r["mean_db"] < 90

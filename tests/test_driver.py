@@ -195,6 +195,35 @@ def test_driver_without_a_frame_count_is_measured_by_its_duration(tmp_path, medi
     assert open_driver(kp_file).frames_estimate == 20  # a keypoint sequence: its rows
 
 
+def test_sample_keypoints_spreads_over_a_tracked_driver(tmp_path, media):
+    """Driver.sample_keypoints: faces of frames spread over a video (sought) or a folder of frames (read
+    directly), detected one by one, frames without a face skipped; within max_frames; None where the keypoints are
+    known anyway. The file backend makes detection exact; MediaPipe finds the true faces."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(media["face_images"]):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    np.save(tmp_path / "frames.npy", media["face_kps"])  # the file backend's keypoints for the folder
+    video = tmp_path / "face.mp4"
+    video.write_bytes(media["face"].read_bytes())
+    np.save(tmp_path / "face.npy", media["face_kps"])
+    for source in (folder, video):
+        with open_driver(source, landmarks="file") as driver:
+            sampled = driver.sample_keypoints(6)  # frames 0, 4, 8, 11, 15, 19; 19 has no face (BLANK)
+        assert [round(t * FPS) for t, _ in sampled] == [0, 4, 8, 11, 15]
+        np.testing.assert_array_equal(np.stack([kp for _, kp in sampled]), media["face_kps"][[0, 4, 8, 11, 15]])
+        with open_driver(source, landmarks="file", max_frames=5) as driver:
+            assert [round(t * FPS) for t, _ in driver.sample_keypoints(3)] == [0, 2, 4]
+    with open_driver(media["face"]) as driver:  # MediaPipe, static-image mode
+        sampled = driver.sample_keypoints(6)
+    assert [round(t * FPS) for t, _ in sampled] == [0, 4, 8, 11, 15]
+    for (t, kp) in sampled:
+        assert face_error(kp, media["face_kps"][round(t * FPS)]) < 0.05
+    with open_driver(video, keypoints=tmp_path / "face.npy") as driver:
+        assert driver.sample_keypoints(6) is None  # known_keypoints serves instead
+    assert open_driver(tmp_path / "face.npy").sample_keypoints(6) is None
+
+
 def test_driver_with_two_people_follows_the_largest_face_given_faces(tmp_path):
     """MediaPipe follows one face by default (its detector skipped while the face holds); faces=2 lets the main-face
     tracker see both people (the backend returns both faces, by default only one) and follow the larger one

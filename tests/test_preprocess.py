@@ -474,6 +474,24 @@ def test_image_folder_sequence(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ user errors
+def test_max_faces_one_gives_the_same_keypoints_on_a_one_person_video(face_run):
+    """--max-faces 1 (MediaPipe skips its face detector while the face holds): the same sequence, frames and
+    keypoints as the default on a one-person video."""
+    root, _maps, _summary = face_run
+    summary = preprocess(root / "clip.mp4", root / "one", max_faces=1, segmentation="none", progress=False)
+    assert summary.ok and summary.frames_kept == _summary.frames_kept
+    key = "clip/clip/clip"
+    default, one = files(root / "out", "keypoints", key, "npy"), files(root / "one", "keypoints", key, "npy")
+    assert [p.name for p in default] == [p.name for p in one]
+    for a, b in zip(default, one):
+        np.testing.assert_allclose(np.load(b), np.load(a), atol=0.05)
+    with pytest.raises(PreprocessError, match=r"^--max-faces must be a whole number of faces ≥ 1, got 0\.$"):
+        preprocess(root / "clip.mp4", root / "none", max_faces=0)
+    proc = run_module("bilayer.preprocess", str(root / "clip.mp4"), "--out", str(root / "none"), "--max-faces", "0")
+    assert_user_error(proc, "--max-faces", "got 0")
+    assert not (root / "none").exists()
+
+
 def test_user_errors_are_one_sentence_value_errors(tmp_path):
     with pytest.raises(UnknownBackendError, match="valid names: face-alignment, file, mediapipe"):
         preprocess(tmp_path, tmp_path / "out", landmarks="dlib")

@@ -21,15 +21,19 @@ FPS, SAMPLE_RATE = 25, 44100
 
 
 def make_video(path: Path, frames: list[np.ndarray], fps: int = FPS, audio: str | None = None,
-               audio_seconds: float | None = None) -> Path:
+               audio_seconds: float | None = None, keyframe_every: int | None = None) -> Path:
     """An H.264 video of ``frames`` (RGB uint8), with a 440 Hz mono tone of ``audio_seconds`` (default: the video's
-    length) in codec ``audio`` ("aac", "pcm_s16le", ...) when given."""
+    length) in codec ``audio`` ("aac", "pcm_s16le", ...) when given; a keyframe every ``keyframe_every`` frames
+    when given (x264's default otherwise: at most every 250)."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
         if video.name == "libx264":
             video.options = {"preset": "ultrafast", "crf": "18"}
+            if keyframe_every:
+                video.options = {**video.options, "g": str(keyframe_every), "keyint_min": str(keyframe_every),
+                                 "sc_threshold": "0"}
         sound = None
         if audio is not None:
             sound = container.add_stream(audio, rate=SAMPLE_RATE)
@@ -224,3 +228,32 @@ def test_check_output_path_read_only(tmp_path, monkeypatch):
             check_output_path(folder / "a.mp4")
     finally:
         folder.chmod(0o700)
+
+
+def numbered_frames(n: int) -> list[np.ndarray]:
+    """Flat frames whose colour spells their index (red: index // 16, green: index % 16), robust to H.264."""
+    return [np.dstack([np.full((32, 32), 8 + 16 * (i // 16)), np.full((32, 32), 8 + 16 * (i % 16)),
+                       np.full((32, 32), 128)]).astype(np.uint8) for i in range(n)]
+
+
+def frame_number(image: np.ndarray) -> int:
+    red, green = image[..., 0].mean(), image[..., 1].mean()
+    return int(round((red - 8) / 16)) * 16 + int(round((green - 8) / 16))
+
+
+@pytest.mark.parametrize("keyframe_every", [10, 240])
+def test_sample_video_gives_the_frame_at_each_time(tmp_path, keyframe_every):
+    """sample_video finds the first frame at or after each time, seeking (keyframes every 10 frames) or decoding
+    on (one keyframe in 240 frames, where a seek would land back at the start); times past the end yield none."""
+    from bilayer.preprocess.video import sample_video
+
+    video = make_video(tmp_path / "n.mp4", numbered_frames(240), keyframe_every=keyframe_every)  # 9.6 s
+    times = [0.0, 0.5, 0.52, 3.0, 3.01, 6.99, 9.56, 12.0]
+    got = list(sample_video(video, times))
+    expected = [0, 13, 13, 75, 76, 175, 239]  # ⌈t × 25⌉
+    assert [frame_number(f.image) for f in got] == expected
+    assert [f.index for f in got] == expected
+    assert [round(f.time * FPS) for f in got] == expected
+    assert list(sample_video(video, [])) == []
+    with pytest.raises(Exception, match="cannot open"):
+        list(sample_video(tmp_path / "missing.mp4", [0.0]))

@@ -30,6 +30,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per sequence")
     p.add_argument("--landmarks", default="mediapipe", metavar="NAME",
                    help=f"keypoint backend: {', '.join(sorted(LANDMARK_BACKENDS))} (default mediapipe)")
+    p.add_argument("--max-faces", type=int, default=4, metavar="N",
+                   help="faces MediaPipe follows per frame (default 4; the largest is kept, then the same person); "
+                        "1 is faster for one-person videos but keeps MediaPipe's most confident face")
     p.add_argument("--landmark-weights", default=None, metavar="DIR",
                    help="folder holding the face-alignment weight files (FAN and S3FD); nothing is downloaded")
     p.add_argument("--keypoints", default=None, metavar="PATH",
@@ -60,7 +63,7 @@ def command(args: argparse.Namespace) -> int:
         args.input, args.out, size=args.size, fps=args.fps, max_frames=args.max_frames, landmarks=args.landmarks,
         segmentation=args.segmentation, smoothing=args.smoothing, min_frames=args.min_frames, workers=args.workers,
         split=args.split, progress=args.progress, landmark_weights=args.landmark_weights, keypoints=args.keypoints,
-        box_mode=args.box_mode, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+        box_mode=args.box_mode, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, max_faces=args.max_faces,
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.report())
     return 0 if summary.ok else 1

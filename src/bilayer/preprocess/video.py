@@ -126,6 +126,68 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
         container.close()
 
 
+def sample_video(path: str | Path, times: Sequence[float], seek_after: float = 2.0) -> Iterator[Frame]:
+    """For each of ``times`` (seconds, ascending), the first frame of a video at or after it, decoded without
+    reading the whole file: a target more than ``seek_after`` seconds (or one keyframe interval, once known) ahead
+    of the decoder is reached by seeking to the keyframe before it, a nearer one by decoding on. After a seek lands
+    at keyframe K for target T, ``seek_after`` grows to T − K at least, so a video with sparse keyframes is not
+    decoded twice between close targets. Times past the end yield nothing; ``index`` counts frames from the seek
+    point by the nominal rate (exact without seeking). Raises ``VideoReadError`` like ``iter_video``."""
+    import av
+
+    path = Path(path)
+    wanted = sorted(float(t) for t in times)
+    if not wanted:
+        return
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoReadError(f"cannot open {path.name}: {short_reason(exc)}") from exc
+    try:
+        if not container.streams.video:
+            raise VideoReadError(f"{path.name} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = _nominal_rate(stream) or IMAGE_SEQUENCE_FPS
+        time_base = stream.time_base
+        start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
+        frames = container.decode(stream)
+        current = -1.0  # time of the last decoded frame
+        index = -1
+        landed: float | None = None  # the target of a seek not yet answered by a decoded frame
+        last: Frame | None = None
+        for target in wanted:
+            if last is not None and last.time + 1e-6 >= target:  # several times within one frame
+                yield last
+                continue
+            if target - current > seek_after and time_base is not None:
+                container.seek(int((start + target) / time_base), stream=stream, backward=True, any_frame=False)
+                frames = container.decode(stream)
+                landed = target
+            image = None
+            for frame in frames:
+                time = float(frame.pts * time_base) - start if frame.pts is not None and time_base else (index + 1) / rate
+                if landed is not None:  # the keyframe a seek landed on: learn the keyframe interval
+                    seek_after = max(seek_after, landed - time)
+                    index = round(time * rate) - 1
+                    landed = None
+                current, index = time, index + 1
+                if time + 1e-6 >= target:
+                    image = frame.to_ndarray(format="rgb24")
+                    turns = round(getattr(frame, "rotation", 0) / 90) % 4
+                    if turns:
+                        image = np.ascontiguousarray(np.rot90(image, turns))
+                    break
+            if image is None:
+                return  # past the end
+            last = Frame(index, current, image)
+            yield last
+    except av.FFmpegError as exc:
+        raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc
+    finally:
+        container.close()
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as H×W×3 RGB uint8 (grey and RGBA are converted). Raises ``VideoReadError``."""
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None

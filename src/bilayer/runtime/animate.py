@@ -116,12 +116,15 @@ class DriverPoses:
 
 def calibration_poses(avatar: Avatar, driver: Driver, motion: str = "relative",
                       count: int = CALIBRATION_POSES) -> np.ndarray:
-    """(N ≤ count, 136) model inputs ``animate`` will give the renderer for this driver, computed before rendering:
-    for a driver whose keypoints are known up front (a keypoint sequence, or ``keypoints=``), ``count`` frames
-    spread over all of it; for a video tracked while it plays, its first ``count`` frames (decoded and tracked
-    once more, about a second). Calibrating int8 on these next to the photo's jittered poses raised the worst
-    frame of the trained synth-quick avatar driven by three other people (150 frames each) from 43.3, 38.4 and
-    35.6 to 44.0, 43.8 and 43.2 dB PSNR against float32 (the first 50 frames of the second driver alone: 40.5)."""
+    """(N ≤ count, 136) model inputs ``animate`` will give the renderer for this driver, computed before rendering,
+    from ``count`` frames spread over all of it: rows of its keypoints when they are known up front (a keypoint
+    sequence, or ``keypoints=``); otherwise faces detected on frames sought across the video or folder
+    (``Driver.sample_keypoints``, about a second), after the driver's first face, relative motion's reference.
+    Only a video stating neither frame count nor duration gives its first ``count`` tracked frames instead.
+    Calibrating int8 on these next to the photo's jittered poses raised the worst frame of the trained
+    synth-quick avatar driven by three other people (150 frames each) from 43.3, 38.4 and 35.6 to 44.0, 43.8 and
+    43.2 dB PSNR against float32 (the first 50 frames of the second driver alone: 40.5; see
+    ``benchmarks/int8_calibration.py`` for tracked videos)."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count is {count!r}; expected a whole number ≥ 1.")
     poses = DriverPoses(avatar, motion)
@@ -130,6 +133,10 @@ def calibration_poses(avatar: Avatar, driver: Driver, motion: str = "relative",
         found = np.flatnonzero(np.isfinite(known).all(axis=(1, 2)))
         pick = found[np.unique(np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int))]
         return np.stack([poses(known[i], i / driver.fps) for i in pick])
+    sampled = driver.sample_keypoints(count)
+    if sampled:
+        poses(driver.first_keypoints, driver.first_face / driver.fps)  # the reference frame, as animate starts
+        return np.stack([poses(kp, time) for time, kp in sampled])
     return np.stack([poses(f.keypoints, f.time) for f in itertools.islice(driver, count)])
 
 

@@ -47,7 +47,8 @@ from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
 from ..preprocess.landmarks import (NUM_KEYPOINTS, LandmarkBackend, MainFaceTracker, create_landmark_backend,
                                     load_keypoint_file)
 from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
-from ..preprocess.video import IMAGE_SEQUENCE_FPS, is_image, iter_frames, list_images
+from ..preprocess.video import (IMAGE_SEQUENCE_FPS, Frame, is_image, iter_frames, list_images, read_image,
+                                sample_video)
 from .motion import face_size
 
 #: Frames searched for a first face before the driver is rejected.
@@ -402,6 +403,52 @@ class Driver:
         limits = [n for n in (self.num_frames, self.max_frames) if n is not None]
         rows = self._keypoints[: min(limits)] if limits else self._keypoints
         return np.asarray(rows, np.float32)[..., :2].copy()
+
+    @property
+    def first_keypoints(self) -> np.ndarray:
+        """The raw (68, 2) pixel keypoints of the driver's first face (frame ``first_face``): what iterating yields
+        first (the frames before it reuse them), so relative motion's reference."""
+        self.check()
+        return self._first_keypoints.copy()
+
+    def sample_keypoints(self, count: int) -> list[tuple[float, np.ndarray]] | None:
+        """(time, raw (68, 2) pixel keypoints) of up to ``count`` frames spread evenly over a driver whose faces
+        are tracked while it plays, found before playing: a video is sought to each frame's time
+        (``sample_video``), a folder's images are read directly, and each face is detected on its own (MediaPipe
+        in static-image mode, following the same person by ``MainFaceTracker``); frames without a face are
+        skipped. None when the driver's length is unknown (a video stating neither frame count nor duration), or
+        when its keypoints are known anyway (``known_keypoints``)."""
+        self.check()
+        if self._keypoints is not None or self.kind == "keypoints":
+            return None
+        total = self.frames_estimate if self.kind == "video" else self.num_frames
+        if not total:
+            return None
+        picks = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+        if self.kind == "video":
+            frames = sample_video(self.path, picks / self.fps)
+        else:
+            images = list_images(self.path) if self.path.is_dir() else [self.path]
+            frames = (Frame(int(i), i / self.fps, read_image(images[i])) for i in picks)
+        own = not isinstance(self.landmarks, LandmarkBackend)
+        try:
+            backend = (create_landmark_backend(str(self.landmarks), static=True, max_faces=self.faces) if own
+                       else self.landmarks)
+        except PreprocessError as exc:
+            raise DriverError(f"cannot create the landmark backend for driver {self.path}: {short_reason(exc)}.") from exc
+        tracker, found = MainFaceTracker(), []
+        try:
+            backend.start_sequence(source=self.path)
+            for frame in frames:
+                face = tracker(backend.detect(frame.image, frame.index))
+                if face is not None:
+                    found.append((frame.time, np.asarray(face.keypoints, np.float32)[:, :2].copy()))
+        except (PreprocessError, VideoReadError) as exc:
+            raise DriverError(f"cannot sample the faces of driver {self.path}: {short_reason(exc)}.") from exc
+        finally:
+            if own:
+                backend.close()
+        return found
 
     @property
     def duration(self) -> float | None:
