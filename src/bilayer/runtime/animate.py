@@ -123,8 +123,9 @@ def calibration_poses(avatar: Avatar, driver: Driver, motion: str = "relative",
     Only a video stating neither frame count nor duration gives its first ``count`` tracked frames instead.
     Calibrating int8 on these next to the photo's jittered poses raised the worst frame of the trained
     synth-quick avatar driven by three other people (150 frames each) from 43.3, 38.4 and 35.6 to 44.0, 43.8 and
-    43.2 dB PSNR against float32 (the first 50 frames of the second driver alone: 40.5; see
-    ``benchmarks/int8_calibration.py`` for tracked videos)."""
+    43.2 dB PSNR against float32; with the same drivers as MediaPipe-tracked videos, frames sought across them
+    gave 43.9, 43.5 and 43.0 dB where their first 64 tracked frames gave 43.4, 42.4 and 38.2, for 0.6–1.0 s
+    (``benchmarks/int8_calibration.py``)."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count is {count!r}; expected a whole number ≥ 1.")
     poses = DriverPoses(avatar, motion)
