@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +83,12 @@ def video_fps(path: str | Path) -> float:
         raise VideoReadError(f"cannot read {path}: {short_reason(exc)}") from exc
 
 
-def iter_video(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
-    """Decode a video file with PyAV. Raises ``VideoReadError`` for a missing, truncated or corrupt file (possibly
-    after some frames were yielded)."""
+@contextmanager
+def _video_stream(path: Path):
+    """(container, first video stream) of a video file opened with PyAV for decoding on PyAV's threads; a missing,
+    unreadable or corrupt file (while the block runs, too) becomes ``VideoReadError``."""
     import av
 
-    path = Path(path)
-    sub = _Subsampler(fps)
-    kept = 0
-    if max_frames is not None and max_frames <= 0:
-        return
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
@@ -101,6 +98,29 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
             raise VideoReadError(f"{path.name} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        yield container, stream
+    except av.FFmpegError as exc:
+        raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc
+    finally:
+        container.close()
+
+
+def _upright_rgb(frame) -> np.ndarray:
+    """A decoded PyAV frame as H×W×3 RGB uint8, turned upright by its display matrix (phone videos)."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def iter_video(path: str | Path, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
+    """Decode a video file with PyAV. Raises ``VideoReadError`` for a missing, truncated or corrupt file (possibly
+    after some frames were yielded)."""
+    path = Path(path)
+    sub = _Subsampler(fps)
+    kept = 0
+    if max_frames is not None and max_frames <= 0:
+        return
+    with _video_stream(path) as (container, stream):
         rate = _nominal_rate(stream) or IMAGE_SEQUENCE_FPS
         time_base = stream.time_base
         for index, frame in enumerate(container.decode(stream)):
@@ -110,20 +130,12 @@ def iter_video(path: str | Path, fps: float | None = None, max_frames: int | Non
                 time = index / rate
             if not sub.keep(time):
                 continue
-            image = frame.to_ndarray(format="rgb24")
-            turns = round(getattr(frame, "rotation", 0) / 90) % 4  # display matrix (phone videos): upright frames
-            if turns:
-                image = np.ascontiguousarray(np.rot90(image, turns))
-            yield Frame(index, time, image)
+            yield Frame(index, time, _upright_rgb(frame))
             kept += 1
             if max_frames is not None and kept >= max_frames:
                 break
         if kept == 0:
             raise VideoReadError(f"{path.name} holds no decodable frame")
-    except av.FFmpegError as exc:
-        raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc
-    finally:
-        container.close()
 
 
 def sample_video(path: str | Path, times: Sequence[float], seek_after: float = 2.0) -> Iterator[Frame]:
@@ -133,27 +145,16 @@ def sample_video(path: str | Path, times: Sequence[float], seek_after: float = 2
     at keyframe K for target T, ``seek_after`` grows to T − K at least, so a video with sparse keyframes is not
     decoded twice between close targets. Times past the end yield nothing; ``index`` counts frames from the seek
     point by the nominal rate (exact without seeking). Raises ``VideoReadError`` like ``iter_video``."""
-    import av
-
     path = Path(path)
     wanted = sorted(float(t) for t in times)
     if not wanted:
         return
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as exc:
-        raise VideoReadError(f"cannot open {path.name}: {short_reason(exc)}") from exc
-    try:
-        if not container.streams.video:
-            raise VideoReadError(f"{path.name} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+    with _video_stream(path) as (container, stream):
         rate = _nominal_rate(stream) or IMAGE_SEQUENCE_FPS
         time_base = stream.time_base
         start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
         frames = container.decode(stream)
-        current = -1.0  # time of the last decoded frame
-        index = -1
+        current, index = -1.0, -1  # the last decoded frame's time and index
         landed: float | None = None  # the target of a seek not yet answered by a decoded frame
         last: Frame | None = None
         for target in wanted:
@@ -164,28 +165,24 @@ def sample_video(path: str | Path, times: Sequence[float], seek_after: float = 2
                 container.seek(int((start + target) / time_base), stream=stream, backward=True, any_frame=False)
                 frames = container.decode(stream)
                 landed = target
-            image = None
+            found = None
             for frame in frames:
-                time = float(frame.pts * time_base) - start if frame.pts is not None and time_base else (index + 1) / rate
+                if frame.pts is not None and time_base:
+                    time = float(frame.pts * time_base) - start
+                else:
+                    time = (index + 1) / rate
                 if landed is not None:  # the keyframe a seek landed on: learn the keyframe interval
                     seek_after = max(seek_after, landed - time)
                     index = round(time * rate) - 1
                     landed = None
                 current, index = time, index + 1
                 if time + 1e-6 >= target:
-                    image = frame.to_ndarray(format="rgb24")
-                    turns = round(getattr(frame, "rotation", 0) / 90) % 4
-                    if turns:
-                        image = np.ascontiguousarray(np.rot90(image, turns))
+                    found = frame
                     break
-            if image is None:
+            if found is None:
                 return  # past the end
-            last = Frame(index, current, image)
+            last = Frame(index, current, _upright_rgb(found))
             yield last
-    except av.FFmpegError as exc:
-        raise VideoReadError(f"{path.name} is corrupt: {short_reason(exc)}") from exc
-    finally:
-        container.close()
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -435,7 +435,8 @@ class Driver:
             backend = (create_landmark_backend(str(self.landmarks), static=True, max_faces=self.faces) if own
                        else self.landmarks)
         except PreprocessError as exc:
-            raise DriverError(f"cannot create the landmark backend for driver {self.path}: {short_reason(exc)}.") from exc
+            reason = short_reason(exc)
+            raise DriverError(f"cannot create the landmark backend for driver {self.path}: {reason}.") from exc
         tracker, found = MainFaceTracker(), []
         try:
             backend.start_sequence(source=self.path)
