@@ -181,7 +181,7 @@ class Driver:
 
     ``kind`` ("video", "images" or "keypoints"), ``fps``, ``size`` ((W, H), None for keypoints only),
     ``num_frames`` (None when the container does not say), ``frames_estimate`` (``num_frames``, else the
-    container's duration times ``fps``; None when neither is known), ``audio`` (the file has an audio stream),
+    video's duration times ``fps``; None when neither is known), ``audio`` (the file has an audio stream),
     ``first_face`` (index of the first frame with a face). During / after iteration: ``frames_read`` and
     ``lost`` (frames whose keypoints were reused).
 
@@ -213,7 +213,7 @@ class Driver:
         self.fps = IMAGE_SEQUENCE_FPS
         self.size: tuple[int, int] | None = None
         self.num_frames: int | None = None
-        self._seconds: float | None = None  # the container's duration, for frames_estimate
+        self._seconds: float | None = None  # the video's duration, for frames_estimate
         self.audio = False
         self.first_face: int | None = None
         self.lost = 0
