@@ -222,6 +222,8 @@ def test_sample_keypoints_spreads_over_a_tracked_driver(tmp_path, media):
     with open_driver(video, keypoints=tmp_path / "face.npy") as driver:
         assert driver.sample_keypoints(6) is None  # known_keypoints serves instead
     assert open_driver(tmp_path / "face.npy").sample_keypoints(6) is None
+    with pytest.raises(DriverError, match=r"^count is 0; expected a whole number of frames ≥ 1\.$"):
+        open_driver(video, landmarks="file").sample_keypoints(0)
 
 
 def test_driver_with_two_people_follows_the_largest_face_given_faces(tmp_path):

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bilayer.preprocess.errors import VideoReadError
 from bilayer.runtime.videoio import OutputError, VideoWriter, check_output_path, output_kind
 
 av = pytest.importorskip("av")
@@ -255,5 +256,8 @@ def test_sample_video_gives_the_frame_at_each_time(tmp_path, keyframe_every):
     assert [f.index for f in got] == expected
     assert [round(f.time * FPS) for f in got] == expected
     assert list(sample_video(video, [])) == []
-    with pytest.raises(Exception, match="cannot open"):
+    with pytest.raises(VideoReadError, match=r"^cannot open missing\.mp4: "):
         list(sample_video(tmp_path / "missing.mp4", [0.0]))
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(VideoReadError, match=r"noise\.mp4"):
+        list(sample_video(tmp_path / "noise.mp4", [0.0]))

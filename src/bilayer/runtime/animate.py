@@ -34,7 +34,7 @@ import torch
 
 from .avatar import Avatar
 from .compose import paste_back, rgba, side_by_side, to_mask, to_uint8
-from .driver import Driver, DriverError
+from .driver import Driver, DriverError, spread_indices
 from .motion import MOTION_MODES, MotionTransfer, StreamingCropper, to_model_input
 from .videoio import VideoWriter
 
@@ -132,7 +132,7 @@ def calibration_poses(avatar: Avatar, driver: Driver, motion: str = "relative",
     known = driver.known_keypoints()
     if known is not None:
         found = np.flatnonzero(np.isfinite(known).all(axis=(1, 2)))
-        pick = found[np.unique(np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int))]
+        pick = found[spread_indices(len(found), count)]
         return np.stack([poses(known[i], i / driver.fps) for i in pick])
     sampled = driver.sample_keypoints(count)
     if sampled:

@@ -154,6 +154,11 @@ def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
 
 
 # --------------------------------------------------------------------------------------------- driver
+def spread_indices(total: int, count: int) -> np.ndarray:
+    """Up to ``count`` indices of ``range(total)`` spread evenly over it, the first and the last included."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+
+
 def _video_seconds(container, stream) -> float | None:
     """The video stream's duration in seconds: the stream's own, else a Matroska/WebM track's ``DURATION`` tag
     ("HH:MM:SS.fraction"), else the container's (which a longer audio track inflates); None when none is stated."""
@@ -418,13 +423,15 @@ class Driver:
         in static-image mode, following the same person by ``MainFaceTracker``); frames without a face are
         skipped. None when the driver's length is unknown (a video stating neither frame count nor duration), or
         when its keypoints are known anyway (``known_keypoints``)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise DriverError(f"count is {count!r}; expected a whole number of frames ≥ 1.")
         self.check()
         if self._keypoints is not None or self.kind == "keypoints":
             return None
         total = self.frames_estimate if self.kind == "video" else self.num_frames
         if not total:
             return None
-        picks = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+        picks = spread_indices(total, count)
         if self.kind == "video":
             frames = sample_video(self.path, picks / self.fps)
         else:
