@@ -104,17 +104,51 @@ def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
             make_renderer(renderer, backend, calibration=keypoints)
 
 
-def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference):
+@pytest.mark.parametrize("compiler", [True, False])
+def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, compiler, monkeypatch):
+    """The body in bfloat16 on packed oneDNN weights (each block's conv1 with its activation fused); the heads,
+    tanh, warp, sum and sigmoid in float32: in the native loop (which reads the last block's bfloat16 output)
+    where it builds, else a bfloat16 heads convolution cast back to float32 before PyTorch's tail."""
+    from bilayer.runtime.backends import PackedConv2d
+
+    if not compiler:
+        monkeypatch.setattr(native, "available", lambda: False)
     r = make_renderer(renderer, "bf16")
     out = r(keypoints)
     _check_frame(out, keypoints)
     assert psnr(out[0], reference[0]) >= 30
     assert (out[1] - reference[1]).abs().max() < 2e-2
+    module, tail = r._run, native.available()
+    assert module.native_tail == tail and not renderer.native_tail
+    packed = [m for m in module.modules() if isinstance(m, PackedConv2d)]
+    assert {m.weight.dtype for m in packed} == {torch.bfloat16} and {m.transposed for m in packed} == {True, False}
+    assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in module.blocks)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
+    assert len(packed) == convs - tail
+    if tail:  # the loop computes the heads from their float32 weight
+        assert module.heads.weight.dtype == torch.float32
+    else:
+        assert isinstance(module.heads[0], PackedConv2d)
     # The body is bfloat16; the grid, texture and heads' output (so tanh, warp, sum, sigmoid) are float32.
     assert renderer.blocks[0].conv1.weight.dtype == torch.float32  # the caller's module is untouched
     low = low_precision(renderer, torch.bfloat16)
     assert low.blocks[0].conv1.weight.dtype == torch.bfloat16
     assert low.grid.dtype == low.texture.dtype == torch.float32
+
+
+def test_bf16_native_tail_is_the_float32_tail_on_its_blocks(renderer, keypoints):
+    """With the native loop, the bf16 backend's frames are its bfloat16 body's output through the float32 heads
+    and tail: the same as the plain bfloat16 module whose heads are float32, to float rounding."""
+    if not native.available():
+        pytest.skip("no C++ compiler to build the native tail")
+    r = make_renderer(renderer, "bf16")
+    plain = low_precision(renderer, torch.bfloat16, float32_heads=True)
+    with torch.inference_mode():
+        h = plain.blocks[-1](plain.trunk(keypoints)).float()
+        image, mask = plain.tail(h)
+    ours = r(keypoints)
+    # oneDNN's packed and plain bfloat16 convolutions may round differently (one bfloat16 step, 2⁻⁸ relative)
+    assert psnr(ours[0], image) >= 55 and (ours[1] - mask).abs().max() < 2e-3
 
 
 def test_low_precision_in_float32_is_exact(renderer, keypoints, reference):

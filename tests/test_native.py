@@ -114,12 +114,8 @@ PARTS = [  # batch, channels, (height, width), features: phases or full; skip: h
 ]
 
 
-@pytest.mark.parametrize("batch, channels, size, form, skip_size, layout", PARTS)
-def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_size, layout):
-    """The last block's output handed over in parts, never written at full resolution: a sub-pixel convolution's
-    four phases as a view of its output (rows and columns interleaved, one pixel cropped on each side) and the
-    skip path at half or full size, added by nearest upsampling; the frames are as close to float64 as when the
-    block output itself is given, and equal to the loop run on that output up to the sum's rounding (none)."""
+def block_parts(batch, channels, size, form, skip_size, layout):
+    """A PARTS case's features (phases or full), skip (or None), and the heads' weight and bias, grid, texture."""
     g = torch.Generator().manual_seed(channels + size[1])
     height, width = size
     cl = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -133,7 +129,18 @@ def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_
     if skip_size is not None:
         scale = 2 if skip_size == "half" else 1
         skip = torch.randn(batch, channels, height // scale, width // scale, generator=g).contiguous(memory_format=cl)
-    _, weight, bias, grid, texture = inputs(batch, channels, size, (40, 40), 1, layout, seed=3)
+    return (features, skip, *inputs(batch, channels, size, (40, 40), 1, layout, seed=3)[1:])
+
+
+@pytest.mark.parametrize("batch, channels, size, form, skip_size, layout", PARTS)
+def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_size, layout):
+    """The last block's output handed over in parts, never written at full resolution: a sub-pixel convolution's
+    four phases as a view of its output (rows and columns interleaved, one pixel cropped on each side) and the
+    skip path at half or full size, added by nearest upsampling; the frames are as close to float64 as when the
+    block output itself is given, and equal to the loop run on that output up to the sum's rounding (none)."""
+    features, skip, weight, bias, grid, texture = block_parts(batch, channels, size, form, skip_size, layout)
+    height, width = size
+    cl = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     image, mask = native.heads_tail(features, weight, bias, SLOPE, grid, texture, skip)
     whole = assembled(features, skip, height, width)
     truth = plain_tail(whole, weight, bias, grid, texture)
@@ -144,10 +151,26 @@ def test_the_block_output_read_from_its_parts(batch, channels, size, form, skip_
     assert torch.equal(image, same[0]) and torch.equal(mask, same[1])
 
 
+@pytest.mark.parametrize("batch, channels, size, form, skip_size, layout", PARTS)
+def test_bfloat16_parts_are_widened_as_they_are_read(batch, channels, size, form, skip_size, layout):
+    """The bf16 backend hands over its last block's parts in bfloat16 (same layouts, the strides kept): the frames
+    are exactly the loop's on the same values widened to float32 (widening is exact), in every layout and
+    whichever path reads them (the vector transposition or the scalar one); the outputs are float32."""
+    features, skip, weight, bias, grid, texture = block_parts(batch, channels, size, form, skip_size, layout)
+    low = features.bfloat16(), None if skip is None else skip.bfloat16()
+    assert low[0].stride() == features.stride()  # the phases' view, not a copy in another layout
+    image, mask = native.heads_tail(low[0], weight, bias, SLOPE, grid, texture, low[1])
+    wide = native.heads_tail(low[0].float(), weight, bias, SLOPE, grid, texture,
+                             None if low[1] is None else low[1].float())
+    assert image.dtype == mask.dtype == torch.float32
+    assert torch.equal(image, wide[0]) and torch.equal(mask, wide[1])
+    assert not torch.equal(image, native.heads_tail(features, weight, bias, SLOPE, grid, texture, skip)[0])
+
+
 def test_the_portable_build_gives_the_same_frames(tmp_path, monkeypatch):
     """The fallback build for compilers or CPUs without -march=native (no AVX-512 intrinsics: the plain
     channels-last transposition, the baseline instruction set's vectors, no fused multiply-add) is as close to
-    float64 as the build the backends use here."""
+    float64 as the build the backends use here, and reads bfloat16 features as their float32 values."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     portable = native._build(native._FLAG_SETS[2:3])
     features, weight, bias, grid, texture = inputs(2, 32, (24, 40), (30, 30), 1, "channels_last", seed=9)
@@ -160,6 +183,9 @@ def test_the_portable_build_gives_the_same_frames(tmp_path, monkeypatch):
     for image, mask in (ours, theirs):
         assert (image.double() - truth[0]).abs().max() <= budget + 1e-5
         assert (mask.double() - truth[1]).abs().max() <= 1e-6
+    low = features.bfloat16()  # its scalar widening equals reading the widened copy
+    assert all(map(torch.equal, native.heads_tail(low, weight, bias, SLOPE, grid, texture),
+                   native.heads_tail(low.float(), weight, bias, SLOPE, grid, texture)))
 
 
 def test_tanh_and_sigmoid_are_accurate_everywhere():
@@ -253,10 +279,14 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"expects a \(2, 4, 8, 8\) skip or one of half that size, got "
                                          r"\(2, 4, 3, 3\)\.$"):
         native.heads_tail(features, weight, bias, SLOPE, grid, texture, torch.zeros(2, 4, 3, 3))
-    with pytest.raises(ValueError, match=r"runs on float32 CPU tensors; its features is torch\.float64 on cpu\.$"):
+    with pytest.raises(ValueError, match=r"^bilayer::heads_tail reads float32 or bfloat16 features, not "
+                                         r"torch\.float64\.$"):
         call(f=features.double())
-    with pytest.raises(ValueError, match=r"its texture is torch\.bfloat16 on cpu\.$"):
+    with pytest.raises(ValueError, match=r"^bilayer::heads_tail needs a float32 texture, not torch\.bfloat16\.$"):
         call(t=texture.bfloat16())
+    with pytest.raises(ValueError, match=r"^bilayer::heads_tail needs the skip in the features' dtype "
+                                         r"\(torch\.bfloat16\), not torch\.float32\.$"):
+        native.heads_tail(features.bfloat16(), weight, bias, SLOPE, grid, texture, torch.zeros(2, 4, 4, 4))
 
 
 def test_built_once_then_cached_and_failures_explained(tmp_path):

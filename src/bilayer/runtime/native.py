@@ -20,7 +20,10 @@ a 10–14-ms int8 frame. Here it is one OpenMP-parallel pass over output rows:
 - the convolution runs on contiguous vectors of 64 output pixels, six outputs each, with no padded lanes;
 - the tail reads the six head rows just computed, gathers four texels per pixel and writes the image and mask.
 
-The loop is C, compiled on first use with the C++ compiler that the compile and int8 backends need anyway
+The features may be float32 or bfloat16 (the bf16 backend's blocks, widened as they are read, with everything
+after in float32; one template instantiation each).
+
+The loop is C-style C++ (templated only on the features' element type), compiled on first use with the C++ compiler that the compile and int8 backends need anyway
 (``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
 hash of source, compiler and flags, and called through ctypes; the compiled library links the OpenMP runtime
 PyTorch has already loaded (same soname), so no second thread pool appears. It is wrapped as the custom operator
@@ -145,22 +148,41 @@ static inline void stv(float* p, vf v) { memcpy(p, &v, sizeof v); }
    j·fs[4] + q·fs[5]. Plain (B, C, H, W) features are fs = {b, c, 2·row, row, 2·column, column} with crop 0; the
    sub-pixel form (B, C, H/2 + 1, 2, W/2 + 1, 2) is its own strides with crop 1. skip (or NULL): (B, C, H >> s,
    W >> s) with strides ss, added to the features (nearest upsampling by 2^s) before the activation. */
-typedef struct {
-    const float* feat;
+template <typename T>
+struct features_t {
+    const T* feat;
     const int64_t* fs;
     int64_t crop;
-    const float* skip;
+    const T* skip;
     const int64_t* ss;
     int shift;
-} features_t;
+};
 
-static inline int64_t feat_col(const features_t* f, int64_t x) {
+/* T: float, or uint16_t holding bfloat16 (the upper half of a float32, so widening is a 16-bit shift) */
+static inline float widen(float v) { return v; }
+static inline float widen(uint16_t v) {
+    const uint32_t u = (uint32_t)v << 16;
+    float w;
+    memcpy(&w, &u, sizeof w);
+    return w;
+}
+#ifdef __AVX512F__
+static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512 load16(const uint16_t* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+#endif
+
+template <typename T>
+static inline int64_t feat_col(const features_t<T>* f, int64_t x) {
     const int64_t q = x + f->crop;
     return (q >> 1) * f->fs[4] + (q & 1) * f->fs[5];
 }
 
 /* row y of frame b into dst: C planar rows of pw floats, feature column x at 1 + x, zeros around */
-static void load_row(float* dst, const features_t* f, int64_t C, int64_t b, int64_t y, int64_t height,
+template <typename T>
+static void load_row(float* dst, const features_t<T>* f, int64_t C, int64_t b, int64_t y, int64_t height,
                      int64_t width, int64_t pw, float slope) {
     if (y < 0 || y >= height) {
         memset(dst, 0, sizeof(float) * C * pw);
@@ -172,8 +194,8 @@ static void load_row(float* dst, const features_t* f, int64_t C, int64_t b, int6
     }
     const int64_t* fs = f->fs;
     const int64_t p = y + f->crop;
-    const float* src = f->feat + b * fs[0] + (p >> 1) * fs[2] + (p & 1) * fs[3];
-    const float* sk = f->skip ? f->skip + b * f->ss[0] + (y >> f->shift) * f->ss[2] : NULL;
+    const T* src = f->feat + b * fs[0] + (p >> 1) * fs[2] + (p & 1) * fs[3];
+    const T* sk = f->skip ? f->skip + b * f->ss[0] + (y >> f->shift) * f->ss[2] : NULL;
     const int64_t sx = f->skip ? f->ss[3] : 0, sc = f->skip ? f->ss[1] : 0;
     const int shift = f->shift;
     if (fs[1] == 1 && (sk == NULL || sc == 1)) {  /* channels-last: one pixel's channels are contiguous */
@@ -186,8 +208,8 @@ static void load_row(float* dst, const features_t* f, int64_t C, int64_t b, int6
                 for (int64_t c0 = 0; c0 < C; c0 += 16) {
                     __m512 r[16], t[16];
                     for (int i = 0; i < 16; ++i) {
-                        __m512 v = _mm512_loadu_ps(src + feat_col(f, x + i) + c0);
-                        if (sk) v = _mm512_add_ps(v, _mm512_loadu_ps(sk + ((x + i) >> shift) * sx + c0));
+                        __m512 v = load16(src + feat_col(f, x + i) + c0);
+                        if (sk) v = _mm512_add_ps(v, load16(sk + ((x + i) >> shift) * sx + c0));
                         __mmask16 neg = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
                         r[i] = _mm512_mask_mul_ps(v, neg, v, k);
                     }
@@ -218,18 +240,18 @@ static void load_row(float* dst, const features_t* f, int64_t C, int64_t b, int6
         }
 #endif
         for (; x < width; ++x) {
-            const float* px = src + feat_col(f, x);
-            const float* ps = sk ? sk + (x >> shift) * sx : NULL;
+            const T* px = src + feat_col(f, x);
+            const T* ps = sk ? sk + (x >> shift) * sx : NULL;
             for (int64_t c = 0; c < C; ++c) {
-                float v = ps ? px[c] + ps[c] : px[c];
+                float v = ps ? widen(px[c]) + widen(ps[c]) : widen(px[c]);
                 dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
             }
         }
     } else {
         for (int64_t c = 0; c < C; ++c)
             for (int64_t x = 0; x < width; ++x) {
-                float v = src[c * fs[1] + feat_col(f, x)];
-                if (sk) v += sk[c * sc + (x >> shift) * sx];
+                float v = widen(src[c * fs[1] + feat_col(f, x)]);
+                if (sk) v += widen(sk[c * sc + (x >> shift) * sx]);
                 dst[c * pw + 1 + x] = v < 0.0f ? v * slope : v;
             }
     }
@@ -273,14 +295,11 @@ static void conv_row(float* out, const float* const* rows, const float* taps, co
    element strides ws = {output, input, row, column}; bias: (6); grid: (H, W, 2), x then y; texture: (·, 3, th,
    tw) with element strides ts = {frame (0: one texture for all), channel, row, column}; image: (B, 3, H, W);
    mask: (B, 1, H, W). Returns 0, or -1 when a buffer could not be allocated. */
-#ifdef __cplusplus
-extern "C"
-#endif
-int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t crop, const float* skip, const int64_t* ss,
-                       int shift, int64_t C, const float* weight, const int64_t* ws, const float* bias, float slope,
-                       const float* grid, const float* texture, const int64_t* ts, float* image, float* mask,
-                       int64_t batch, int64_t height, int64_t width, int64_t th, int64_t tw, int threads) {
-    const features_t f = {feat, fs, crop, skip, ss, shift};
+template <typename T>
+static int heads_tail(const features_t<T> f, int64_t C, const float* weight, const int64_t* ws, const float* bias,
+                      float slope, const float* grid, const float* texture, const int64_t* ts, float* image,
+                      float* mask, int64_t batch, int64_t height, int64_t width, int64_t th, int64_t tw,
+                      int threads) {
     const int64_t plane = height * width, total = batch * height;
     const int64_t wr = (width + XB - 1) / XB * XB, pw = wr + XB;  /* reads reach wr + 1 */
     float* taps = (float*)malloc(sizeof(float) * 54 * C);
@@ -328,6 +347,22 @@ int bilayer_heads_tail(const float* feat, const int64_t* fs, int64_t crop, const
     }
     free(taps);
     return failed ? -1 : 0;
+}
+
+/* bf16: feat and skip hold bfloat16 (as uint16_t), else float */
+extern "C" int bilayer_heads_tail(const void* feat, const int64_t* fs, int64_t crop, const void* skip,
+                                  const int64_t* ss, int shift, int64_t C, const float* weight, const int64_t* ws,
+                                  const float* bias, float slope, const float* grid, const float* texture,
+                                  const int64_t* ts, float* image, float* mask, int64_t batch, int64_t height,
+                                  int64_t width, int64_t th, int64_t tw, int threads, int bf16) {
+    if (bf16) {
+        const features_t<uint16_t> f = {(const uint16_t*)feat, fs, crop, (const uint16_t*)skip, ss, shift};
+        return heads_tail(f, C, weight, ws, bias, slope, grid, texture, ts, image, mask, batch, height, width, th,
+                          tw, threads);
+    }
+    const features_t<float> f = {(const float*)feat, fs, crop, (const float*)skip, ss, shift};
+    return heads_tail(f, C, weight, ws, bias, slope, grid, texture, ts, image, mask, batch, height, width, th, tw,
+                      threads);
 }
 """
 
@@ -392,7 +427,7 @@ def _build(flag_sets=_FLAG_SETS) -> ctypes.CDLL:
         pointer, size = ctypes.c_void_p, ctypes.c_int64
         fn.argtypes = [pointer, pointer, size, pointer, pointer, ctypes.c_int, size, pointer, pointer, pointer,
                        ctypes.c_float, pointer, pointer, pointer, pointer, pointer, size, size, size, size, size,
-                       ctypes.c_int]
+                       ctypes.c_int, ctypes.c_int]
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -441,7 +476,9 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     (B, C, H/2 + 1, 2, W/2 + 1, 2) (``SubpixelUpsampleConv2d.phases``), whose rows 2i + p and columns 2j + q
     form an (H + 2) × (W + 2) image cropped by one pixel on each side. Any layout (the loop takes the strides;
     channels-last, as the blocks write it, reads fastest), so neither the sum nor the interleave is ever written
-    out at full resolution."""
+    out at full resolution. ``features`` and ``skip`` may be bfloat16 (the bf16 backend's blocks): they are
+    widened to float32 as they are read, and everything after runs in float32 as for float32 features; the
+    weight, bias, grid and texture are float32, and so are the image and mask."""
     _check(features, weight, bias, grid, texture, skip)
     fn = library().bilayer_heads_tail
     b, c = features.shape[:2]
@@ -454,15 +491,15 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     def int64s(values) -> ctypes.Array:
         return (ctypes.c_int64 * len(values))(*values)
 
-    image = features.new_empty((b, 3, h, w))
-    mask = features.new_empty((b, 1, h, w))
+    image = features.new_empty((b, 3, h, w), dtype=torch.float32)
+    mask = features.new_empty((b, 1, h, w), dtype=torch.float32)
     # features, skip, weight and texture in any layout (the loop takes their strides; a channels-last module has
     # channels-last weights and texture); one texture for every frame: frame stride 0
     ts = (0 if texture.shape[0] == 1 else texture.stride(0), *texture.stride()[1:])
     status = fn(features.data_ptr(), int64s(fs), crop, skip.data_ptr() if skip is not None else None, int64s(ss),
                 shift, c, weight.data_ptr(), int64s(weight.stride()), bias.contiguous().data_ptr(), negative_slope,
                 grid.contiguous().data_ptr(), texture.data_ptr(), int64s(ts), image.data_ptr(), mask.data_ptr(),
-                b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads())
+                b, h, w, texture.shape[2], texture.shape[3], torch.get_num_threads(), features.dtype == torch.bfloat16)
     if status:
         raise MemoryError("bilayer::heads_tail could not allocate its row buffers.")
     return image, mask
@@ -471,16 +508,24 @@ def heads_tail(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 @heads_tail.register_fake
 def _(features, weight, bias, negative_slope, grid, texture, skip=None):
     b, (h, w) = features.shape[0], grid.shape[1:3]
-    return features.new_empty((b, 3, h, w)), features.new_empty((b, 1, h, w))
+    return (features.new_empty((b, 3, h, w), dtype=torch.float32),
+            features.new_empty((b, 1, h, w), dtype=torch.float32))
 
 
 def _check(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grid: torch.Tensor,
            texture: torch.Tensor, skip: torch.Tensor | None) -> None:
     tensors = {"features": features, "weight": weight, "bias": bias, "grid": grid, "texture": texture, "skip": skip}
     for name, tensor in tensors.items():
-        if tensor is not None and (tensor.device.type != "cpu" or tensor.dtype != torch.float32):
-            raise ValueError(f"bilayer::heads_tail runs on float32 CPU tensors; its {name} is {tensor.dtype} on "
-                             f"{tensor.device}.")
+        if tensor is not None and tensor.device.type != "cpu":
+            raise ValueError(f"bilayer::heads_tail runs on CPU tensors; its {name} is on {tensor.device}.")
+    if features.dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"bilayer::heads_tail reads float32 or bfloat16 features, not {features.dtype}.")
+    if skip is not None and skip.dtype != features.dtype:
+        raise ValueError(f"bilayer::heads_tail needs the skip in the features' dtype ({features.dtype}), not "
+                         f"{skip.dtype}.")
+    for name in ("weight", "bias", "grid", "texture"):
+        if tensors[name].dtype != torch.float32:
+            raise ValueError(f"bilayer::heads_tail needs a float32 {name}, not {tensors[name].dtype}.")
     if grid.dim() != 4 or grid.shape[0] != 1 or grid.shape[3] != 2:
         raise ValueError(f"bilayer::heads_tail expects a (1, H, W, 2) grid, got {tuple(grid.shape)}.")
     h, w = grid.shape[1:3]
