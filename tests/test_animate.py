@@ -420,14 +420,23 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     assert difference[0] < 1e-6 and difference.max() < 0.08 and difference.mean() < 0.03, difference
 
 
-def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path, capsys):
-    """Without --backend, a short driver renders with eager (no set-up to repay); the length that counts is what
-    --max-frames leaves of a long one. The choice and its reason go to stderr, the backend used into the summary
-    and the report."""
+def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path, capsys, monkeypatch):
+    """Without --backend, on a CPU without native bfloat16, a short driver renders with eager (no set-up to repay);
+    the length that counts is what --max-frames leaves of a long one; with native bfloat16, bf16. The choice and
+    its reason go to stderr, the backend used into the summary and the report."""
+    from bilayer.runtime import backends
     from bilayer.runtime.backends import AUTO_INT8_FRAMES
 
     kps = np.nan_to_num(files["kps"])
     np.save(tmp_path / "kps.npy", np.resize(kps, (AUTO_INT8_FRAMES, *kps.shape[1:])))  # long enough for int8
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: True)
+    code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                         tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / "b.mp4", "--report",
+                         tmp_path / "b.json")
+    assert code == 0, err
+    assert "backend (auto) bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX)" in err
+    assert "frames/s with bf16 (per frame" in out and json.loads((tmp_path / "b.json").read_text())["backend"] == "bf16"
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: False)
     code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
                          tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / "o.mp4", "--report",
                          tmp_path / "r.json")

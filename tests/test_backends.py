@@ -309,9 +309,38 @@ def test_int8_without_torchao_names_the_fix(renderer, monkeypatch):
         make_renderer(renderer, "int8", calibration=torch.zeros(4, 136))
 
 
+def test_auto_backend_takes_bf16_where_the_cpu_has_it(monkeypatch):
+    """auto on a CPU with native bfloat16: bf16 for every length, known or not, with its reason."""
+    from bilayer.runtime import backends
+
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: True)
+    for frames, estimated in ((None, False), (3, False), (AUTO_INT8_FRAMES, True), (10**6, False)):
+        name, why = auto_backend(frames, estimated=estimated)
+        assert name == "bf16" and why.startswith("bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX), "
+                                                 "so bf16 renders about twice as fast as eager with no set-up")
+
+
+def test_native_bfloat16_reads_the_cpu(monkeypatch):
+    """native_bfloat16 follows PyTorch's CPU feature checks (AMX tiles or AVX512-BF16), on x86-64 only."""
+    import platform
+
+    from bilayer.runtime.backends import native_bfloat16
+
+    for amx, avx512_bf16, expected in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            assert native_bfloat16() is expected
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert native_bfloat16() is False
+
+
 def test_auto_backend_takes_int8_for_long_drivers_where_it_runs(monkeypatch, tmp_path):
-    """auto: eager for short or unknown drivers (no set-up), int8 from AUTO_INT8_FRAMES on where it can run; each
-    choice comes with its reason."""
+    """auto on a CPU without native bfloat16: eager for short or unknown drivers (no set-up), int8 from
+    AUTO_INT8_FRAMES on where it can run; each choice comes with its reason."""
+    from bilayer.runtime import backends
+
+    monkeypatch.setattr(backends, "native_bfloat16", lambda: False)
     assert auto_backend(None) == ("eager", "eager: the driver's length is unknown (int8 repays its set-up only on "
                                            "long drivers)")
     name, why = auto_backend(AUTO_INT8_FRAMES - 1)

@@ -153,11 +153,28 @@ def int8_unavailable() -> str | None:
     return None
 
 
+def native_bfloat16() -> bool:
+    """Whether this machine's CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bfloat16
+    convolutions outrun float32 ones (a 256-channel 3×3 convolution 4–5× with AMX here) instead of being emulated
+    at a third of float32's speed."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return platform.machine().lower() in ("x86_64", "amd64") and any(check() for check in checks if check)
+
+
 def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, str]:
-    """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause:
-    int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine runs it,
-    else eager, which starts at once and gives the reference frames. ``estimated``: ``frames`` comes from the
-    video's duration (``Driver.frames_estimate``), not a stated frame count; the reason says so."""
+    """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause.
+
+    On a CPU with native bfloat16 (``native_bfloat16``): bf16, whatever the length. It has no set-up, renders
+    about twice as fast as eager, and `animate` ran as fast with it as with int8 after int8's set-up (medium, two
+    workers, 500 frames: 68.3 against 66.5 frames/s), at ~59 dB against float32 where int8 gives ~45.
+    Elsewhere: int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine
+    runs it, else eager, which starts at once and gives the reference frames. ``estimated``: ``frames`` comes
+    from the video's duration (``Driver.frames_estimate``), not a stated frame count; the reason says so."""
+    if native_bfloat16():
+        return "bf16", ("bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX), so bf16 renders about "
+                        "twice as fast as eager with no set-up, as fast as int8 end to end (~59 dB PSNR against "
+                        "float32)")
     if frames is None:
         return "eager", "eager: the driver's length is unknown (int8 repays its set-up only on long drivers)"
     count = f"about {frames} driver frames (from its duration)" if estimated else f"{frames} driver frames"
