@@ -29,7 +29,7 @@ import render  # noqa: E402  (the benchmark helpers: calibrated_model, interleav
 
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.runtime import native  # noqa: E402
-from bilayer.runtime.backends import jittered_keypoints, make_renderer  # noqa: E402
+from bilayer.runtime.backends import cpu_info, jittered_keypoints, make_renderer  # noqa: E402
 from bilayer.runtime.bake import bake  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     results = [bench_preset(name, args.image_size, args.backends, args.rounds) for name in args.presets]
     after = render.conv_ceiling(torch.float32)
     print(f"ceiling float32 {after['gflops']:6.1f} GFLOP/s at the end")
-    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "ceiling": before,
+    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "machine": cpu_info(), "ceiling": before,
               "ceiling_after": after, "results": results}
     print(f"wrote {write_json_atomic(args.out / 'native.json', report)}")
 

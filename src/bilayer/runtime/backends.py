@@ -162,6 +162,28 @@ def native_bfloat16() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and any(check() for check in checks if check)
 
 
+#: the x86 features that decide which reduced-precision backend is fast (``cpu_info``)
+_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict:
+    """This machine's CPU for benchmark reports: its model name, which of the features that decide the fast
+    backend it has (from /proc/cpuinfo where there is one), and ``native_bfloat16``. Speeds measured on one kind
+    of CPU say little about another: bf16 is 3–4× slower than float32 without AVX512-BF16 and 2× faster with AMX."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return {"cpu": name, "features": [f for f in _CPU_FEATURES if f in flags], "native_bfloat16": native_bfloat16()}
+
+
 def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, str]:
     """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause.
 
@@ -241,8 +263,8 @@ def _channels_last(module: BakedRenderer) -> BakedRenderer:
 
 
 class PackedConv2d(nn.Module):
-    """A float32 or bfloat16 CPU convolution (or the transposed form of an ``UpsampleConv2d``) run by oneDNN on a weight laid
-    out for it once, optionally with the LeakyReLU that follows it fused in.
+    """A float32 or bfloat16 CPU convolution (or the transposed form of an ``UpsampleConv2d``) run by oneDNN on a
+    weight laid out for it once, optionally with the LeakyReLU that follows it fused in (eager and bf16).
 
     Eager PyTorch hands oneDNN a channels-last weight at every call, and oneDNN re-lays it into its blocked
     format each time (~1 ms per frame on small, by oneDNN's verbose log). Packing once made whole frames

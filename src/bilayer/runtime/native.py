@@ -23,8 +23,8 @@ a 10–14-ms int8 frame. Here it is one OpenMP-parallel pass over output rows:
 The features may be float32 or bfloat16 (the bf16 backend's blocks, widened as they are read, with everything
 after in float32; one template instantiation each).
 
-The loop is C-style C++ (templated only on the features' element type), compiled on first use with the C++ compiler that the compile and int8 backends need anyway
-(``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
+The loop is C-style C++ (templated only on the features' element type), compiled on first use with the C++
+compiler that the compile and int8 backends need anyway (``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
 hash of source, compiler and flags, and called through ctypes; the compiled library links the OpenMP runtime
 PyTorch has already loaded (same soname), so no second thread pool appears. It is wrapped as the custom operator
 ``bilayer::heads_tail`` so that ``torch.compile`` and ``torch.export`` keep it as one opaque call.
