@@ -1,6 +1,7 @@
 """End-to-end speed and memory of `bilayer animate`: decode → keypoints → render → compose → encode.
 
-    python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50] [--backends eager compile int8 onnx]
+    python benchmarks/animate.py [--preset medium] [--image-size 256] [--frames 50]
+                                 [--backends eager bf16 compile int8 onnx]
                                  [--landmarks file mediapipe] [--workers 1 2] [--driver-faces 1]
                                  [--out benchmarks/results]
 
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=50, help="frames of the short driver")
     parser.add_argument("--repeat", type=int, default=10, help="the long driver is this many times longer")
-    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "int8", "onnx"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "int8", "onnx"])
     parser.add_argument("--landmarks", nargs="+", default=["file", "mediapipe"], choices=["file", "mediapipe"])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="render workers to compare")
     parser.add_argument("--driver-faces", nargs="+", type=int, default=[1],

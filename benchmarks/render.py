@@ -362,8 +362,9 @@ def main() -> None:
     args = parse_common(parser)
     backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]
     machine = cpu_info()
-    print(f"threads: {torch.get_num_threads()}; CPU: {machine['cpu']} ({', '.join(machine['features']) or 'none'} "
-          f"of {', '.join(_CPU_FEATURES)}); native bfloat16: {'yes' if machine['native_bfloat16'] else 'no'}")
+    native_bf16 = "yes" if machine["native_bfloat16"] else "no"
+    print(f"threads: {torch.get_num_threads()}; CPU: {machine['cpu']} (of {', '.join(_CPU_FEATURES)}: "
+          f"{', '.join(machine['features']) or 'none'}); native bfloat16: {native_bf16}")
     before = ceilings()
     for c in before.values():
         print(f"ceiling {c['dtype']:<9} {c['gflops']:6.1f} GFLOP/s  ({c['shape']})", flush=True)
