@@ -6,9 +6,11 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
     eager    the float32 module under ``torch.inference_mode`` (the reference); on CPU its convolutions run on
              weights laid out for oneDNN once (``PackedConv2d``), with each block's first activation fused.
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
-             (see ``low_precision``). Meant for CPUs with native bfloat16 (AVX512-BF16 / AMX) and for GPUs; on a
-             CPU without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512
-             Xeon without BF16), but it stays accurate (~59 dB PSNR against float32 on the medium model).
+             (see ``low_precision``); on CPU packed like eager's and with the heads in float32 inside the native
+             loop, which reads the body's bfloat16 output. Meant for CPUs with native bfloat16 (AVX512-BF16 /
+             AMX; ``native_bfloat16``) and for GPUs: with AMX 2.2× eager on medium, 3.5× on large. On a CPU
+             without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512 Xeon
+             without BF16). ~59–61 dB PSNR against float32 on the medium model.
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
     compile  ``torch.compile`` (inductor, with freezing: weights pre-laid-out for oneDNN, activations fused) of
              the float32 module, with the warp and tanh in forms inductor runs fast (``BakedRenderer.inductor``);
@@ -23,10 +25,10 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
              (torchao).
 
 ``auto_backend(frames)`` chooses for a driver of that many frames (``bilayer animate``'s default; a video that
-states no frame count is measured by its duration): int8 when the driver is long enough to repay int8's set-up
-(``AUTO_INT8_FRAMES``) and this machine runs it, else eager.
+states no frame count is measured by its duration): bf16 on a CPU with native bfloat16; elsewhere int8 when the
+driver is long enough to repay int8's set-up (``AUTO_INT8_FRAMES``) and this machine runs it, else eager.
 
-On CPU, eager, compile and int8 run everything after the last residual block (activation, heads convolution,
+On CPU, eager, bf16, compile and int8 run everything after the last residual block (activation, heads convolution,
 tanh, grid, warp, sum, sigmoid) as one native loop, ``bilayer::heads_tail`` (``runtime/native.py``), when its
 kernel can be built with the machine's C++ compiler (once, then cached); without one they keep PyTorch's
 operations.

@@ -234,7 +234,7 @@ class BakedRenderer(nn.Module):
         # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
         # the plain forms.
         self.inductor = False
-        # Set by the eager, compile and int8 backends on CPU when runtime.native can build its kernel: everything
+        # Set by the eager, bf16, compile and int8 backends on CPU when runtime.native can build its kernel: everything
         # after the last block (activation, heads convolution, tanh, grid, bilinear sample, sum, sigmoid) as one
         # parallel native loop, ``bilayer::heads_tail``, instead of oneDNN's convolution and PyTorch's or
         # inductor's several passes.
