@@ -190,14 +190,17 @@ def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, s
     """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause.
 
     On a CPU with native bfloat16 (``native_bfloat16``): bf16, whatever the length. It has no set-up, renders
-    about twice as fast as eager, and `animate` ran as fast with it as with int8 after int8's set-up (medium, two
-    workers, 500 frames: 68.3 against 66.5 frames/s), at ~59 dB against float32 where int8 gives ~45.
+    about twice as fast as eager, and gives ~59–61 dB against float32 where int8 gives ~45. `animate` (medium,
+    two workers, each order once, benchmarks/results/animate_{bf16,int8}_then_*.json) tracking the driver with
+    MediaPipe ran *faster* with bf16 (47.3 and 36.7 frames/s against int8's 34.2 and 32.5); from a keypoint file
+    int8 was faster on 500 frames (71.0 and 61.6 against 49.6 and 53.9), but saving 3–5 ms a frame it repays
+    its 20–40 s of set-up only after some 5000–10000 frames.
     Elsewhere: int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine
     runs it, else eager, which starts at once and gives the reference frames. ``estimated``: ``frames`` comes
     from the video's duration (``Driver.frames_estimate``), not a stated frame count; the reason says so."""
     if native_bfloat16():
         return "bf16", ("bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX), so bf16 renders about "
-                        "twice as fast as eager with no set-up, as fast as int8 end to end (~59 dB PSNR against "
+                        "twice as fast as eager with no set-up, near int8's speed end to end (~60 dB PSNR against "
                         "float32)")
     if frames is None:
         return "eager", "eager: the driver's length is unknown (int8 repays its set-up only on long drivers)"
