@@ -109,7 +109,7 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
     """The body in bfloat16 on packed oneDNN weights (each block's conv1 with its activation fused); the heads,
     tanh, warp, sum and sigmoid in float32: in the native loop (which reads the last block's bfloat16 output)
     where it builds, else a bfloat16 heads convolution cast back to float32 before PyTorch's tail."""
-    from bilayer.runtime.backends import PackedConv2d
+    from bilayer.runtime.backends import PackedConv2d, _Cast
 
     if not compiler:
         monkeypatch.setattr(native, "available", lambda: False)
@@ -125,6 +125,8 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
     assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in module.blocks)
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
     assert len(packed) == convs - tail
+    # the keypoint MLP (single-row products, faster in float32 on CPU) stays float32, cast after its last layer
+    assert {p.dtype for p in module.mlp.parameters()} == {torch.float32} and isinstance(module.mlp[-1][1], _Cast)
     if tail:  # the loop computes the heads from their float32 weight
         assert module.heads.weight.dtype == torch.float32
     else:
@@ -138,11 +140,11 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
 
 def test_bf16_native_tail_is_the_float32_tail_on_its_blocks(renderer, keypoints):
     """With the native loop, the bf16 backend's frames are its bfloat16 body's output through the float32 heads
-    and tail: the same as the plain bfloat16 module whose heads are float32, to float rounding."""
+    and tail: the same as the plain bfloat16 module whose MLP and heads are float32, to float rounding."""
     if not native.available():
         pytest.skip("no C++ compiler to build the native tail")
     r = make_renderer(renderer, "bf16")
-    plain = low_precision(renderer, torch.bfloat16, float32_heads=True)
+    plain = low_precision(renderer, torch.bfloat16, float32_heads=True, float32_mlp=True)
     with torch.inference_mode():
         h = plain.blocks[-1](plain.trunk(keypoints)).float()
         image, mask = plain.tail(h)
