@@ -429,21 +429,16 @@ def test_cli_backend_auto_is_the_default_and_says_what_it_chose(files, tmp_path,
 
     kps = np.nan_to_num(files["kps"])
     np.save(tmp_path / "kps.npy", np.resize(kps, (AUTO_INT8_FRAMES, *kps.shape[1:])))  # long enough for int8
-    monkeypatch.setattr(backends, "native_bfloat16", lambda: True)
-    code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
-                         tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / "b.mp4", "--report",
-                         tmp_path / "b.json")
-    assert code == 0, err
-    assert "backend (auto) bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX)" in err
-    assert "frames/s with bf16 (per frame" in out and json.loads((tmp_path / "b.json").read_text())["backend"] == "bf16"
-    monkeypatch.setattr(backends, "native_bfloat16", lambda: False)
-    code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
-                         tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / "o.mp4", "--report",
-                         tmp_path / "r.json")
-    assert code == 0, err
-    assert "backend (auto) eager: 3 driver frames; int8 repays its 20–40 s of set-up from about " in err
-    assert "frames/s with eager (per frame" in out
-    assert json.loads((tmp_path / "r.json").read_text())["backend"] == "eager"
+    for native_bf16, backend, why in (
+            (True, "bf16", "bf16: this CPU computes bfloat16 natively (AVX512-BF16 / AMX)"),
+            (False, "eager", "eager: 3 driver frames; int8 repays its 20–40 s of set-up from about ")):
+        monkeypatch.setattr(backends, "native_bfloat16", lambda native_bf16=native_bf16: native_bf16)
+        code, out, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                             tmp_path / "kps.npy", "--max-frames", "3", "--out", tmp_path / f"{backend}.mp4",
+                             "--report", tmp_path / f"{backend}.json")
+        assert code == 0, err
+        assert f"backend (auto) {why}" in err and f"frames/s with {backend} (per frame" in out
+        assert json.loads((tmp_path / f"{backend}.json").read_text())["backend"] == backend
     # a Matroska driver states no frame count: its video track's duration measures it (0.32 s: 8 frames; its
     # audio track, 1 s long, does not count), the reason says so, and the progress bar ends where the driver did
     images, _ = render_person(8, person=1)
