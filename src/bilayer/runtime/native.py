@@ -24,11 +24,12 @@ The features may be float32 or bfloat16 (the bf16 backend's blocks, widened as t
 after in float32; one template instantiation each).
 
 The loop is C-style C++ (templated only on the features' element type), compiled on first use with the C++
-compiler that the compile and int8 backends need anyway (``CXX``, else g++, else clang++), cached under ``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a
-hash of source, compiler and flags, and called through ctypes; the compiled library links the OpenMP runtime
-PyTorch has already loaded (same soname), so no second thread pool appears. It is wrapped as the custom operator
-``bilayer::heads_tail`` so that ``torch.compile`` and ``torch.export`` keep it as one opaque call.
-:func:`available` says whether it could be built; callers fall back to the PyTorch forms when it could not.
+compiler that the compile and int8 backends need anyway (``CXX``, else g++, else clang++), cached under
+``~/.cache/bilayer/native`` (``$XDG_CACHE_HOME`` when set) by a hash of source, compiler and flags, and called
+through ctypes; the compiled library links the OpenMP runtime PyTorch has already loaded (same soname), so no second
+thread pool appears. It is wrapped as the custom operator ``bilayer::heads_tail`` so that ``torch.compile`` and
+``torch.export`` keep it as one opaque call. :func:`available` says whether it could be built; callers fall back to
+the PyTorch forms when it could not.
 
 Numerics: the convolution sums in float32 like oneDNN does (in another order, so results differ by float
 rounding). The warp follows ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)``
