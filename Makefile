@@ -34,7 +34,8 @@ demo: $(STAMP)
 	$(VENV)/bin/bilayer demo --out demo
 
 # Complexity (machine-independent), then SynthHeads, rendering and `animate` speed on this machine, then int8's
-# quality by calibration, each writing benchmarks/results/NAME.json; the learning proof (tens of minutes) is `make bench-learning`.
+# quality by calibration, each writing benchmarks/results/NAME.json; the learning proof (tens of minutes) is
+# `make bench-learning`.
 bench: $(STAMP)
 	$(PY) benchmarks/complexity.py --out benchmarks/results
 	$(PY) benchmarks/synth.py --out benchmarks/results

@@ -175,7 +175,7 @@ def main() -> None:
                     "memory_growth": long["peak_rss_mb"] / short["peak_rss_mb"] - 1,
                     **({"fps_target": 25.0, "fps_met": long["fps"] >= 25.0} if target else {}),
                     "memory_flat": long["peak_rss_mb"] <= 1.10 * short["peak_rss_mb"]}
-    from bilayer.runtime.backends import cpu_info
+    from bilayer.hardware import cpu_info
 
     report = {"machine": cpu_info(), "preset": args.preset, "image_size": args.image_size,
               "frames_short": lengths["short"], "frames_long": lengths["long"], "runs": runs, "summary": summary}

@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import render  # noqa: E402  (the benchmark helpers: calibrated_model, interleaved, ceilings)
 
+from bilayer.hardware import cpu_info  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.runtime import native  # noqa: E402
-from bilayer.runtime.backends import cpu_info, jittered_keypoints, make_renderer  # noqa: E402
+from bilayer.runtime.backends import jittered_keypoints, make_renderer  # noqa: E402
 from bilayer.runtime.bake import bake  # noqa: E402
 
 

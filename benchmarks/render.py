@@ -59,8 +59,8 @@ from bilayer.eval.metrics import psnr
 from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
 from bilayer.runtime import native
-from bilayer.runtime.backends import (_CPU_FEATURES, BACKENDS, PackedConv2d, cpu_info, jittered_keypoints,
-                                      make_renderer)
+from bilayer.hardware import CPU_FEATURES, cpu_info
+from bilayer.runtime.backends import BACKENDS, PackedConv2d, jittered_keypoints, make_renderer
 from bilayer.runtime.bake import bake, set_fold_upsampling
 from bilayer.testing import randomize_buffers
 
@@ -363,7 +363,7 @@ def main() -> None:
     backends = [b for b in args.backends if b != "fp16" or torch.cuda.is_available()]
     machine = cpu_info()
     native_bf16 = "yes" if machine["native_bfloat16"] else "no"
-    print(f"threads: {torch.get_num_threads()}; CPU: {machine['cpu']} (of {', '.join(_CPU_FEATURES)}: "
+    print(f"threads: {torch.get_num_threads()}; CPU: {machine['cpu']} (of {', '.join(CPU_FEATURES)}: "
           f"{', '.join(machine['features']) or 'none'}); native bfloat16: {native_bf16}")
     before = ceilings()
     for c in before.values():

@@ -39,7 +39,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from bilayer.data.synth import JPEG_QUALITY, SynthRenderer, identity_params, scene_params, sequence_trajectory
-    from bilayer.eval.evaluate import cpu_name
+    from bilayer.hardware import cpu_name
     from bilayer.io import encode_image, encode_npy
 
     per_identity = max(1, args.frames // args.identities)

@@ -326,7 +326,7 @@ def test_native_bfloat16_reads_the_cpu(monkeypatch):
     """native_bfloat16 follows PyTorch's CPU feature checks (AMX tiles or AVX512-BF16), on x86-64 only."""
     import platform
 
-    from bilayer.runtime.backends import native_bfloat16
+    from bilayer.hardware import native_bfloat16
 
     for amx, avx512_bf16, expected in ((True, False, True), (False, True, True), (False, False, False)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
@@ -335,6 +335,28 @@ def test_native_bfloat16_reads_the_cpu(monkeypatch):
             assert native_bfloat16() is expected
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert native_bfloat16() is False
+
+
+def test_cpuinfo_is_read_for_the_name_and_the_features(tmp_path, monkeypatch):
+    """read_cpuinfo takes the first processor's model name and flags; cpu_info lists which of CPU_FEATURES it has;
+    a file without them (an ARM board's, or none at all) gives the platform's name and no features."""
+    from bilayer import hardware
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f amx_bf16 sse\n\n"
+                   "processor\t: 1\nmodel name\t: Another\nflags\t\t: fpu\n")
+    assert hardware.read_cpuinfo(x86) == ("Some Xeon", {"fpu", "avx2", "avx512f", "amx_bf16", "sse"})
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd\n")
+    assert hardware.read_cpuinfo(arm) == (None, set())
+    assert hardware.read_cpuinfo(tmp_path / "missing") == (None, set())
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda: True)
+    assert hardware.cpu_info(x86) == {"cpu": "Some Xeon", "features": ["avx2", "avx512f", "amx_bf16"],
+                                      "native_bfloat16": True}
+    import platform
+
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert hardware.cpu_info(arm) == {"cpu": platform.machine(), "features": [], "native_bfloat16": True}
 
 
 def test_auto_backend_takes_int8_for_long_drivers_where_it_runs(monkeypatch, tmp_path):

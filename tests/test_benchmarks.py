@@ -47,7 +47,7 @@ def test_render_benchmark(tmp_path):
     assert tail["native_ms"] > 0 and tail["speedup"] == pytest.approx(tail["pytorch_ms"] / tail["native_ms"])
     ab = tiny["bf16_vs_eager"]  # bf16 and eager timed in alternation with each other
     assert ab["speedup"] == pytest.approx(ab["eager_ms"] / ab["bf16_ms"]) and "bf16    " in out
-    from bilayer.runtime.backends import cpu_info
+    from bilayer.hardware import cpu_info
 
     assert report["machine"] == json.loads(json.dumps(cpu_info()))  # which kind of CPU the figures belong to
     assert report["machine"]["cpu"] and f"native bfloat16: {'yes' if cpu_info()['native_bfloat16'] else 'no'}" in out

@@ -242,15 +242,37 @@ def frame_number(image: np.ndarray) -> int:
     return int(round((red - 8) / 16)) * 16 + int(round((green - 8) / 16))
 
 
-@pytest.mark.parametrize("keyframe_every", [10, 240])
-def test_sample_video_gives_the_frame_at_each_time(tmp_path, keyframe_every):
+class _SeekCounting:
+    """A real PyAV container that counts its seeks (everything else goes straight to it)."""
+
+    def __init__(self, container, seeks: list) -> None:
+        self._container, self._seeks = container, seeks
+
+    def seek(self, *args, **kwargs):
+        self._seeks.append(args[0])
+        return self._container.seek(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+@pytest.mark.parametrize("keyframe_every, seeks", [(10, 4), (240, 2)])
+def test_sample_video_gives_the_frame_at_each_time(tmp_path, monkeypatch, keyframe_every, seeks):
     """sample_video finds the first frame at or after each time, seeking (keyframes every 10 frames) or decoding
-    on (one keyframe in 240 frames, where a seek would land back at the start); times past the end yield none."""
+    on (one keyframe in 240 frames, where a seek would land back at the start); times past the end yield none.
+    It seeks to every target more than 2 s ahead (3.0, 6.99, 9.56 and 12.0 s with keyframes every 0.4 s); with
+    one keyframe, each seek lands at 0 s and teaches it that interval, so after the seeks to 3.0 and 6.99 s it
+    decodes on to 9.56 and 12.0 s."""
     from bilayer.preprocess.video import sample_video
 
     video = make_video(tmp_path / "n.mp4", numbered_frames(240), keyframe_every=keyframe_every)  # 9.6 s
     times = [0.0, 0.5, 0.52, 3.0, 3.01, 6.99, 9.56, 12.0]
+    done: list = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: _SeekCounting(real_open(*a, **k), done))
     got = list(sample_video(video, times))
+    monkeypatch.setattr(av, "open", real_open)
+    assert len(done) == seeks
     expected = [0, 13, 13, 75, 76, 175, 239]  # ⌈t × 25⌉
     assert [frame_number(f.image) for f in got] == expected
     assert [f.index for f in got] == expected

@@ -19,13 +19,13 @@ import json
 import logging
 import math
 import os
-import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..hardware import cpu_name
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from .registry import (
     DEFAULT_METRICS, EVALUATION_MODES, METRICS, EvaluationError, Metric, MetricContext, MetricInputs,
@@ -315,17 +315,6 @@ def aggregate(per_video: Sequence[dict[str, list[float]]], names: Iterable[str])
 
 
 # ============================================================================================ the runner
-def cpu_name() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware(device: torch.device | None = None) -> dict:
     """What the timings ran on (the GPU's name when ``device`` is a CUDA device, or None with CUDA available)."""
     info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,

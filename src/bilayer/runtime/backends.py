@@ -8,7 +8,7 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
              (see ``low_precision``); on CPU packed like eager's and with the heads in float32 inside the native
              loop, which reads the body's bfloat16 output. Meant for CPUs with native bfloat16 (AVX512-BF16 /
-             AMX; ``native_bfloat16``) and for GPUs: with AMX 2.2× eager on medium, 3.5× on large. On a CPU
+             AMX; ``hardware.native_bfloat16``) and for GPUs: with AMX 2.2× eager on medium, 3.5× on large. On a CPU
              without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512 Xeon
              without BF16). ~59–61 dB PSNR against float32 on the medium model.
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from . import native
+from ..hardware import native_bfloat16
 from .bake import BakedBlock, BakedRenderer, UpsampleConv2d, subpixel_upsampling
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx", "int8")
@@ -162,41 +163,10 @@ def int8_unavailable() -> str | None:
     return None
 
 
-def native_bfloat16() -> bool:
-    """Whether this machine's CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's bfloat16
-    convolutions outrun float32 ones (a 256-channel 3×3 convolution 4–5× with AMX here) instead of being emulated
-    at a third of float32's speed."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return platform.machine().lower() in ("x86_64", "amd64") and any(check() for check in checks if check)
-
-
-#: the x86 features that decide which reduced-precision backend is fast (``cpu_info``)
-_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_info() -> dict:
-    """This machine's CPU for benchmark reports: its model name, which of the features that decide the fast
-    backend it has (from /proc/cpuinfo where there is one), and ``native_bfloat16``. Speeds measured on one kind
-    of CPU say little about another: bf16 is 3–4× slower than float32 without AVX512-BF16 and 2× faster with AMX."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and value.strip():
-            name = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-    return {"cpu": name, "features": [f for f in _CPU_FEATURES if f in flags], "native_bfloat16": native_bfloat16()}
-
-
 def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, str]:
     """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause.
 
-    On a CPU with native bfloat16 (``native_bfloat16``): bf16, whatever the length. It has no set-up, renders
+    On a CPU with native bfloat16 (``hardware.native_bfloat16``): bf16, whatever the length. It has no set-up, renders
     about twice as fast as eager, and gives ~59–61 dB against float32 where int8 gives ~45. `animate` (medium,
     two workers, each order once, benchmarks/results/animate_{bf16,int8}_then_*.json) tracking the driver with
     MediaPipe ran *faster* with bf16 (47.3 and 36.7 frames/s against int8's 34.2 and 32.5); from a keypoint file
