@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,16 +30,24 @@ def cache_home() -> Path:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file name beside ``path`` for a writer to fill; on success it gets the usual permissions and
-    is renamed to ``path``, on any exception it is removed (``path`` stays as it was)."""
+    is renamed to ``path``, on any exception it is removed (``path`` stays as it was). Temporaries that a killed
+    writer left for the same name are removed first (``outputs.sweep_stale``)."""
+    from .outputs import make_folder, partial_name, sweep_stale
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    make_folder(path.parent)
+    sweep_stale(path.parent, path.name)
+    tmp = path.with_name(partial_name(path.name, tag="tmp"))
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename == str(tmp) or exc.filename is None:  # name the file the user asked for, not the temporary
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -6,9 +6,9 @@ and which config section disagree.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
-import tempfile
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,9 +52,15 @@ def state_for_saving(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
+    """Write atomically: a temporary file in the same folder, then rename. A failed write (a full disk) is an
+    ``OSError`` naming ``path``, with nothing left behind."""
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # safetensors reports I/O errors as its own type: "… (os error 28)"
+            code = re.search(r"os error (\d+)", str(exc))
+            number = int(code.group(1)) if code else errno.EIO
+            raise OSError(number, os.strerror(number), str(path)) from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -118,12 +124,13 @@ def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[st
     """Write ``config.json`` + ``model.safetensors`` (+ ``<name>.safetensors`` for ``extra`` modules, with
     ``extra_metadata[name]`` added to that file's metadata).
 
-    The directory is assembled under a temporary name and swapped in, so a crash never leaves a mix.
+    The folder is assembled under a temporary name and swapped in whole (``outputs.atomic_folder``), so a crash
+    never leaves a mix; it must be new, empty or a model folder bilayer wrote (anything else is refused with an
+    ``OutputError``), and files a user added to it are kept.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    from .outputs import atomic_folder
+
+    with atomic_folder(directory, "model", "model folder") as staging:
         config_json = model.config.to_json()
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config_json}
         write_safetensors(state_for_saving(model), staging / WEIGHTS_FILE, meta)
@@ -131,17 +138,7 @@ def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[st
             meta = {"format": FORMAT, "network": name, **(extra_metadata or {}).get(name, {})}
             write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", meta)
         (staging / CONFIG_FILE).write_text(config_json + "\n")
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 def load_config(directory: str | Path) -> BilayerConfig:

@@ -17,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -118,10 +117,13 @@ def save_checkpoint(
     state: dict,
     keep: int = 3,
 ) -> Path:
-    ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    from ..outputs import make_folder, partial_name, sweep_stale
+
+    ckpt_root = make_folder(run_dir / "checkpoints")
+    sweep_stale(ckpt_root)  # checkpoints a killed run left half-written
     final = ckpt_root / f"step-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step:07d}.", suffix=".tmp", dir=ckpt_root))
+    staging = ckpt_root / partial_name(final.name)
+    staging.mkdir(mode=0o777)
     try:
         for name, module in networks.items():
             write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", {"network": name})
