@@ -174,7 +174,7 @@ def test_convert_official_round_trip(converted, reference, tiny_config):
     assert conv.config == expected
     assert conv.unexpected == []
     assert "inference_generator/identity_grid" in conv.dropped
-    assert sorted((out).iterdir()) == sorted(out / n for n in ("config.json", "discriminator.safetensors", "model.safetensors"))
+    assert sorted((out).iterdir()) == sorted(out / n for n in (".bilayer-folder.json", "config.json", "discriminator.safetensors", "model.safetensors"))
     loaded = BilayerModel.from_pretrained(out)
     assert loaded.config == expected
     _assert_outputs_match(_eval_outputs(loaded, expected, None), reference)

@@ -37,7 +37,7 @@ def test_round_trip_is_exact(tmp_path, tiny_config, spectral):
     out = model.save_pretrained(tmp_path / "avatar")
     assert Path(out) == tmp_path / "avatar"
     files = sorted(p.name for p in (tmp_path / "avatar").iterdir())
-    assert files == ["config.json", "model.safetensors"]
+    assert files == [".bilayer-folder.json", "config.json", "model.safetensors"]  # the marker: a model folder bilayer wrote
     loaded = BilayerModel.from_pretrained(tmp_path / "avatar")
     assert loaded.config == cfg
     _assert_same_state(model, loaded)

@@ -7,8 +7,12 @@ usage errors (a missing or malformed option), which name the command and point t
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,12 +36,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .eval.cli import evaluation_errors
     from .preprocess.errors import PreprocessError
     from .train.checkpoint import CheckpointError
+    from .train.distributed import DeviceError
     from .train.loop import TrainingError
     from .runtime.cli import runtime_errors
     from .weights import WeightsError
 
     return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
-            CheckpointError, *runtime_errors(), *evaluation_errors())
+            CheckpointError, DeviceError, *runtime_errors(), *evaluation_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -68,10 +73,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- convert-official
 def cmd_convert_official(args: argparse.Namespace) -> int:
     from .compat.official import convert_official
+    from .outputs import Outputs
 
+    Outputs().input("RUNS_DIR", args.runs_dir).folder("--out", args.out, "model").check()
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output {out} exists and is not a directory.")
     conv = convert_official(args.runs_dir, out, args.epoch)
     for net, path in conv.sources.items():
         print(f"read      {net:<20} {path}")
@@ -91,8 +96,11 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import ASSET_MODEL, random_weight_demo, trained_demo
+    from .outputs import Outputs
 
     out = Path(args.out)
+    Outputs().model("--model", args.model or (None if args.random_weights else ASSET_MODEL)) \
+        .folder("--out", out, "demo").check()
     if args.random_weights:
         print(f"wrote {random_weight_demo(out, seed=args.seed)}")
         return 0
@@ -108,12 +116,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .outputs import Outputs
+    from .preprocess.cli import command
+
+    Outputs().input("INPUT", args.input).input("--keypoints", args.keypoints) \
+        .input("--landmark-weights", args.landmark_weights).folder("--out", args.out, "dataset").check()
+    return command(args)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from .outputs import Outputs
     from .train import Perceptual, train, train_config
 
+    plan = Outputs().input("--data", args.data).model("--init", args.init)
+    for path in args.perceptual_weights or ():
+        plan.input("--perceptual-weights", path)
+    if args.config.endswith(".json"):
+        plan.input("--config", args.config)
+    plan.folder("--run", args.run, "run").check()
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps is {args.steps}; expected the total number of iterations, a whole number ≥ 1.")
     logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = train_config(args.config)
@@ -135,7 +161,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import command
+    from .outputs import Outputs
 
+    Outputs().folder("--out", args.out, "synth").check()
     try:
         return command(args)
     except ValueError as exc:  # bad option values: one sentence
@@ -165,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .preprocess.cli import configure_parser as preprocess_parser
 
     preprocess_parser(sub.add_parser("preprocess", help="videos or images → the training layout (crops, keypoints, masks)"))
+    sub.choices["preprocess"].set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("train", help="train the base model or the texture enhancer (torchrun for several processes)")
     p.add_argument("stage", choices=["base", "enhancer"])
@@ -215,21 +244,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sentence(message: str) -> str:
+    """One line ending in one full stop: line breaks become spaces, a doubled final stop one (an ellipsis and a path
+    ending in ``..`` are left alone)."""
+    text = " ".join(str(message).split())
+    while re.search(r"[^./\\]\.\s*\.$", text):
+        text = re.sub(r"\.\s*\.$", ".", text)
+    return text if text.endswith((".", "?", "!", "…")) else text + "."
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``with`` block and ``finally`` cleans up as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> NoReturn:
+    raise Terminated()
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        reason = f"{reason} (the disk or the file-size limit is full); nothing was left half-written"
+    return sentence(f"{where}{reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except _user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {sentence(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # unreadable input, unwritable output, full disk
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}.", file=sys.stderr)
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated; nothing was left half-written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; nothing was left half-written", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from .data.face import posed_keypoints
 from .data.stickman import draw_stickman
 from .io import write_image_atomic
 from .models.bilayer import BilayerModel
+from .outputs import claim_folder
 from .runtime.avatar import Avatar
 from .runtime.compose import to_uint8
 
@@ -67,7 +68,7 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
 
     model = BilayerModel.from_pretrained(model_dir).eval()
     size = model.config.image_size
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "demo")
 
     # the avatar: the first frame of a held-out person
     src_frames, src_kps, src_masks = _person(SOURCE_PERSON, 40, size)
@@ -130,4 +131,5 @@ def random_weight_demo(out_dir: Path, seed: int = 0) -> Path:
         ]
         rows.append(np.concatenate(cells, axis=1))
     grid = cv2.resize(np.concatenate(rows, axis=0), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    claim_folder(out_dir, "demo")
     return write_image_atomic(out_dir / "overview_random_weights.png", grid)

@@ -37,7 +37,7 @@ MARKER = ".bilayer-folder.json"
 
 __all__ = [
     "FOLDER_KINDS", "MARKER", "FolderKind", "OutputError", "Outputs", "atomic_folder", "check_folder",
-    "claim_folder", "folder_kind", "make_folder", "partial_name", "sweep_stale",
+    "claim_folder", "folder_kind", "make_folder", "partial_name", "sweep_stale", "writable_folder",
 ]
 
 
@@ -82,8 +82,8 @@ FOLDER_KINDS: dict[str, FolderKind] = {k.name: k for k in (
                ("dataset",)),
     FolderKind("evaluation", "an evaluation folder", (("results.json", "results.md"),),
                ("results.json", "results.md", "quality_vs_gmacs.png", "videos")),
-    FolderKind("demo", "a demo folder", (("animation.mp4", "overview.png"),),
-               ("animation.mp4", "overview.png", "driver.mp4", "driver_keypoints.npy")),
+    FolderKind("demo", "a demo folder", (("animation.mp4", "overview.png"), ("overview_random_weights.png",)),
+               ("animation.mp4", "overview.png", "driver.mp4", "driver_keypoints.npy", "overview_random_weights.png")),
 )}
 
 
@@ -143,8 +143,17 @@ def _nearest_existing(path: Path) -> Path:
     return Path("/")
 
 
-def _writable_folder(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
+def writable_folder(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: tried for real (permission bits say nothing for root, a
+    read-only mount or a full quota), with a hidden probe that is removed at once."""
+    probe = folder / partial_name("probe", tag="tmp")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
 
 
 # ===================================================================================== temporaries, sweeping
@@ -229,10 +238,10 @@ def check_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = "
         base = _nearest_existing(path.parent)
         if not base.is_dir():
             raise OutputError(f"{label} {path} cannot be created: {base} is a file, not a folder.")
-        if not _writable_folder(base):
+        if not writable_folder(base):
             raise OutputError(f"{label} {path} cannot be created: the folder {base} is not writable.")
         return path
-    if not _writable_folder(path):
+    if not writable_folder(path):
         raise OutputError(f"{label} {path} is not writable.")
     sweep_stale(path.parent, path.name)
     try:
@@ -335,6 +344,7 @@ class _Output:
     folder: FolderKind | None = None         # folder outputs
     create_parents: bool = False
     what: str = "file"
+    own_checks: bool = False  # the caller checks the path's form itself (e.g. a video file or a folder of frames)
 
 
 @dataclass
@@ -371,6 +381,14 @@ class Outputs:
             self.outputs.append(_Output(label, Path(path).expanduser(), sfx, None, create_parents, what))
         return self
 
+    def other(self, label: str, path: str | os.PathLike | None, folder: bool = False) -> Outputs:
+        """An output whose form the caller checks itself; it takes part in the checks against inputs, model folders
+        and the other outputs (``folder``: it may be a folder, so it must not hold an input)."""
+        if path is not None and str(path) != "":
+            kind = FolderKind("other", "a folder", ()) if folder else None
+            self.outputs.append(_Output(label, Path(path).expanduser(), None, kind, own_checks=True))
+        return self
+
     def folder(self, label: str, path: str | os.PathLike | None, kind: str | FolderKind) -> Outputs:
         if path is not None and str(path) != "":
             self.outputs.append(_Output(label, Path(path).expanduser(), None, _kind(kind)))
@@ -396,6 +414,8 @@ class Outputs:
                 if out.folder is not None and _inside(source, out.path):
                     raise OutputError(f"{out.label} {out.path} holds the {label} input {source}; choose an output "
                                       "folder outside it.")
+            if out.own_checks:
+                continue
             if out.folder is not None:
                 check_folder(out.path, out.folder, out.label)
             else:
@@ -415,10 +435,10 @@ class Outputs:
             if not out.create_parents:
                 raise OutputError(f"{out.label} {path} cannot be written: the folder {parent} does not exist.")
             base = _nearest_existing(parent)
-            if not base.is_dir() or not _writable_folder(base):
+            if not base.is_dir() or not writable_folder(base):
                 raise OutputError(f"{out.label} {path} cannot be written: the folder {base} is not writable.")
             return
         if not parent.is_dir():
             raise OutputError(f"{out.label} {path} cannot be written: {parent} is not a folder.")
-        if not _writable_folder(parent):
+        if not writable_folder(parent):
             raise OutputError(f"{out.label} {path} cannot be written: the folder {parent} is not writable.")

@@ -119,6 +119,24 @@ def check_state(
         raise WeightsError(f"{source}: " + "; ".join(parts) + hint + ".")
 
 
+def nonfinite(tensor: torch.Tensor) -> str | None:
+    """``"NaN"``, ``"inf"`` or ``"NaN and inf"`` for a floating tensor holding such values, else None."""
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+        return None
+    nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
+    return "NaN and inf" if nan and inf else ("NaN" if nan else "inf")
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """A ``WeightsError`` naming the first tensor of ``state`` that holds NaN or inf values."""
+    for name, tensor in state.items():
+        bad = nonfinite(tensor)
+        if bad is not None:
+            count = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"{source}: tensor '{name}' holds {bad} values ({count} of {tensor.numel()}); the "
+                               "weights are damaged (a diverged training run?), use an earlier checkpoint.")
+
+
 def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[str, torch.nn.Module] | None = None,
                     extra_metadata: dict[str, dict[str, str]] | None = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ ``<name>.safetensors`` for ``extra`` modules, with
@@ -161,5 +179,6 @@ def load_pretrained(cls, directory: str | Path, map_location="cpu") -> "BilayerM
     weights = directory / WEIGHTS_FILE
     state = read_safetensors(weights)
     check_state(model, state, str(weights), config)
+    check_finite(state, str(weights))
     model.load_state_dict(state)
     return model.to(map_location)

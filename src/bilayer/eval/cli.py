@@ -17,8 +17,13 @@ def _metric_list(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..outputs import Outputs
     from .evaluate import evaluate, markdown_table
 
+    plan = Outputs().input("--data", args.data).input("--weights-dir", args.weights_dir)
+    for model in args.model or ():
+        plan.model("--model", model)
+    plan.folder("--out", args.out, "evaluation").check()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = evaluate(
         args.model, args.data, args.out, split=args.split, mode=args.mode, metrics=_metric_list(args.metrics),

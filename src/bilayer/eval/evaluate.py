@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..hardware import cpu_name
+from ..outputs import check_folder, claim_folder
 from ..io import atomic_path, write_bytes_atomic, write_json_atomic
 from .registry import (
     DEFAULT_METRICS, EVALUATION_MODES, METRICS, EvaluationError, Metric, MetricContext, MetricInputs,
@@ -372,8 +373,7 @@ def evaluate(
     for runs, what in ((init_runs, "init"), (frame_runs, "per-frame")):
         if len(runs) != 2 or runs[0] < 0 or runs[1] < 1:
             raise EvaluationError(f"{what} timing runs must be (warm-up ≥ 0, timed ≥ 1), got {tuple(runs)}.")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EvaluationError(f"output {out_dir} exists and is not a folder.")
+    check_folder(out_dir, "evaluation", "--out")
     device = resolve_device(device)
     weights = resolve_weights_dir(weights_dir)
     if weights.exists() and not weights.is_dir():
@@ -417,6 +417,7 @@ def evaluate(
                 if values is None:
                     values = evaluate_video(model, dataset, plan, ready, masking=masking, enhance=enhance,
                                             batch_size=batch_size, device=device)
+                    claim_folder(out_dir, "evaluation", "--out")
                     write_json_atomic(record, {
                         "video": plan.video, "driver": plan.driver, "settings": settings, "pairs": len(driver_items),
                         "metrics": {n: _json_floats(v) for n, v in values.items()},
@@ -458,7 +459,7 @@ def evaluate(
         },
         "models": results,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "evaluation", "--out")
     outputs = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": None}
     write_json_atomic(outputs["json"], report)
     write_bytes_atomic(outputs["markdown"], markdown_table(report).encode())

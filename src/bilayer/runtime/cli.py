@@ -13,16 +13,29 @@ from pathlib import Path
 
 #: Landmark backends for a photo and a driving video (``--landmarks``).
 LANDMARKS = ("mediapipe", "face-alignment")
+#: The suffix ``bilayer avatar --out`` requires.
+AVATAR_SUFFIX = ".avatar"
 
 
 def runtime_errors() -> tuple[type[BaseException], ...]:
+    from ..outputs import OutputError
     from .avatar import AvatarError
     from .backends import BackendError
     from .driver import DriverError
     from .export import ExportError
-    from .videoio import OutputError
 
     return (AvatarError, BackendError, DriverError, ExportError, OutputError)
+
+
+def _plan(args: argparse.Namespace):
+    """The command's inputs and model folder, as ``outputs.Outputs`` (outputs are added by the caller)."""
+    from ..outputs import Outputs
+
+    plan = Outputs().model("--model", args.model)
+    for option in ("source", "avatar", "driver", "driver_keypoints", "source_keypoints", "source_mask",
+                   "landmark_weights"):
+        plan.input("--" + option.replace("_", "-"), getattr(args, option, None))
+    return plan
 
 
 def _load_model(path: str):
@@ -102,9 +115,8 @@ def _add_avatar_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- avatar
 def cmd_avatar(args: argparse.Namespace) -> int:
-    from .avatar import check_avatar_path
-
-    out = check_avatar_path(args.out)
+    _plan(args).file("--out", args.out, (AVATAR_SUFFIX,), "an avatar file").check()
+    out = Path(args.out)
     model = _load_model(args.model)
     with _landmarks(args) as landmarks:
         avatar, _ = _avatar_for(args, model, landmarks)
@@ -137,14 +149,14 @@ def cmd_animate(args: argparse.Namespace) -> int:
     from .animate import animate, render_workers
     from .avatar import AvatarError
     from .driver import open_driver
-    from .videoio import OutputError, check_output_path
+    from ..outputs import OutputError
+    from .videoio import check_output_path, output_kind
 
-    inputs = [p for p in (args.driver, args.source, args.avatar, args.driver_keypoints) if p]
-    check_output_path(args.out, alpha=args.alpha, inputs=inputs)
+    plan = _plan(args).other("--out", args.out, folder=output_kind(args.out, args.alpha) == "frames")
+    plan.file("--report", args.report, (".json",), "a JSON file").check()
+    check_output_path(args.out, alpha=args.alpha)
     if args.alpha and (args.paste_back or args.side_by_side):
         raise OutputError("--alpha writes the crop with its mask; it cannot be combined with --paste-back or --side-by-side.")
-    if args.report and Path(args.report).is_dir():
-        raise OutputError(f"--report {args.report} is a folder; expected a .json file path.")
     if args.paste_back and args.avatar and not args.source:
         raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
     model = _load_model(args.model)
@@ -235,6 +247,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.generic and args.fold_upsampling:
         raise ExportError("--fold-upsampling applies to the baked graph (--avatar without --generic); "
                           "the generic graph keeps the network as trained.")
+    _plan(args).file("--out", args.out, (".onnx",), "an ONNX file").check()
     out = Path(args.out)
     model = _load_model(args.model)
     if args.generic:

@@ -2,9 +2,10 @@
 
 ``bilayer animate`` renders frame after frame; ``VideoWriter`` encodes each frame as it arrives (PyAV, so no
 ``ffmpeg`` binary is needed and memory stays flat whatever the length). Everything is written to a hidden
-temporary name in the output folder (``.NAME.partial.mp4``) and renamed onto the output only when ``close()``
-succeeds: an exception, Ctrl-C or a crash leaves either the previous file or nothing, never a truncated video
-that looks finished. ``check_output_path`` validates the output before any work starts (one-sentence
+temporary name in the output folder (``.NAME.HOST-PID-TOKEN.partial.mp4``) and renamed onto the output only when
+``close()`` succeeds: an exception, Ctrl-C or SIGTERM leaves either the previous file or nothing, never a truncated
+video that looks finished, and the temporary that a killed process (SIGKILL, power loss) leaves behind is removed
+by the next run writing the same output. ``check_output_path`` validates the output before any work starts (one-sentence
 ``OutputError``), so a typo in the folder name does not cost a whole render.
 
 Output kinds (chosen by the path's suffix):
@@ -30,11 +31,11 @@ decode half-way (the video is kept; ``audio_error`` says why) give an output wit
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import shutil
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +43,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from ..outputs import OutputError, partial_name, sweep_stale, writable_folder
 from ..preprocess.errors import short_reason
 from .compose import even_size, pad_even
 
@@ -62,8 +64,6 @@ _FRAME_NAME = re.compile(r"^\d{6}\.png$")
 __all__ = ["ALPHA_SUFFIXES", "OutputError", "VIDEO_SUFFIXES", "VideoWriter", "check_output_path", "output_kind"]
 
 
-class OutputError(ValueError):
-    """An output the run cannot write (missing or read-only folder, unsupported suffix): one sentence."""
 
 
 def output_kind(path: str | os.PathLike, alpha: bool = False) -> str:
@@ -97,7 +97,7 @@ def check_output_path(path: str | os.PathLike, *, alpha: bool = False,
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"the output folder {parent} does not exist (for {path.name}).")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not writable_folder(parent):
         raise OutputError(f"the output folder {parent} is not writable (for {path.name}).")
     for other in inputs:
         if path.exists() and Path(other).exists() and path.resolve() == Path(other).resolve():
@@ -251,12 +251,12 @@ class VideoWriter:
         self._stream = None
         self._audio: _AudioCopy | None = None
         self._closed = False
-        token = uuid.uuid4().hex[:8]
+        sweep_stale(self.path.parent, self.path.name)  # what a killed run left for this output
         if self.kind == "frames":
-            self.partial = self.path.with_name(f".{self.path.name}.{token}.partial")
+            self.partial = self.path.with_name(partial_name(self.path.name))
             self.partial.mkdir()
             return
-        self.partial = self.path.with_name(f".{self.path.stem}.{token}.partial{self.path.suffix}")
+        self.partial = self.path.with_name(partial_name(self.path.name, self.path.suffix))
         try:
             self._open(crf, preset, audio_from)
         except BaseException:
@@ -328,7 +328,7 @@ class VideoWriter:
             bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
             target = self.partial / f"{self.frames_written:06d}.png"
             if not cv2.imwrite(str(target), bgr):
-                raise OSError(f"could not write {target}")
+                raise OSError(errno.EIO, "could not write a PNG frame", str(self.path))
             self.frames_written += 1
             return
         import av
@@ -387,7 +387,7 @@ class VideoWriter:
     def _replace_folder(self) -> None:
         old = None
         if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.old")
+            old = self.path.with_name(partial_name(self.path.name, tag="old"))
             os.replace(self.path, old)
         os.replace(self.partial, self.path)
         if old is not None:

@@ -34,6 +34,7 @@ from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
 from ..nn.image import apply_mask, warp
 from ..nn.spectral import PowerIterationSnapshot
+from ..outputs import check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -194,6 +195,10 @@ def train(
     run_dir = Path(run_dir)
     info = setup(device)
     total_steps = config.steps if steps is None else steps
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise TrainingError(f"the number of steps is {total_steps!r}; expected the total number of iterations, a "
+                            "whole number ≥ 1.")
+    check_folder(run_dir, "run", "--run")
     micro = config.micro_batch or max(1, config.batch_size // info.world_size)
     if config.batch_size % (micro * info.world_size):
         raise TrainingError(
@@ -280,7 +285,7 @@ def train(
 
     writer = None
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        claim_folder(run_dir, "run", "--run")
         write_bytes_atomic(run_dir / "train_config.json", (config.to_json() + "\n").encode())
         write_json_atomic(run_dir / "run.json", {
             "stage": stage, "data": str(data_root), "init": init, "perceptual_init": perceptual_init,
