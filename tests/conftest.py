@@ -146,3 +146,18 @@ def parse_json_stdout(proc: subprocess.CompletedProcess) -> dict:
         return json.loads(proc.stdout)
     except json.JSONDecodeError as exc:  # pragma: no cover - reported as a failure
         raise AssertionError(f"stdout is not JSON ({exc}):\n{proc.stdout}") from None
+
+
+def run_cli_file_limit(limit: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``run_cli`` with the file-size limit (RLIMIT_FSIZE) at ``limit`` bytes and SIGXFSZ ignored: a write past it
+    fails with EFBIG, as a full disk fails with ENOSPC, without root or a small file system."""
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    script = Path(sys.executable).with_name("bilayer")
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=timeout,
+                          env=_SUBPROCESS_ENV, preexec_fn=limited)

@@ -300,7 +300,7 @@ def test_cli_avatar_from_given_keypoints(files, tmp_path, capsys):
     np.save(tmp_path / "two.npy", kps[[0, 0]])
     code, _, err = cli(capsys, "avatar", "--model", files["model"], "--source", photo, "--source-keypoints",
                        tmp_path / "two.npy", "--out", tmp_path / "b.avatar")
-    assert_user_error_text(code, err, "two.npy holds 2 frames; expected the photo's 68 points")
+    assert_user_error_text(code, err, "two.npy holds 2 frames; expected", "68 points")
     assert not (tmp_path / "b.avatar").exists()
     # a keypoint driver has no frames to show side by side, and a saved avatar no photo to paste into
     common = ["--model", files["model"], "--avatar", tmp_path / "a.avatar", "--driver", tmp_path / "two.npy",
@@ -315,7 +315,7 @@ def test_cli_avatar_from_given_keypoints(files, tmp_path, capsys):
 def test_cli_checks_outputs_and_options_before_work(files, tmp_path, capsys):
     # a model folder that does not exist: these errors come before the model is read
     code, _, err = cli(capsys, "avatar", "--model", tmp_path / "no-model", "--source", files["photo"], "--out", tmp_path)
-    assert_user_error_text(code, err, "it is a folder")
+    assert_user_error_text(code, err, "is a folder", "expected an avatar file path")
     code, _, err = cli(capsys, "animate", "--model", tmp_path / "no-model", "--source", files["photo"], "--driver",
                        files["driver"], "--out", tmp_path / "o.mp4", "--report", tmp_path)
     assert_user_error_text(code, err, "--report", "is a folder")

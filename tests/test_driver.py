@@ -324,8 +324,8 @@ def test_unusable_drivers_fail_with_one_sentence(tmp_path):
         open_driver(nan)
     folder = tmp_path / "kp_folder"  # a folder of per-frame keypoint files with a bad one
     folder.mkdir()
-    np.save(folder / "000000.npy", np.zeros((68, 2), np.float32))
-    np.save(folder / "000001.npy", np.zeros((3, 68, 2), np.float32))
+    np.save(folder / "000000.npy", np.full((68, 2), np.nan, np.float32))  # a frame without a face
+    np.save(folder / "000001.npy", np.full((3, 68, 2), np.nan, np.float32))
     with pytest.raises(DriverError, match=r"000001\.npy holds 3 frames; expected one \(68, 2\) frame per file"):
         open_driver(folder)
     np.save(folder / "000001.npy", np.full((68, 2), "x"))
@@ -335,5 +335,5 @@ def test_unusable_drivers_fail_with_one_sentence(tmp_path):
     empty.mkdir()
     with pytest.raises(DriverError, match="holds no image or .npy keypoint file"):
         open_driver(empty)
-    with pytest.raises(DriverError, match="max_frames must be a positive"):
+    with pytest.raises(DriverError, match=r"^the maximum number of frames is 0; expected a whole number ≥ 1\.$"):
         Driver(nan, max_frames=0)

@@ -337,3 +337,43 @@ def test_animate_sigterm_leaves_nothing_and_sigkill_is_cleaned_by_the_rerun(file
                  str(files["driver"]), "--out", str(out), "--backend", "eager", "--no-progress"])
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # … the next run does
+
+
+# --------------------------------------------------------------------------------- training, weights, full disk
+@pytest.mark.parametrize("device, needle", [("tpu", "expected cpu, cuda or cuda:N"), ("cpu:1", "expected cpu"),
+                                            ("cuda", "use --device cpu")])
+def test_train_device_must_exist(capsys, tmp_path, device, needle):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    refused(capsys, "train", "base", "--config", "tiny", "--data", tmp_path / "data", "--run", tmp_path / "run",
+            "--device", device, "--no-progress", needles=(device, needle))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("steps", ["-1", "0"])
+def test_train_steps_must_be_positive(capsys, tmp_path, steps):
+    refused(capsys, "train", "base", "--config", "tiny", "--data", tmp_path / "data", "--run", tmp_path / "run",
+            "--steps", steps, needles=(f"--steps is {steps}", "≥ 1"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value, word", [(float("nan"), "NaN"), (float("inf"), "inf")])
+def test_model_with_nonfinite_weights_is_refused(files, guard, capsys, tmp_path, tiny_config, value, word):
+    model = build_model(tiny_config, seed=3)
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[:2] = value
+    model.save_pretrained(tmp_path / "bad")
+    line = refused(capsys, "avatar", "--model", tmp_path / "bad", *files["source"], "--out", tmp_path / "a.avatar",
+                   needles=("model.safetensors", f"holds {word} values"))
+    assert ("NaN" in line) == (word == "NaN")
+    assert not (tmp_path / "a.avatar").exists()
+
+
+def test_full_disk_while_writing_an_avatar(files, guard, tmp_path):
+    from .conftest import assert_user_error, run_cli_file_limit
+
+    out = tmp_path / "me.avatar"
+    proc = run_cli_file_limit(20_000, "avatar", "--model", str(files["model"]),
+                              *(str(a) for a in files["source"]), "--out", str(out))
+    assert_user_error(proc, str(out), "file-size limit", "nothing was left half-written")
+    assert list(tmp_path.iterdir()) == []

@@ -264,8 +264,11 @@ def _on_sigterm(signum, frame) -> NoReturn:
 def _os_error(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename else ""
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        reason = f"{reason} (the disk or the file-size limit is full); nothing was left half-written"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on the disk; free some space and run again (nothing was left half-written)"
+    elif exc.errno == errno.EFBIG:
+        reason = ("the file would exceed the file-size limit (ulimit -f); raise it and run again (nothing was left "
+                  "half-written)")
     return sentence(f"{where}{reason}")
 
 

@@ -399,7 +399,8 @@ class Outputs:
         """Raise ``OutputError`` (one sentence) for the first output that must not or cannot be written."""
         for i, out in enumerate(self.outputs):
             for other in self.outputs[:i]:
-                if _same(out.path, other.path) or _inside(out.path, other.path) or _inside(other.path, out.path):
+                if (_same(out.path, other.path) or (other.folder is not None and _inside(out.path, other.path))
+                        or (out.folder is not None and _inside(other.path, out.path))):
                     raise OutputError(f"{out.label} {out.path} and {other.label} {other.path} would write the same "
                                       "place; give them different paths.")
             for label, model in self.models:
@@ -425,11 +426,11 @@ class Outputs:
     @staticmethod
     def _check_file(out: _Output) -> None:
         path = out.path
+        if path.is_dir():
+            raise OutputError(f"{out.label} {path} is a folder; expected {out.what} path.")
         if out.suffixes is not None and path.suffix.lower() not in out.suffixes:
             want = " or ".join(out.suffixes)
             raise OutputError(f"{out.label} {path} does not end in {want}; expected {out.what} ({want}).")
-        if path.is_dir():
-            raise OutputError(f"{out.label} {path} is a folder; expected {out.what} path.")
         parent = path.parent
         if not parent.exists():
             if not out.create_parents:

@@ -80,14 +80,27 @@ def find_checkpoints(runs_dir: str | Path, epoch: int | None = None) -> dict[str
     return {net: path for net, (_, path) in found.items()}
 
 
+#: What a released checkpoint must be, for the messages of ``read_checkpoint``.
+RELEASED_STATE = "a flat PyTorch state dict of tensors as released, read with weights_only=True"
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """One released ``.pth`` file as a flat state dict, read without running pickled code; ``ConversionError``
+    (one sentence naming the file) when it is not a plain tensor checkpoint or holds NaN / inf values."""
+    from ..losses.vgg import read_tensor_file
+    from ..weights import nonfinite
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is the file's fault
-        raise ConversionError(f"cannot read {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
+        state = read_tensor_file(path, ConversionError, RELEASED_STATE)
+    except FileNotFoundError as exc:
+        raise ConversionError(f"{exc}".rstrip(".") + f"; expected {RELEASED_STATE}.") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConversionError(f"{path} does not hold a flat state dict of tensors.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise ConversionError(f"{path} does not hold a flat state dict of tensors; expected {RELEASED_STATE}.")
+    for key, value in state.items():
+        bad = nonfinite(value)
+        if bad is not None:
+            raise ConversionError(f"{path}: tensor {key} holds {bad} values; expected finite weights.")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
 # ------------------------------------------------------------------------------------ name translation

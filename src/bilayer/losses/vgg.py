@@ -7,10 +7,15 @@ state dicts (and the authors' ``vgg16_face_caffe.pth``, a torchvision ``vgg16`` 
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..weights import WeightsError, nonfinite
 
 # Channel plans; "M" is a 2×2 pooling layer.
 PLANS = {
@@ -50,28 +55,72 @@ class VGGFeatures(nn.Module):
         return outputs
 
     def load_torchvision_state(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Load the ``features.*`` tensors of a torchvision VGG state dict (other keys are ignored)."""
+        """Load the ``features.*`` tensors of a torchvision VGG state dict (other keys are ignored). A missing
+        tensor, a wrong shape or NaN / inf values raise ``WeightsError`` (a ValueError) naming ``source``."""
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         if missing:
-            raise ValueError(f"{source} is not a torchvision {self.arch} state dict: it lacks {missing[0]}.")
+            raise WeightsError(f"{source} is not a torchvision {self.arch} state dict: it lacks {missing[0]}.")
         for key, value in own.items():
             if tuple(state[key].shape) != tuple(value.shape):
-                raise ValueError(f"{source}: {key} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)}.")
+                raise WeightsError(f"{source}: {key} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)}.")
+            bad = nonfinite(state[key])
+            if bad is not None:
+                raise WeightsError(f"{source}: {key} holds {bad} values; expected finite weights.")
         self.load_state_dict({k: state[k] for k in own})
 
 
-def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A foreign PyTorch checkpoint, read without unpickling code (``weights_only=True``)."""
+#: What a foreign weight file must be, for the messages of ``read_tensor_file``.
+STATE_DICT = "a PyTorch state dict of tensors, read with weights_only=True"
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's first line, without its full stop (PyTorch's messages go on with
+    advice over several lines)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return line.split(". ")[0].rstrip(". ") or type(exc).__name__
+
+
+def read_tensor_file(path: str | Path, error: type[Exception] = WeightsError, expected: str = STATE_DICT) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures turned into one sentence of type ``error``
+    that names ``path`` and says what was ``expected``: an empty file, a file that is neither a ``torch.save`` zip
+    archive nor a pickle, a pickle holding code or objects other than tensors (refused, never run), or a damaged
+    file. PyTorch's warnings about the pickle protocol are silenced. A missing file is a ``FileNotFoundError``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    zip_archive = head.startswith(b"PK\x03\x04")
+    pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle's PROTO opcode
+    if not head:
+        raise error(f"cannot read {path}: it is empty; expected {expected}.")
+    if not (zip_archive or pickled):
+        raise error(f"cannot read {path}: it is not a PyTorch checkpoint (not a file written by torch.save); "
+                    f"expected {expected}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure is the file's fault
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}).") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise error(f"{path} is not a plain tensor checkpoint: it holds pickled code or objects other than tensors, "
+                    f"and pickled code is never run; expected {expected}.") from None
+    except EOFError:
+        raise error(f"cannot read {path}: it ends early (truncated); expected {expected}.") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure is the file's fault too
+        raise error(f"cannot read {path} ({_first_sentence(exc)}); expected {expected}.") from None
+
+
+def load_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A foreign PyTorch checkpoint's tensors, read without unpickling code (``read_tensor_file``); a
+    ``{"state_dict": {...}}`` wrapper is opened and ``module.`` prefixes dropped. Raises ``WeightsError`` (a
+    ValueError, one sentence naming the file) or ``FileNotFoundError``."""
+    path = Path(path)
+    state = read_tensor_file(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict.")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        raise WeightsError(f"{path} does not hold a state dict (it holds a {type(state).__name__}); expected "
+                           f"{STATE_DICT}.")
+    return {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}

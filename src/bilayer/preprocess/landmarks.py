@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from .errors import MissingWeightsError, PreprocessError, short_reason
 from .index_map import mesh_to_ibug68
 
 NUM_KEYPOINTS = 68
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,57 @@ def create_landmark_backend(name: str = "mediapipe", **options: Any) -> Landmark
 
 
 # ------------------------------------------------------------------------------------------------ mediapipe
+#: Longest side, in pixels, of the copy of a frame that MediaPipe's face mesh reads. A larger frame is shrunk first
+#: by a whole factor (area averaging; about 15 ms for 20 megapixels) and the points are scaled back to its pixels.
+#: The landmark model reads each face through a 192-px crop, so a face wider than 192 px in the copy loses nothing;
+#: MediaPipe itself crashes (SIGSEGV) on a frame of more than 2 GB.
+MESH_MAX_SIDE = 2048
+#: Longest side of the copy in which MediaPipe's full-range face detector looks for the faces the face mesh missed.
+SEARCH_MAX_SIDE = 1024
+#: Side, in pixels of that copy, of the overlapping tiles searched in static-image mode when the whole copy shows
+#: no face: a face down to about 24 px of the copy (2.3 % of its longest side) is found.
+SEARCH_TILE = 384
+#: Side of the square crop around a detected face in which the face mesh places the landmarks, in face-box sizes,
+#: and the size in pixels it is resampled to.
+SEARCH_CROP_SCALE, SEARCH_CROP_SIDE = 2.0, 256
+#: In static-image mode, a face the face mesh found on the whole frame whose landmark box is smaller than this
+#: fraction of the frame's longest side gets its landmarks placed again in a crop around it: on the whole frame,
+#: the face mesh's points strayed by 10-18 % of the face's width for faces of 9-12 % of the side (against about
+#: 1 % in the crop, for 5-10 ms more per face).
+MESH_REFINE_FRACTION = 0.15
+
+
+def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
+    """(``image`` shrunk by the smallest whole factor that brings its longest side to at most ``max_side``, the
+    factor). Each pixel of the copy averages a factor × factor block (the rows and columns that do not fill a
+    block are left out), so pixel (x, y) of the copy covers (x·f … x·f + f, y·f … y·f + f) of the image."""
+    h, w = image.shape[:2]
+    factor = -(-max(h, w) // max_side)
+    if factor <= 1:
+        return image, 1
+    import cv2
+
+    sw, sh = max(1, w // factor), max(1, h // factor)
+    block = image[:sh * factor, :sw * factor]
+    return cv2.resize(block, (sw, sh), interpolation=cv2.INTER_AREA), factor
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Starts of tiles of side ``tile`` covering ``length`` pixels, overlapping by at least a third of a tile."""
+    count = -(-(length - tile) // (tile - tile // 3)) + 1
+    return [round(i * (length - tile) / max(count - 1, 1)) for i in range(count)]
+
+
 @register_landmark_backend
 class MediaPipeLandmarks(LandmarkBackend):
     """MediaPipe face mesh → 68 iBUG points.
@@ -98,6 +152,12 @@ class MediaPipeLandmarks(LandmarkBackend):
     ``static=False`` (default) lets the face mesh track faces from frame to frame inside a sequence (steadier and
     faster); ``static=True`` detects every frame independently (use it for unrelated photos). ``max_faces`` faces
     are returned per frame so that the main face can be chosen.
+
+    Frames larger than ``MESH_MAX_SIDE`` are shrunk for the face mesh. The face mesh's own detector is made for
+    faces within about 2 m of the camera and misses faces narrower than about a tenth of the frame; when it finds
+    none, MediaPipe's full-range face detector (``model_selection=1``, faces up to about 5 m) searches a copy of at
+    most ``SEARCH_MAX_SIDE`` px, in static-image mode also in overlapping ``SEARCH_TILE`` tiles of it, and the face
+    mesh places the landmarks in a crop of the full-resolution frame around each face it found.
     """
 
     name = "mediapipe"
@@ -105,39 +165,145 @@ class MediaPipeLandmarks(LandmarkBackend):
     def __init__(self, static: bool = False, max_faces: int = 4, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5):
         try:
-            from mediapipe.python.solutions import face_mesh
+            from mediapipe.python.solutions import face_detection, face_mesh
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise PreprocessError(
                 "the mediapipe keypoint backend needs the mediapipe package (pip install --no-deps mediapipe==0.10.21)."
             ) from exc
-        self._face_mesh = face_mesh
+        self._face_mesh, self._face_detection = face_mesh, face_detection
+        self.static, self.max_faces = bool(static), int(max_faces)
         self.options = dict(static_image_mode=static, max_num_faces=max_faces, refine_landmarks=False,
                             min_detection_confidence=min_detection_confidence,
                             min_tracking_confidence=min_tracking_confidence)
-        self._mesh = None
+        self.min_detection_confidence = min_detection_confidence
+        self._mesh = None  # the face mesh on whole frames (tracking in a sequence unless static)
+        self._detector = None  # the full-range face detector
+        self._crop_mesh = None  # a static face mesh for the crops around detected faces
+        self._spoken: set[str] = set()  # the graphs that have found a face (their messages are no longer silenced)
+
+    def _run(self, attr: str, make, image: np.ndarray):
+        """``graph.process(image)`` with the graph kept in ``attr``, made on first use. Its C++ messages are
+        silenced until it has found a face: MediaPipe prints start-up lines, and one more warning at the first face
+        found (a result with faces then ends the quiet)."""
+        graph = getattr(self, attr)
+        if graph is not None and attr in self._spoken:
+            return graph.process(image)
+        with quiet_native_logs():
+            if graph is None:
+                graph = make()
+                setattr(self, attr, graph)
+            result = graph.process(image)
+        if getattr(result, "multi_face_landmarks", None) or getattr(result, "detections", None):
+            self._spoken.add(attr)
+        return result
 
     def start_sequence(self, source: Path | None = None, keypoints_file: Path | None = None) -> None:
-        self.close()  # a fresh graph: no tracking state leaks from the previous sequence
+        if self._mesh is not None:  # a fresh graph: no tracking state leaks from the previous sequence
+            self._mesh.close()
+            self._mesh = None
+            self._spoken.discard("_mesh")
 
     def detect(self, image: np.ndarray, index: int | None = None) -> list[Face]:
         image = np.ascontiguousarray(image, np.uint8)
         h, w = image.shape[:2]
-        if self._mesh is None:  # the first frames of a new graph print C++ start-up messages: keep them quiet
-            with quiet_native_logs():
-                self._mesh = self._face_mesh.FaceMesh(**self.options)
-                result = self._mesh.process(image)
-        else:
-            result = self._mesh.process(image)
+        if h == 0 or w == 0:
+            return []
+        small, factor = _shrink(image, MESH_MAX_SIDE)
+        sh, sw = small.shape[:2]
+        result = self._run("_mesh", lambda: self._face_mesh.FaceMesh(**self.options), small)
         faces = []
         for lms in result.multi_face_landmarks or ():
-            mesh = np.array([(p.x * w, p.y * h) for p in lms.landmark], np.float64)
-            faces.append(Face(mesh_to_ibug68(mesh)))
+            # relative coordinates in the copy → pixels of the frame
+            mesh = np.array([(p.x * sw * factor, p.y * sh * factor) for p in lms.landmark], np.float64)
+            face = Face(mesh_to_ibug68(mesh))
+            if self.static and face.size < MESH_REFINE_FRACTION * max(h, w):
+                face = self._mesh_in_box(image, np.array(face.box)) or face
+            faces.append(face)
+        return faces or self._search(image, small, factor)
+
+    def _detect_boxes(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """(score, (x0, y0, x1, y1) in pixels of ``image``) of the faces the full-range detector finds."""
+        make = lambda: self._face_detection.FaceDetection(  # noqa: E731
+            model_selection=1, min_detection_confidence=self.min_detection_confidence)
+        result = self._run("_detector", make, image)
+        h, w = image.shape[:2]
+        boxes = []
+        for d in result.detections or ():
+            b = d.location_data.relative_bounding_box
+            if b.width > 0 and b.height > 0:
+                box = np.array([b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height]) * [w, h, w, h]
+                boxes.append((float(d.score[0]), box))
+        return boxes
+
+    def _search(self, image: np.ndarray, copy: np.ndarray, factor: int) -> list[Face]:
+        """Faces that the face mesh missed on the whole frame (``copy``: the frame shrunk ``factor`` times): found
+        by the full-range detector, their landmarks placed by the face mesh in a crop around each."""
+        import cv2
+
+        small = copy
+        if max(copy.shape[:2]) > SEARCH_MAX_SIDE:
+            scale = SEARCH_MAX_SIDE / max(copy.shape[:2])
+            size = (max(1, round(copy.shape[1] * scale)), max(1, round(copy.shape[0] * scale)))
+            small = cv2.resize(copy, size, interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        to_image = np.array([copy.shape[1] / sw, copy.shape[0] / sh] * 2) * factor  # pixels of small → of image
+        found = self._detect_boxes(small)
+        if not found and self.static and min(sh, sw) > SEARCH_TILE:
+            for y in _tile_starts(sh, SEARCH_TILE):
+                for x in _tile_starts(sw, SEARCH_TILE):
+                    tile = np.ascontiguousarray(small[y:y + SEARCH_TILE, x:x + SEARCH_TILE])
+                    found += [(score, box + [x, y, x, y]) for score, box in self._detect_boxes(tile)]
+        kept: list[np.ndarray] = []  # the most confident of overlapping boxes (tiles overlap)
+        for _, box in sorted(found, key=lambda f: -f[0]):
+            if all(_iou(box, k) < 0.3 for k in kept):
+                kept.append(box)
+        faces: list[Face] = []
+        for box in kept:
+            face = self._mesh_in_box(image, box * to_image)
+            if face is not None and all(np.linalg.norm(face.centre - f.centre) > 0.5 * f.size for f in faces):
+                faces.append(face)
+            if len(faces) >= self.max_faces:
+                break
         return faces
 
+    def _mesh_in_box(self, image: np.ndarray, box: np.ndarray) -> Face | None:
+        """The face mesh's landmarks (pixels of ``image``) of the face in ``box`` ((x0, y0, x1, y1) pixels), placed
+        in a ``SEARCH_CROP_SIDE`` square crop of ``SEARCH_CROP_SCALE`` box sizes around it; None if it sees no
+        face."""
+        import cv2
+
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box
+        side = max(2, round(SEARCH_CROP_SCALE * max(x1 - x0, y1 - y0)))
+        left, top = round((x0 + x1 - side) / 2), round((y0 + y1 - side) / 2)
+        patch = image[max(top, 0):max(min(top + side, h), 0), max(left, 0):max(min(left + side, w), 0)]
+        if patch.size == 0:
+            return None
+        pad = (max(-top, 0), max(top + side - h, 0), max(-left, 0), max(left + side - w, 0))
+        if any(pad):  # a face at the frame's edge: the crop reaches past it
+            patch = cv2.copyMakeBorder(patch, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        interp = cv2.INTER_AREA if side > SEARCH_CROP_SIDE else cv2.INTER_CUBIC
+        patch = cv2.resize(patch, (SEARCH_CROP_SIDE, SEARCH_CROP_SIDE), interpolation=interp)
+        if self.static:  # the whole-frame face mesh is a static one already
+            result = self._run("_mesh", lambda: self._face_mesh.FaceMesh(**self.options), patch)
+        else:
+            make = lambda: self._face_mesh.FaceMesh(  # noqa: E731
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=self.min_detection_confidence)
+            result = self._run("_crop_mesh", make, patch)
+        if not result.multi_face_landmarks:
+            return None
+        meshes = [np.array([(p.x, p.y) for p in lms.landmark], np.float64) for lms in result.multi_face_landmarks]
+        mesh = min(meshes, key=lambda m: float(np.linalg.norm(m.mean(0) - 0.5)))  # the face at the crop's centre
+        return Face(mesh_to_ibug68(mesh * side + [left, top]))
+
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for attr in ("_mesh", "_detector", "_crop_mesh"):
+            graph = getattr(self, attr)
+            if graph is not None:
+                graph.close()
+                setattr(self, attr, None)
+            self._spoken.discard(attr)
 
 
 # ------------------------------------------------------------------------------------------- face-alignment
@@ -240,12 +406,68 @@ class FaceAlignmentLandmarks(LandmarkBackend):
 
 
 # ----------------------------------------------------------------------------------------------------- file
-def load_keypoint_file(path: str | Path) -> np.ndarray:
-    """A (T, K>=68, 2|3) keypoint array in pixels → (T, 68, 2) float32 (rows with NaN mean "no face")."""
+#: Keypoint coordinates beyond ± this many pixels are refused (ten times the width of an 8K frame).
+MAX_KEYPOINT_COORDINATE = 100_000.0
+#: A face whose 68 points span less than this many pixels (the larger of width and height) has no size.
+MIN_FACE_SIZE = 1.0
+
+
+def check_keypoint_rows(keypoints: np.ndarray, where: str, *, no_face: str = "a row of NaN",
+                        no_size: str = "error") -> np.ndarray:
+    """Check (T, 68, 2) pixel keypoints read from ``where`` (e.g. "keypoint file kp.npy") frame by frame; returns
+    them as float32. Each frame is either a face — 68 finite points within ±``MAX_KEYPOINT_COORDINATE`` pixels
+    that span at least ``MIN_FACE_SIZE`` pixels — or all NaN, meaning no face in that frame (``no_face`` names that
+    marker in the messages, e.g. "null" for JSON). A frame whose 68 points lie on one spot (a row of zeros, as
+    some landmark tools write for a missed face) raises with ``no_size="error"`` and becomes a row of NaN (no face)
+    with ``no_size="no face"``. Anything else (inf, a partly NaN frame, an absurd coordinate) raises
+    ``PreprocessError`` with one sentence naming the frame."""
+    if no_size not in ("error", "no face"):
+        raise ValueError(f"no_size is {no_size!r}; expected 'error' or 'no face'.")
+    kp = np.asarray(keypoints, np.float64)
+    expected = f"expected a face's 68 points in pixels, or {no_face} for a frame without a face"
+    if len(kp) == 0:
+        return kp.astype(np.float32)
+    inf = np.isinf(kp).any(axis=(1, 2))
+    if inf.any():
+        i = int(np.argmax(inf))
+        raise PreprocessError(f"frame {i} of {where} holds inf; {expected}.")
+    nan = np.isnan(kp).any(axis=2)  # (T, 68): a point with a NaN coordinate
+    partly = nan.any(axis=1) & ~nan.all(axis=1)
+    if partly.any():
+        i = int(np.argmax(partly))
+        raise PreprocessError(f"frame {i} of {where} is partly NaN ({int(nan[i].sum())} of 68 points); {expected}.")
+    face = ~nan.all(axis=1)
+    if not face.any():
+        return kp.astype(np.float32)
+    faces = kp[face]
+    reach = np.abs(faces).max(axis=(1, 2))
+    far = reach > MAX_KEYPOINT_COORDINATE
+    if far.any():
+        j = int(np.argmax(far))
+        i = int(np.flatnonzero(face)[j])
+        x, y = faces[j][int(np.abs(faces[j]).max(axis=1).argmax())]
+        raise PreprocessError(f"frame {i} of {where} has a point at ({x:.4g}, {y:.4g}), beyond "
+                              f"±{MAX_KEYPOINT_COORDINATE:,.0f} px; {expected}.")
+    span = (faces.max(axis=1) - faces.min(axis=1)).max(axis=1)
+    tiny = span < MIN_FACE_SIZE
+    if tiny.any() and no_size == "error":
+        j = int(np.argmax(tiny))
+        i = int(np.flatnonzero(face)[j])
+        raise PreprocessError(f"frame {i} of {where} describes a face of no size (its 68 points span "
+                              f"{span[j]:.3g} px); {expected}.")
+    kp = kp.astype(np.float32)
+    kp[np.flatnonzero(face)[tiny]] = np.nan
+    return kp
+
+
+def load_keypoint_file(path: str | Path, *, no_size: str = "error") -> np.ndarray:
+    """A (T, K>=68, 2|3) keypoint array in pixels → (T, 68, 2) float32 (rows of NaN mean "no face"), checked
+    frame by frame with ``check_keypoint_rows`` (``no_size``: what a frame whose points lie on one spot is, an
+    error or a frame without a face). Raises ``PreprocessError`` (one sentence naming the file)."""
     path = Path(path)
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise PreprocessError(
             f"cannot read keypoint file {path} ({short_reason(exc)}); expected a .npy array."
         ) from exc
@@ -258,7 +480,7 @@ def load_keypoint_file(path: str | Path) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1] < NUM_KEYPOINTS or arr.shape[2] not in (2, 3):
         raise PreprocessError(f"keypoint file {path} has shape {arr.shape}; expected (T, 68, 2) or (T, 68, 3).")
-    return arr[:, :NUM_KEYPOINTS, :2].astype(np.float32)
+    return check_keypoint_rows(arr[:, :NUM_KEYPOINTS, :2], f"keypoint file {path}", no_size=no_size)
 
 
 @register_landmark_backend
@@ -329,12 +551,15 @@ class MainFaceTracker:
         return chosen
 
 
-def detect_keypoints(image: np.ndarray, backend: str | LandmarkBackend = "mediapipe",
+def detect_keypoints(image: np.ndarray, backend: str | LandmarkBackend = "mediapipe", *, name: str = "the photo",
                      **options: Any) -> np.ndarray | None:
     """The (68, 2) float32 landmarks (pixels) of the largest face in one RGB uint8 image, or None if no face.
 
     ``backend`` is a name (a backend is created for this call; MediaPipe runs in static-image mode) or a backend
-    instance (reused; call its ``start_sequence`` yourself for a new video).
+    instance (reused; call its ``start_sequence`` yourself for a new video). When several faces are found, the
+    choice is logged as a warning of the ``bilayer.preprocess.landmarks`` logger naming the image by ``name``
+    ("2 faces found in photo.jpg; using the largest, ..."), which Python prints on stderr when logging is not
+    configured.
     """
     if isinstance(backend, str):
         if backend == "mediapipe":
@@ -346,5 +571,10 @@ def detect_keypoints(image: np.ndarray, backend: str | LandmarkBackend = "mediap
         faces = backend.detect(image, 0)
     if not faces:
         return None
-    return max(faces, key=lambda f: f.size).keypoints.astype(np.float32)
+    chosen = max(faces, key=lambda f: f.size)
+    if len(faces) > 1:
+        x, y = chosen.centre
+        log.warning("%d faces found in %s; using the largest, at x=%.0f, y=%.0f (%.0f px wide)", len(faces), name,
+                    x, y, chosen.box[2] - chosen.box[0])
+    return chosen.keypoints.astype(np.float32)
 

@@ -1,13 +1,15 @@
-"""Reading frames: videos through PyAV, image folders through OpenCV, with optional FPS subsampling."""
+"""Reading frames: videos through PyAV, images and image folders through Pillow, with optional FPS subsampling."""
 
 from __future__ import annotations
 
+import re
+import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import VideoReadError, short_reason
@@ -17,6 +19,13 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 
 #: Frame rate assumed for a folder of images (used for ``fps`` subsampling and for the smoothing filters).
 IMAGE_SEQUENCE_FPS = 25.0
+
+#: The largest image ``read_image`` decodes, in pixels (width × height, read from the file header first): 100
+#: megapixels, 300 MB once decoded to RGB. It holds a 10000 × 10000 scan and every camera's full-resolution
+#: photo up to 100 MP, and refuses a small file that claims an enormous size (a 2.6 MB PNG of 30000 × 30000
+#: zero pixels would take 2.7 GB). Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) warns from 89.5 and
+#: refuses from 179 megapixels.
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -185,13 +194,115 @@ def sample_video(path: str | Path, times: Sequence[float], seek_after: float = 2
             yield last
 
 
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG or JPEG file, None for another format or a header that does not
+    parse. Used when Pillow refuses to open an image for its size."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if not head.startswith(b"\xff\xd8"):
+                return None
+            f.seek(2)
+            while True:  # walk the JPEG segments up to the frame header (SOF0..SOF15 without DHT, JPG, DAC)
+                marker = f.read(4)
+                if len(marker) < 4 or marker[0] != 0xFF:
+                    return None
+                kind, length = marker[1], struct.unpack(">H", marker[2:])[0]
+                if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+                    frame = f.read(5)
+                    if len(frame) < 5:
+                        return None
+                    height, width = struct.unpack(">HH", frame[1:])
+                    return width, height
+                f.seek(length - 2, 1)
+    except (OSError, struct.error):
+        return None
+
+
+def _too_large(path: Path, size: tuple[int, int] | None, pixels: int) -> VideoReadError:
+    """The one-clause refusal of an image over ``MAX_IMAGE_PIXELS``."""
+    mp = f"{pixels / 1e6:,.0f} megapixels"
+    shape = f"{size[0]}×{size[1]} pixels ({mp})" if size else mp
+    return VideoReadError(f"image {path.name} is {shape}, more than the limit of {MAX_IMAGE_PIXELS / 1e6:,.0f} "
+                          f"megapixels")
+
+
+def _open_image(path: Path):
+    """The image file opened by Pillow (its header read, nothing decoded), after checking its size against
+    ``MAX_IMAGE_PIXELS``. Raises ``VideoReadError``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:  # more than twice Pillow's limit: refused before its size is kept
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = _header_size(path)
+        pixels = size[0] * size[1] if size else int(found.group(1)) if found else 2 * Image.MAX_IMAGE_PIXELS
+        raise _too_large(path, size, pixels) from None
+    except UnidentifiedImageError:
+        what = "an empty file" if path.stat().st_size == 0 else "not an image file, or its header is damaged"
+        raise VideoReadError(f"cannot read image {path.name} ({what})") from None
+    except Exception as exc:  # noqa: BLE001 - a missing file, a folder, or a header that makes the decoder fail
+        raise VideoReadError(f"cannot read image {path.name} ({short_reason(exc)})") from None
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise _too_large(path, (width, height), width * height)
+    return im
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header without decoding the pixels. Raises
+    ``VideoReadError`` for a file that is not a readable image or that is larger than ``MAX_IMAGE_PIXELS``."""
+    with _open_image(Path(path)) as im:
+        return im.size
+
+
+def _to_rgb(im) -> np.ndarray:
+    """A decoded Pillow image as a new (writable) H×W×3 RGB uint8 array: grey and palette images are expanded, 16-
+    and 32-bit grey scaled to 8 bits, and a transparent image laid over white."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(im, np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.array(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # np.asarray would be read-only
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as H×W×3 RGB uint8 (grey and RGBA are converted). Raises ``VideoReadError``."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if img is None:
-        raise VideoReadError(f"cannot read image {Path(path).name}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """An image file as H×W×3 RGB uint8, turned upright by its EXIF orientation (grey, 16-bit and palette images
+    are converted; transparent pixels are laid over white). The size in the header is checked against
+    ``MAX_IMAGE_PIXELS`` before anything is decoded. Raises ``VideoReadError`` (one clause naming the file) for a
+    missing, empty, truncated, corrupt or oversized file."""
+    from PIL import ImageOps
+
+    path = Path(path)
+    with _open_image(path) as im:
+        try:
+            im.load()
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds of error on a damaged file
+            reason = short_reason(exc)
+            raise VideoReadError(f"cannot read image {path.name} (truncated or corrupt: {reason})") from None
+        try:
+            turned = im.getexif().get(0x0112, 1) not in (1, None)  # the EXIF Orientation tag
+            upright = ImageOps.exif_transpose(im) if turned else im
+        except Exception:  # noqa: BLE001 - unreadable EXIF data: keep the pixels as they are stored
+            upright = im
+        try:
+            return _to_rgb(upright)
+        except (ValueError, OSError) as exc:  # a mode Pillow cannot turn into RGB
+            raise VideoReadError(f"cannot read image {path.name} ({im.mode} pixels: {short_reason(exc)})") from None
 
 
 def iter_images(paths: Sequence[str | Path], fps: float | None = None, max_frames: int | None = None,

@@ -7,7 +7,8 @@ inference generator's adaptive parameters, plus the crop transform (to paste res
 the source crop (for pictures).
 
 ``avatar.save(path)`` writes one safetensors file whose metadata carry the model's configuration and a hash of
-the model weights it was made with; ``Avatar.load(path, model)`` refuses a different model with one sentence.
+the model weights it was made with; ``Avatar.load(path, model)`` refuses a different model with one sentence, and
+a file whose tensors do not have the shapes the model's configuration gives them or hold NaN or inf values.
 
 Per frame: ``avatar.render(keypoints)`` (the full model path, LF/HF/uv on request) or ``avatar.renderer(backend)``
 (the baked plain module, optionally in bf16, compiled or in ONNX Runtime), both taking the model's normalised
@@ -31,7 +32,7 @@ from ..data.dataset import normalize_keypoints
 from ..models.bilayer import BilayerModel
 from ..preprocess.crop import CropBox, crop_box, crop_image, keypoints_to_crop
 from ..structures import AdaptiveParams, AvatarState, Render
-from ..weights import read_safetensors, write_safetensors
+from ..weights import nonfinite, read_safetensors, write_safetensors
 
 if TYPE_CHECKING:
     from ..preprocess.landmarks import LandmarkBackend
@@ -95,7 +96,51 @@ def read_photo(path: str | Path) -> np.ndarray:
     try:
         return read_image(path)
     except VideoReadError as exc:
-        raise AvatarError(f"{exc}; expected a JPEG/PNG photo.") from None
+        reason = str(exc).rstrip(". ")
+        raise AvatarError(reason + ("." if "megapixels" in reason else "; expected a JPEG/PNG photo.")) from None
+
+
+def _load_source_keypoints(path: str | Path) -> np.ndarray:
+    """The photo's (68, 2) pixel keypoints from a .npy file; ``AvatarError`` naming the file otherwise."""
+    from ..preprocess.errors import PreprocessError
+    from ..preprocess.landmarks import load_keypoint_file
+
+    try:
+        kp = load_keypoint_file(path)  # (T, 68, 2), checked
+    except PreprocessError as exc:
+        raise AvatarError(str(exc)) from None
+    if len(kp) != 1:
+        raise AvatarError(f"keypoint file {path} holds {len(kp)} frames; expected the photo's 68 points, (68, 2).")
+    return kp[0]
+
+
+def check_source_keypoints(keypoints: np.ndarray, width: int, height: int, subject: str) -> np.ndarray:
+    """A photo's keypoints as (68, 2) float32 when they are 68 finite points that describe a face of at least
+    ``MIN_FACE_SIZE`` pixel whose centre (the middle of the points' bounding box) lies inside the ``width`` ×
+    ``height`` photo; else ``AvatarError``, one sentence starting with ``subject`` (e.g. "the keypoints in
+    kp.npy")."""
+    from ..preprocess.landmarks import MIN_FACE_SIZE
+
+    expected = "expected 68 (x, y) landmarks of a face in pixels of that photo"
+    kp = np.asarray(keypoints)
+    if kp.dtype.kind not in "fiu":
+        raise AvatarError(f"{subject} hold {kp.dtype} values; {expected}.")
+    kp = kp.astype(np.float64)
+    if kp.ndim != 2 or kp.shape[0] != 68 or kp.shape[1] not in (2, 3):
+        raise AvatarError(f"{subject} have shape {kp.shape}; {expected}, (68, 2).")
+    kp = kp[:, :2]
+    bad = nonfinite(torch.from_numpy(kp))
+    if bad is not None:
+        raise AvatarError(f"{subject} hold {bad}; {expected}.")
+    lo, hi = kp.min(0), kp.max(0)
+    span = float((hi - lo).max())
+    if span < MIN_FACE_SIZE:
+        raise AvatarError(f"{subject} describe a face of no size (their 68 points span {span:.3g} px); {expected}.")
+    cx, cy = (lo + hi) / 2
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise AvatarError(f"{subject} lie outside the {width}×{height} photo (the face's centre is at "
+                          f"({cx:.4g}, {cy:.4g})); {expected}.")
+    return kp.astype(np.float32)
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -132,45 +177,52 @@ class Avatar:
         model: BilayerModel,
         photo: np.ndarray | str | Path,
         *,
-        keypoints: np.ndarray | None = None,
+        keypoints: np.ndarray | str | Path | None = None,
         mask: np.ndarray | None = None,
         landmarks: str | LandmarkBackend = "mediapipe",
         segmentation: str = "mediapipe",
         enhance: bool = True,
         enhancer_steps: int | None = None,
         crop: bool = True,
+        name: str | None = None,
     ) -> "Avatar":
         """Make an avatar from one photo (an H×W×3 RGB uint8 array or an image file).
 
-        keypoints: the photo's (68, 2|3) landmarks in pixels; detected with ``landmarks`` (a backend name or
-        instance) when omitted.
+        keypoints: the photo's (68, 2|3) landmarks in pixels, or a .npy file holding them; detected with
+        ``landmarks`` (a backend name or instance) when omitted. Given keypoints must describe a face (68 finite
+        points spanning at least ``MIN_FACE_SIZE`` pixel) whose centre lies inside the photo
+        (``check_source_keypoints``).
         mask: the crop's (S, S) foreground mask in [0, 1]; computed with ``segmentation`` ("mediapipe" or
         "none" = the whole crop) when omitted. ``crop=False`` takes a photo that already is the model's crop
         (S × S, e.g. a preprocessed frame). ``enhance`` runs the texture enhancer when the model has one.
+        ``name``: what messages call the photo (default: its path when a file is given, else "the photo").
         """
-        name = "the photo"
         if isinstance(photo, (str, Path)):
-            name, photo = str(photo), read_photo(photo)
+            name, photo = name or str(photo), read_photo(photo)
+        name = name or "the photo"
         photo = np.asarray(photo)
         if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
             raise AvatarError(f"{name} must be an H×W×3 RGB uint8 image, got shape {photo.shape} {photo.dtype}.")
         size = model.config.image_size
+        if not crop and photo.shape[:2] != (size, size):
+            raise AvatarError(f"{name} is {photo.shape[1]}×{photo.shape[0]}; a photo that already is the crop must "
+                              f"be the model's {size}×{size} crop.")
         if keypoints is None:
             from ..preprocess.landmarks import detect_keypoints
 
-            keypoints = detect_keypoints(photo, landmarks)
+            keypoints = detect_keypoints(photo, landmarks, name=name)
             if keypoints is None:
                 raise AvatarError(f"no face found in {name}; expected a photo with one clearly visible face.")
-        keypoints = np.asarray(keypoints, np.float32)[..., :2]
-        if keypoints.shape != (68, 2) or not np.isfinite(keypoints).all():
-            raise AvatarError(f"keypoints for {name} must be 68 finite (x, y) points, got shape {keypoints.shape}.")
+            subject = f"the keypoints found in {name}"
+        elif isinstance(keypoints, (str, Path)):
+            subject, keypoints = f"the keypoints in {keypoints}", _load_source_keypoints(keypoints)
+        else:
+            subject = f"the keypoints given for {name}"
+        keypoints = check_source_keypoints(keypoints, photo.shape[1], photo.shape[0], subject)
         if crop:
             box = crop_box(keypoints)
             image = crop_image(photo, box, size)
         else:
-            if photo.shape[:2] != (size, size):
-                raise AvatarError(f"{name} is {photo.shape[1]}×{photo.shape[0]}; with crop=False it must be the "
-                                  f"model's {size}×{size} crop.")
             box, image = CropBox(size / 2, size / 2, size / 2), photo
         kp_crop = keypoints_to_crop(keypoints, box, size)
         if mask is None:
@@ -184,6 +236,9 @@ class Avatar:
         mask = np.asarray(mask, np.float32)
         if mask.shape != (size, size):
             raise AvatarError(f"the mask for {name} must be {size}×{size}, got {mask.shape}.")
+        bad = nonfinite(torch.tensor(mask))
+        if bad is not None:
+            raise AvatarError(f"the mask for {name} holds {bad}; expected values from 0 to 1.")
 
         device = next(model.parameters()).device
         model.eval()
@@ -286,9 +341,13 @@ class Avatar:
 
     @classmethod
     def load(cls, path: str | Path, model: BilayerModel) -> "Avatar":
-        """Read an avatar file made for ``model``; refuses another model (configuration or weights)."""
+        """Read an avatar file made for ``model``; refuses another model (configuration or weights) and a damaged
+        file: every tensor must have the shape the model's configuration gives it and hold finite floating-point
+        numbers, the source keypoints must describe a face inside the crop, and the crop box must be finite with
+        a positive size. The tensors are returned in the model's floating-point type, on its device."""
         from safetensors import safe_open
 
+        from ..preprocess.landmarks import MIN_FACE_SIZE
         from ..weights import WeightsError
 
         path = Path(path)
@@ -299,17 +358,28 @@ class Avatar:
         except WeightsError as exc:
             raise AvatarError(str(exc).replace("weights file", "avatar file")) from None
         if meta.get("format") != AVATAR_FORMAT:
-            raise AvatarError(f"{path} is not a bilayer avatar file (made by `bilayer avatar` / Avatar.save).")
+            raise AvatarError(f"{path} is not a bilayer avatar file; expected a file made by `bilayer avatar`.")
         try:
             config = BilayerConfig.from_dict(json.loads(meta["config"]))
             box = CropBox.from_array(json.loads(meta["box"]))
             photo_size = tuple(int(v) for v in json.loads(meta["photo_size"]))
-            enhanced = bool(json.loads(meta["enhanced"]))
+            enhanced = json.loads(meta["enhanced"])
             model_hash = meta["model_hash"]
-        except (KeyError, ValueError, TypeError) as exc:
-            raise AvatarError(f"{path} has damaged metadata ({exc}).") from None
+        except KeyError as exc:
+            raise AvatarError(f"{path} has damaged metadata (no {exc.args[0]!r} entry); make the avatar "
+                              "again.") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0].rstrip(". ") if str(exc).strip() else type(exc).__name__
+            raise AvatarError(f"{path} has damaged metadata ({reason}); make the avatar again.") from None
+        if not (np.isfinite(box.to_array()).all() and box.half > 0):
+            raise AvatarError(f"{path} has damaged metadata (crop box {list(box.to_array())} is not finite with a "
+                              "positive size); make the avatar again.")
+        if len(photo_size) != 2 or min(photo_size) < 0 or not isinstance(enhanced, bool):
+            raise AvatarError(f"{path} has damaged metadata (photo size {list(photo_size)}, enhanced {enhanced!r}); "
+                              "make the avatar again.")
         _check_config(config, model, f"avatar {path}")
-        device = next(model.parameters()).device
+        first = next(model.parameters())
+        device, dtype = first.device, first.dtype
         # The parameter structure comes from the model (the configurations agree); the file's tensors are put into
         # it by name.
         skeleton = model.params_skeleton()
@@ -320,17 +390,40 @@ class Avatar:
             name = (missing or unexpected)[0]
             raise AvatarError(f"{path} is damaged (tensor {name!r} is {'missing' if missing else 'unexpected'}); "
                               "make the avatar again.")
-        for name, ref in expected.items():
-            if tuple(tensors[name].shape) != tuple(ref.shape):
-                raise AvatarError(f"{path} is damaged (tensor {name!r} has shape {tuple(tensors[name].shape)} where "
-                                  f"the model has {tuple(ref.shape)}); make the avatar again.")
+        s = config.image_size
+        shapes = {"texture": (1, 3, s, s), "base_texture": (1, 3, s, s), "source_image": (3, s, s),
+                  "source_mask": (1, s, s), "source_keypoints": (config.num_keypoints, 2),
+                  **{name: tuple(ref.shape) for name, ref in expected.items()}}
+        for name, shape in shapes.items():
+            if name not in tensors:
+                continue  # only base_texture is optional
+            tensor = tensors[name]
+            if tuple(tensor.shape) != shape:
+                raise AvatarError(f"{path} is damaged (tensor {name!r} has shape {tuple(tensor.shape)} where the "
+                                  f"model's configuration gives {shape}); make the avatar again.")
+            if not tensor.is_floating_point():
+                kind = str(tensor.dtype).removeprefix("torch.")
+                raise AvatarError(f"{path} is damaged (tensor {name!r} holds {kind} values where floating-point "
+                                  "numbers were expected); make the avatar again.")
+            bad = nonfinite(tensor)
+            if bad is not None:
+                count = int((~torch.isfinite(tensor)).sum())
+                raise AvatarError(f"{path} is damaged (tensor {name!r} holds {bad}, {count} of {tensor.numel()} "
+                                  "values); make the avatar again.")
+        source_keypoints = tensors["source_keypoints"].float().numpy()
+        lo, hi = source_keypoints.min(0), source_keypoints.max(0)
+        centre = (lo + hi) / 2
+        if (hi - lo).max() < MIN_FACE_SIZE or not ((centre >= 0) & (centre <= s)).all():
+            raise AvatarError(f"{path} is damaged (tensor 'source_keypoints' does not describe a face inside the "
+                              f"{s}×{s} crop); make the avatar again.")
         names = iter(expected)
-        params = skeleton.map(lambda _: tensors[next(names)].to(device))
+        params = skeleton.map(lambda _: tensors[next(names)].to(device, dtype))
         avatar = cls(
-            config=config, model_hash=model_hash, texture=tensors["texture"].to(device), params=params,
-            source_image=tensors["source_image"].to(device), source_mask=tensors["source_mask"].to(device),
-            source_keypoints=tensors["source_keypoints"].numpy(), box=box, photo_size=photo_size, enhanced=enhanced,
-            base_texture=tensors["base_texture"].to(device) if "base_texture" in tensors else None,
+            config=config, model_hash=model_hash, texture=tensors["texture"].to(device, dtype), params=params,
+            source_image=tensors["source_image"].to(device, dtype),
+            source_mask=tensors["source_mask"].to(device, dtype), source_keypoints=source_keypoints, box=box,
+            photo_size=photo_size, enhanced=enhanced,
+            base_texture=tensors["base_texture"].to(device, dtype) if "base_texture" in tensors else None,
         )
         avatar.check_model(model, f"avatar {path}")
         return avatar

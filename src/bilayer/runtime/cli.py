@@ -44,19 +44,6 @@ def _load_model(path: str):
     return BilayerModel.from_pretrained(path).eval()
 
 
-def _load_points(path: str | None):
-    """--source-keypoints: the photo's (68, 2) pixel landmarks from a .npy file, or None."""
-    if path is None:
-        return None
-    from ..preprocess.landmarks import load_keypoint_file
-    from .avatar import AvatarError
-
-    kp = load_keypoint_file(path)  # (T, 68, 2)
-    if len(kp) != 1:
-        raise AvatarError(f"keypoint file {path} holds {len(kp)} frames; expected the photo's 68 points, (68, 2).")
-    return kp[0]
-
-
 def _landmarks(args: argparse.Namespace):
     """A context giving ``--landmarks``: the backend name, or with ``--landmark-weights`` a face-alignment backend
     reading its weights there (closed when the context ends)."""
@@ -78,21 +65,19 @@ def _avatar_for(args: argparse.Namespace, model, landmarks):
     if not getattr(args, "source", None):
         raise AvatarError("give --source PHOTO (or --avatar FILE made by `bilayer avatar`).")
     photo = read_photo(args.source)
-    kp = _load_points(args.source_keypoints)
+    kp = args.source_keypoints  # read and checked by Avatar.create, which names the file in its errors
     crop = not args.source_is_crop
     mask = None
     if args.source_mask:
-        import cv2
+        from ..preprocess.errors import VideoReadError
+        from ..preprocess.video import read_image
 
-        m = cv2.imread(str(args.source_mask), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise AvatarError(f"cannot read mask {args.source_mask}; expected a grey-scale PNG.")
-        mask = m.astype("float32") / 255.0
-    try:
-        avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=landmarks,
-                               segmentation=args.segmentation, enhance=not args.no_enhance, crop=crop)
-    except AvatarError as exc:
-        raise AvatarError(str(exc).replace("the photo", str(args.source))) from None
+        try:
+            mask = read_image(args.source_mask)[..., 0].astype("float32") / 255.0
+        except VideoReadError as exc:
+            raise AvatarError(f"{str(exc).rstrip('. ')}; expected the crop's mask as a grey-scale PNG.") from None
+    avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=landmarks, segmentation=args.segmentation,
+                           enhance=not args.no_enhance, crop=crop, name=str(args.source))
     return avatar, photo
 
 

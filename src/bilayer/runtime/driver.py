@@ -20,17 +20,27 @@ output frame per driving frame, in order, with flat memory whatever the length o
   sliding there.
 
 Problems are reported before any work starts (``open_driver`` runs ``Driver.check()``): a missing or unreadable
-file, a file without a video stream, a keypoint file of the wrong shape, or no face in the first
-``face_search`` frames raise ``DriverError`` with one sentence naming the file and what was expected.
+file, a file without a video stream, a keypoint file of the wrong shape or with unusable values, a frame rate
+outside ``FPS_RANGE``, or no face in the first ``face_search`` frames raise ``DriverError`` with one sentence
+naming the file and what was expected.
 
 Keypoint sequences (``path`` itself, or ``keypoints=`` next to a video or a folder of frames, which skips
 detection): pixels of the driver's frames, one row per frame, a row of NaN (or ``null`` in JSON) meaning no face.
+A row whose 68 points lie on one spot (less than ``MIN_FACE_SIZE`` pixel apart, such as the row of zeros some
+landmark tools write for a missed face) is a frame without a face too. Every other row must be a face: 68 finite
+points within ±``MAX_KEYPOINT_COORDINATE`` pixels and, next to a video or frames, within ``KEYPOINT_REACH``
+times the frame's larger side of it (``check_keypoint_rows``); inf, a partly NaN row or an absurd coordinate is
+an error, not a frame to skip. The first face found is the reference of relative motion.
 
 * ``.npy``: (T, 68, 2|3) or (T, K > 68, 2|3) (the first 68 points are used), as ``load_keypoint_file`` reads;
 * ``.json``: a list with one entry per frame, each a list of 68 ``[x, y]`` (or ``[x, y, z]``) or ``null``; or an
   object ``{"fps": 25, "keypoints": [...]}`` with that list;
 * a folder of per-frame ``.npy`` files (68, 2) in sorted order — the ``keypoints/`` layout of the preprocessed
   dataset.
+
+The frame rate — a JSON file's ``fps``, ``fps=``, or a video's own — must lie within ``FPS_RANGE`` (1 to 1000
+frames per second; a video stating another average rate falls back to its guessed or base rate when one lies
+within it).
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
-from ..preprocess.landmarks import (NUM_KEYPOINTS, LandmarkBackend, MainFaceTracker, create_landmark_backend,
-                                    load_keypoint_file)
+from ..preprocess.landmarks import (MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS, LandmarkBackend,
+                                    MainFaceTracker, check_keypoint_rows, create_landmark_backend, load_keypoint_file)
 from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
 from ..preprocess.video import (IMAGE_SEQUENCE_FPS, Frame, is_image, iter_frames, list_images, read_image,
                                 sample_video)
@@ -56,8 +66,13 @@ FACE_SEARCH_FRAMES = 50
 #: A gap without a face longer than this (seconds) restarts the keypoint filter.
 MAX_GAP = 0.5
 KEYPOINT_SUFFIXES = (".npy", ".json")
+#: The frame rates a driver may have, in frames per second (both ends included).
+FPS_RANGE = (1.0, 1000.0)
+#: Keypoints given next to a video or frames may lie this many times the frame's larger side away from it.
+KEYPOINT_REACH = 10
 
-__all__ = ["Driver", "DriverError", "DriverFrame", "FACE_SEARCH_FRAMES", "KEYPOINT_SUFFIXES", "load_keypoint_sequence",
+__all__ = ["Driver", "DriverError", "DriverFrame", "FACE_SEARCH_FRAMES", "FPS_RANGE", "KEYPOINT_REACH",
+           "KEYPOINT_SUFFIXES", "MAX_KEYPOINT_COORDINATE", "MIN_FACE_SIZE", "check_fps", "load_keypoint_sequence",
            "open_driver"]
 
 
@@ -79,17 +94,28 @@ class DriverFrame:
 
 
 # ---------------------------------------------------------------------------------------- keypoint files
+def check_fps(value: object, what: str) -> float:
+    """``value`` as a float when it is a frame rate within ``FPS_RANGE``; else ``DriverError`` saying that
+    ``what`` (e.g. "the fps of keypoint file kp.json") is out of range."""
+    low, high = FPS_RANGE
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not low <= value <= high:  # NaN fails the comparison
+        shown = ("NaN" if value != value else f"{value:g}") if number else repr(value)
+        raise DriverError(f"{what} is {shown}; expected a frame rate of {low:g} to {high:g} frames per second.")
+    return float(value)
+
+
 def _keypoints_from_json(path: Path) -> tuple[np.ndarray, float | None]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DriverError(f"cannot read keypoint file {path}: {exc}.") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DriverError(f"cannot read keypoint file {path} ({short_reason(exc)}); expected JSON.") from exc
     fps = None
     if isinstance(data, dict):
         fps = data.get("fps")
         data = data.get("keypoints")
-        if fps is not None and (not isinstance(fps, (int, float)) or not fps > 0):
-            raise DriverError(f"keypoint file {path} has fps {fps!r}; expected a positive number.")
+        if fps is not None:
+            fps = check_fps(fps, f"the fps of keypoint file {path}")
     expected = 'a list of frames, each 68 [x, y] pairs or null (or {"fps": ..., "keypoints": [...]})'
     if not isinstance(data, list) or not data:
         raise DriverError(f"keypoint file {path} holds no keypoint list; expected {expected}.")
@@ -104,8 +130,12 @@ def _keypoints_from_json(path: Path) -> tuple[np.ndarray, float | None]:
             arr = np.zeros(0)
         if arr.ndim != 2 or arr.shape[0] < NUM_KEYPOINTS or arr.shape[1] not in (2, 3):
             raise DriverError(f"frame {i} of keypoint file {path} has shape {arr.shape}; expected {expected}.")
-        rows.append(arr[:NUM_KEYPOINTS, :2].astype(np.float32))
-    return np.stack(rows), (float(fps) if fps is not None else None)
+        rows.append(arr[:NUM_KEYPOINTS, :2])
+    try:
+        kp = check_keypoint_rows(np.stack(rows), f"keypoint file {path}", no_face="null", no_size="no face")
+    except PreprocessError as exc:
+        raise DriverError(str(exc)) from None
+    return kp, fps
 
 
 def _keypoints_from_folder(path: Path) -> np.ndarray:
@@ -115,9 +145,9 @@ def _keypoints_from_folder(path: Path) -> np.ndarray:
     rows = []
     for f in files:
         try:
-            kp = load_keypoint_file(f)  # (T, 68, 2)
+            kp = load_keypoint_file(f, no_size="no face")  # (T, 68, 2), checked
         except PreprocessError as exc:
-            raise DriverError(str(exc)) from exc
+            raise DriverError(str(exc)) from None
         if len(kp) != 1:
             raise DriverError(f"keypoint file {f} holds {len(kp)} frames; expected one (68, 2) frame per file in "
                               f"keypoint folder {path}.")
@@ -127,8 +157,9 @@ def _keypoints_from_folder(path: Path) -> np.ndarray:
 
 def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
     """A keypoint sequence (``.npy``, ``.json`` or a folder of per-frame ``.npy``; see the module docstring) →
-    ((T, 68, 2) float32 pixels with NaN rows for "no face", the fps stored in the file or None).
-    Raises ``DriverError``."""
+    ((T, 68, 2) float32 pixels with NaN rows for "no face", the fps stored in the file or None). Every row is
+    checked (``check_keypoint_rows``: a face, or no face — all NaN, or points on one spot, which become NaN); the
+    fps must lie within ``FPS_RANGE``. Raises ``DriverError`` (one sentence naming the file)."""
     path = Path(path)
     if not path.exists():
         raise DriverError(f"keypoint file {path} does not exist.")
@@ -139,18 +170,30 @@ def load_keypoint_sequence(path: str | Path) -> tuple[np.ndarray, float | None]:
         kp, fps = _keypoints_from_json(path)
     elif suffix == ".npy":
         try:
-            kp, fps = load_keypoint_file(path), None
+            kp, fps = load_keypoint_file(path, no_size="no face"), None
         except PreprocessError as exc:
-            raise DriverError(str(exc)) from exc
+            raise DriverError(str(exc)) from None
     else:
         raise DriverError(f"keypoint file {path} has an unsupported suffix; expected .npy or .json.")
     if len(kp) == 0:
-        raise DriverError(f"keypoint file {path} holds no frame; expected (T, 68, 2) with T >= 1.")
-    bad = ~np.isfinite(kp).all(axis=(1, 2)) & np.isfinite(kp).any(axis=(1, 2))
-    if bad.any():
-        raise DriverError(f"frame {int(np.argmax(bad))} of keypoint file {path} is partly NaN; expected a row of "
-                          "finite values, or all NaN for no face.")
+        raise DriverError(f"keypoint file {path} holds no frame; expected (T, 68, 2) with T ≥ 1.")
     return kp, fps
+
+
+def _check_reach(kp: np.ndarray, where: Path, driver: Path, size: tuple[int, int]) -> None:
+    """``DriverError`` when a face of the (T, 68, 2) keypoints lies more than ``KEYPOINT_REACH`` times the larger
+    side of the driver's ``size`` (W, H) frames away from them."""
+    w, h = size
+    margin = KEYPOINT_REACH * max(w, h)
+    with np.errstate(invalid="ignore"):
+        far = ((kp[..., 0] < -margin) | (kp[..., 0] > w + margin)
+               | (kp[..., 1] < -margin) | (kp[..., 1] > h + margin)).any(axis=1)
+    if far.any():
+        i = int(np.argmax(far))
+        x, y = kp[i][int(np.abs(kp[i] - (w / 2, h / 2)).max(axis=1).argmax())]
+        raise DriverError(f"frame {i} of keypoint file {where} has a point at ({x:.4g}, {y:.4g}), more than "
+                          f"{KEYPOINT_REACH} times the {w}×{h} frame of driver {driver.name} away from it; expected "
+                          "pixels of the driver's frames.")
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -205,11 +248,12 @@ class Driver:
             smoothing = KEYPOINT_SMOOTHING
         self.smoothing: OneEuroParams | None = smoothing or None
         if max_frames is not None and max_frames <= 0:
-            raise DriverError(f"max_frames must be a positive number of frames, got {max_frames}.")
+            raise DriverError(f"the maximum number of frames is {max_frames}; expected a whole number ≥ 1.")
         if face_search <= 0:
-            raise DriverError(f"face_search must be a positive number of frames, got {face_search}.")
-        if fps is not None and not fps > 0:
-            raise DriverError(f"fps must be positive, got {fps}.")
+            raise DriverError(f"the number of frames searched for a face is {face_search}; expected a whole number "
+                              "≥ 1.")
+        if fps is not None:
+            fps = check_fps(fps, "the driver's frame rate")
         if isinstance(faces, bool) or not isinstance(faces, int) or faces < 1:
             raise DriverError(f"faces must be a positive number of faces to follow, got {faces!r}.")
         self.faces = faces
@@ -258,6 +302,8 @@ class Driver:
             self.num_frames = min(self.num_frames, self.max_frames)
         if self.kind != "keypoints" and self.keypoints_path is not None:
             self._keypoints, _ = load_keypoint_sequence(self.keypoints_path)
+            if self.size is not None:
+                _check_reach(self._keypoints, self.keypoints_path, path, self.size)
             if self.num_frames is not None and len(self._keypoints) < self.num_frames:
                 raise DriverError(f"keypoint file {self.keypoints_path} has {len(self._keypoints)} frames but "
                                   f"driver {path.name} has {self.num_frames}; expected one row per frame.")
@@ -267,8 +313,8 @@ class Driver:
 
     def _use_keypoints(self, path: Path) -> None:
         if self.keypoints_path is not None:
-            raise DriverError(f"driver {path} is already a keypoint sequence; pass keypoints= only with a video "
-                              "or a folder of frames.")
+            raise DriverError(f"driver {path} is already a keypoint sequence; separate keypoints go only with a "
+                              "video or a folder of frames.")
         self.kind = "keypoints"
         self._keypoints, fps = load_keypoint_sequence(path)
         self.fps = float(self._fps_override or fps or IMAGE_SEQUENCE_FPS)
@@ -291,8 +337,11 @@ class Driver:
                 if not container.streams.video:
                     raise DriverError(f"driver {path} has no video stream; expected a video file.")
                 stream = container.streams.video[0]
-                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-                self.fps = float(rate) if rate else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
+                rates = [float(r) for r in (stream.average_rate, stream.guessed_rate, stream.base_rate) if r]
+                usable = [r for r in rates if FPS_RANGE[0] <= r <= FPS_RANGE[1]]
+                if rates and not usable:
+                    check_fps(rates[0], f"the frame rate of driver {path}")
+                self.fps = usable[0] if usable else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
                 self.num_frames = int(stream.frames) if stream.frames else None
                 self._seconds = _video_seconds(container, stream)
                 self.audio = bool(container.streams.audio)
@@ -320,8 +369,13 @@ class Driver:
                 self._scale = max(face_size(kp), 1e-6)
                 return
         where = (f"its first {searched} frames" if searched >= self.face_search
-                 else f"any of its {searched} frame{'s' if searched != 1 else ''}")
-        raise DriverError(f"no face found in driver {self.path} ({where}); expected a video of a face.")
+                 else "its only frame" if searched == 1 else f"any of its {searched} frames")
+        if self._keypoints is None:
+            raise DriverError(f"no face found in driver {self.path} ({where}); expected a video of a face.")
+        given = "" if self.kind == "keypoints" else f" by keypoint file {self.keypoints_path}"
+        raise DriverError(f"no face found in driver {self.path}{given} ({where}): each row is NaN or null, or its 68 "
+                          "points lie on one spot (such as zeros), which means no face; expected at least one face's "
+                          "68 points in pixels.")
 
     # ------------------------------------------------------------------------------------------ frames
     def _ensure_backend(self) -> LandmarkBackend:

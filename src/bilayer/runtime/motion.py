@@ -64,7 +64,9 @@ def _check_keypoints(kp: np.ndarray, name: str = "keypoints") -> np.ndarray:
         raise ValueError(f"{name} must have shape (68, 2), got {kp.shape}")
     kp = kp[:NUM_KEYPOINTS, :2]
     if not np.isfinite(kp).all():
-        raise ValueError(f"{name} contain NaN or infinity")
+        nan, inf = bool(np.isnan(kp).any()), bool(np.isinf(kp).any())
+        raise ValueError(f"{name} hold {'NaN and inf' if nan and inf else 'NaN' if nan else 'inf'}; expected 68 "
+                         "finite points")
     return kp
 
 
@@ -86,6 +88,8 @@ def _measure(kp: np.ndarray, scale_by: str) -> float:
 
 def crop_keypoints(kp: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """(68, 2) frame-pixel keypoints → pixels of the ``size``-pixel crop ``box`` (float32)."""
+    if not (np.isfinite(box.half) and box.half > 0):
+        raise ValueError(f"the crop box has half side {box.half}; expected a positive size (a face of no size?)")
     return keypoints_to_crop(_check_keypoints(kp), box, size)
 
 
