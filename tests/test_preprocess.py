@@ -528,7 +528,7 @@ def test_bad_keypoint_files_are_one_sentence(tmp_path):
     for name, what, expected in (("several", "holds several arrays", "(T, 68, 2)"),
                                  ("text", "holds <U1 values", "(T, 68, 2)"),
                                  ("flat", "has shape (3, 136)", "(T, 68, 2)"),
-                                 ("junk", "cannot read", "a .npy array")):
+                                 ("junk", "is not a NumPy .npy file", "saved with numpy.save")):
         with pytest.raises(PreprocessError) as err:
             load_keypoint_file(tmp_path / f"{name}.npy")
         msg = str(err.value)

@@ -75,7 +75,7 @@ def cmd_convert_official(args: argparse.Namespace) -> int:
     from .compat.official import convert_official
     from .outputs import Outputs
 
-    Outputs().input("RUNS_DIR", args.runs_dir).folder("--out", args.out, "model").check()
+    Outputs().input("release folder", args.runs_dir).folder("--out", args.out, "model").check()
     out = Path(args.out)
     conv = convert_official(args.runs_dir, out, args.epoch)
     for net, path in conv.sources.items():
@@ -120,7 +120,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from .outputs import Outputs
     from .preprocess.cli import command
 
-    Outputs().input("INPUT", args.input).input("--keypoints", args.keypoints) \
+    Outputs().input("input", args.input).input("--keypoints", args.keypoints) \
         .input("--landmark-weights", args.landmark_weights).folder("--out", args.out, "dataset").check()
     return command(args)
 

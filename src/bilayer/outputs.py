@@ -233,7 +233,7 @@ def check_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = "
     kind = _kind(kind)
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{label} {path} is a file; expected a folder for {kind.what}.")
+        raise OutputError(f"{label} {path} is a file; expected {kind.what}.")
     if not path.exists():
         base = _nearest_existing(path.parent)
         if not base.is_dir():
@@ -364,6 +364,8 @@ class Outputs:
     outputs: list[_Output] = field(default_factory=list)
 
     def input(self, label: str, path: str | os.PathLike | None) -> Outputs:
+        """An input file or folder; ``label``: its option (``--source``) or, for a positional one, what it is
+        (``input``, ``release folder``)."""
         if path is not None and str(path) != "":
             self.inputs.append((label, Path(path).expanduser()))
         return self
@@ -409,12 +411,12 @@ class Outputs:
                     raise OutputError(f"{out.label} {out.path} {where} the {label} folder {model}; write outputs "
                                       "elsewhere so the model stays as it is.")
             for label, source in self.inputs:
+                what = f"the {label} input" if label.startswith("-") else f"the {label}"
                 if _same(out.path, source):
-                    raise OutputError(f"{out.label} {out.path} is also the {label} input; choose another output "
-                                      "path.")
+                    raise OutputError(f"{out.label} {out.path} is also {what}; choose another output path.")
                 if out.folder is not None and _inside(source, out.path):
-                    raise OutputError(f"{out.label} {out.path} holds the {label} input {source}; choose an output "
-                                      "folder outside it.")
+                    raise OutputError(f"{out.label} {out.path} holds {what} {source}; choose an output folder "
+                                      "outside it.")
             if out.own_checks:
                 continue
             if out.folder is not None:

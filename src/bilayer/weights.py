@@ -162,14 +162,18 @@ def save_pretrained(model: "BilayerModel", directory: str | Path, extra: dict[st
 def load_config(directory: str | Path) -> BilayerConfig:
     directory = Path(directory)
     path = directory / CONFIG_FILE
+    if directory.exists() and not directory.is_dir():
+        raise WeightsError(f"model folder {directory} is a file; expected a folder with {CONFIG_FILE} and "
+                           f"{WEIGHTS_FILE}.")
     if not directory.is_dir():
-        raise WeightsError(f"model directory {directory} does not exist.")
+        raise WeightsError(f"model folder {directory} does not exist.")
     if not path.is_file():
-        raise WeightsError(f"{directory} has no {CONFIG_FILE}; expected a directory written by save_pretrained.")
+        raise WeightsError(f"{directory} has no {CONFIG_FILE}; expected a model folder written by save_pretrained.")
     try:
         return BilayerConfig.load(path)
     except (ConfigError, TypeError) as exc:
-        raise WeightsError(f"{path}: {exc}") from None
+        message = str(exc)
+        raise WeightsError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def load_pretrained(cls, directory: str | Path, map_location="cpu") -> "BilayerModel":

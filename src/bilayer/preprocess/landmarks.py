@@ -466,6 +466,14 @@ def load_keypoint_file(path: str | Path, *, no_size: str = "error") -> np.ndarra
     error or a frame without a face). Raises ``PreprocessError`` (one sentence naming the file)."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise PreprocessError(f"cannot read keypoint file {path} ({short_reason(exc)}); expected a .npy array.") from None
+    if not (magic == b"\x93NUMPY" or magic.startswith(b"PK\x03\x04")):  # a .npy file, or an .npz archive
+        what = "an empty file" if not magic else "not a NumPy .npy file"
+        raise PreprocessError(f"keypoint file {path} is {what}; expected a (T, 68, 2) array saved with numpy.save.")
+    try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise PreprocessError(
@@ -517,7 +525,7 @@ class FileLandmarks(LandmarkBackend):
         file = keypoints_file if keypoints_file is not None else self.resolve(source)
         if not Path(file).is_file():
             raise PreprocessError(f"no keypoint file for {source}: expected {file}.")
-        self._keypoints = load_keypoint_file(file)
+        self._keypoints = load_keypoint_file(file, no_size="no face")  # zeros: a missed face, as some tools write
 
     def detect(self, image: np.ndarray, index: int | None = None) -> list[Face]:
         if self._keypoints is None:

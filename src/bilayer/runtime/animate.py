@@ -55,6 +55,7 @@ class AnimationReport:
     wall_seconds: float = 0.0
     workers: int = 1
     backend: str | None = None  # the renderer's name, when it has one (a FrameRenderer)
+    stated: int | None = None  # the frames a driver video states when fewer could be decoded (truncated, damaged)
 
     @property
     def fps(self) -> float:
@@ -67,13 +68,15 @@ class AnimationReport:
         lost = f"; driver face lost in {self.lost} frame(s), last keypoints reused" if self.lost else ""
         audio = ", audio copied" if self.audio else ""
         engine = f" with {self.backend}" if self.backend else ""
+        short = (f"; warning: the driver states {self.stated} frames but only {self.frames} could be decoded (a "
+                 "truncated or damaged file?)" if self.stated is not None else "")
         return (f"wrote {self.output}: {self.frames} frames in {self.wall_seconds:.1f} s = {self.fps:.1f} frames/s"
-                f"{engine} (per frame: {stages}){audio}{lost}")
+                f"{engine} (per frame: {stages}){audio}{lost}{short}")
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "frames": self.frames, "lost": self.lost, "fps_in": self.fps_in,
                 "audio": self.audio, "seconds": self.seconds, "wall_seconds": self.wall_seconds, "fps": self.fps,
-                "workers": self.workers, "backend": self.backend}
+                "workers": self.workers, "backend": self.backend, "driver_frames_stated": self.stated}
 
 
 class _Stage(threading.Thread):
@@ -326,5 +329,8 @@ def animate(
                 raise t.error
     report.wall_seconds = time.perf_counter() - wall0
     report.lost = driver.lost
+    stated = driver.num_frames if driver.kind == "video" else None
+    if stated is not None and report.frames < stated - max(2, stated // 50):  # containers may miscount a little
+        report.stated = stated
     report.audio = writer.audio
     return report

@@ -266,8 +266,8 @@ def _check_destination(path: str | os.PathLike, opset: int, dynamo: bool) -> Pat
         )
     if not dynamo and opset > TORCHSCRIPT_MAX_OPSET:
         raise ExportError(
-            f"opset {opset} is newer than the TorchScript exporter writes (at most {TORCHSCRIPT_MAX_OPSET}); use a "
-            "lower opset (export_baked(..., dynamo=True) writes newer ones)."
+            f"opset {opset} is newer than the exporter writes (at most {TORCHSCRIPT_MAX_OPSET}); use --opset "
+            f"{TORCHSCRIPT_MAX_OPSET} or lower."
         )
     path = Path(path)
     if path.is_dir():
