@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.bilayer-installed
 
-.PHONY: install test test-fast demo bench bench-learning clean
+.PHONY: install test test-fast demo bench bench-learning bench-hostile clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning
+
+# About 160 bad inputs and faults through the command line (a few minutes): benchmarks/results/hostile.json.
+bench-hostile: $(STAMP)
+	$(PY) benchmarks/hostile.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info

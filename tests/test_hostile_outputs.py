@@ -272,9 +272,15 @@ def test_outputs_check_names_the_option(tmp_path):
     (tmp_path / "in.png").write_bytes(b"x")
     with pytest.raises(OutputError, match=r"^--out .* is also the --source input; choose another output path\.$"):
         Outputs().input("--source", tmp_path / "in.png").file("--out", tmp_path / "in.png").check()
+    # a folder replaced whole must hold no input; one written in place none among the entries it writes
+    (tmp_path / "videos").mkdir()
     with pytest.raises(OutputError, match="holds the --data input"):
-        Outputs().input("--data", tmp_path / "d").folder("--out", tmp_path, "evaluation").check()
-    Outputs().input("INPUT", tmp_path).folder("--out", tmp_path / "data", "dataset").check()  # inside an input: fine
+        Outputs().input("--data", tmp_path / "videos" / "a.json").folder("--out", tmp_path, "evaluation").check()
+    with pytest.raises(OutputError, match="holds the release folder"):
+        Outputs().input("release folder", tmp_path / "runs").folder("--out", tmp_path, "model").check()
+    with pytest.raises(OutputError, match="not empty"):  # the input is safe; the folder still is not bilayer's
+        Outputs().input("--data", tmp_path / "in.png").folder("--out", tmp_path, "evaluation").check()
+    Outputs().input("input", tmp_path).folder("--out", tmp_path / "data", "dataset").check()  # inside an input: fine
 
 
 # ------------------------------------------------------------------------------------- killed half-way
@@ -377,3 +383,19 @@ def test_full_disk_while_writing_an_avatar(files, guard, tmp_path):
                               *(str(a) for a in files["source"]), "--out", str(out))
     assert_user_error(proc, str(out), "file-size limit", "nothing was left half-written")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_full_disk_while_writing_a_checkpoint(tmp_path):
+    from .conftest import assert_user_error, run_cli_file_limit
+
+    assert main(["synth", "--out", str(tmp_path / "data"), "--identities", "2", "--frames", "4", "--size", "64"]) == 0
+    run = tmp_path / "run"
+    proc = run_cli_file_limit(300_000, "train", "base", "--config", "tiny", "--data", str(tmp_path / "data"), "--run",
+                              str(run), "--perceptual-init", "random", "--steps", "2", "--no-progress")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr
+    assert_user_error(proc.__class__(proc.args, 2, "", errors[0]), str(run / "checkpoints" / "step-0000001"),
+                      "file-size limit")
+    assert not (run / "checkpoints" / "step-0000001").exists()
+    assert temporaries(tmp_path) == []

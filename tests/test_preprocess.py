@@ -534,9 +534,16 @@ def test_bad_keypoint_files_are_one_sentence(tmp_path):
         msg = str(err.value)
         assert what in msg and expected in msg and str(tmp_path / f"{name}.npy") in msg, msg
         assert "\n" not in msg and msg.endswith(".")
-    # in a run, such a file fails its own sequence with that sentence
+    # a file given for the one sequence of a run is read before any work: the same sentence, nothing written
     write_video(tmp_path / "clip.mp4", [np.zeros((32, 32, 3), np.uint8)] * 2)
-    summary = preprocess(tmp_path / "clip.mp4", tmp_path / "out", landmarks="file", keypoints=tmp_path / "several.npy",
+    with pytest.raises(PreprocessError, match="several arrays"):
+        preprocess(tmp_path / "clip.mp4", tmp_path / "out", landmarks="file", keypoints=tmp_path / "several.npy",
+                   segmentation="none", progress=False)
+    assert not (tmp_path / "out").exists()
+    # in a folder of keypoint files, a bad one fails its own sequence with that sentence
+    (tmp_path / "kps").mkdir()
+    (tmp_path / "several.npy").rename(tmp_path / "kps" / "clip.npy")
+    summary = preprocess(tmp_path / "clip.mp4", tmp_path / "out", landmarks="file", keypoints=tmp_path / "kps",
                          segmentation="none", progress=False)
     (result,) = summary.sequences
     assert (result.status, result.reason) == ("failed", "bad keypoint file") and "several arrays" in result.detail

@@ -300,7 +300,7 @@ def test_output_that_is_a_file_is_one_sentence(tmp_path, capsys):
     with pytest.raises(ValueError, match="exists and is not a folder"):
         generate(target, identities=2, videos_per_identity=1, frames=2, size=64, progress=False)
     code = main(["synth", "--out", str(target), "--identities", "2", "--frames", "2", "--size", "64"])
-    assert_user_error_text(code, capsys.readouterr().err, str(target), "not a folder")
+    assert_user_error_text(code, capsys.readouterr().err, str(target), "folder")
     assert target.read_text() == "not a folder"
 
 
@@ -319,11 +319,9 @@ def test_interrupted_run_leaves_no_partial_video(tmp_path, monkeypatch):
         generate(tmp_path / "cut", identities=2, videos_per_identity=1, frames=25, size=64, videos=True,
                  progress=False)
     written = {p.relative_to(tmp_path / "cut").as_posix() for p in (tmp_path / "cut").rglob("*") if p.is_file()}
-    # the finished frames' files are complete; the sequence's video never got its name, and no temporary file is
-    # left behind
-    seq = "train/id00000/vid000/seq000"
-    assert written == {f"{tree}/{seq}/{i:06d}.{ext}" for i in range(20)
-                       for tree, ext in (("imgs", "jpg"), ("keypoints", "npy"), ("segs", "png"))}
+    # the unfinished sequence appears not at all: none of its 20 rendered frames, no video, no temporary file;
+    # only the folder's ownership marker is there
+    assert written == {".bilayer-folder.json"}
 
 
 def test_cli_glue_parses_and_runs(tmp_path, capsys):

@@ -798,8 +798,15 @@ def test_resume_with_another_stage_is_one_line_error(base_run, tmp_path, capsys,
     run = tmp_path / "run"
     shutil.copytree(base_run[1], run)
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # the run's own model/ as --init is refused before anything (the run would write its model over it) …
     code, _, err = run_main(main, capsys, "train", "enhancer", "--config", str(run / "train_config.json"),
                             "--data", str(synth_root), "--run", str(run), "--init", str(run / "model"),
+                            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress")
+    assert_user_error_text(code, err, f"--run {run} holds the --init folder {run / 'model'}")
+    # … so the base model is taken from a copy: then the checkpoint's stage is what stops the resume
+    shutil.copytree(run / "model", tmp_path / "base")
+    code, _, err = run_main(main, capsys, "train", "enhancer", "--config", str(run / "train_config.json"),
+                            "--data", str(synth_root), "--run", str(run), "--init", str(tmp_path / "base"),
                             "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress")
     latest = run / "checkpoints" / "step-0000002"
     line = assert_user_error_text(code, err)

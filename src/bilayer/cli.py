@@ -135,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     plan = Outputs().input("--data", args.data).model("--init", args.init)
     for path in args.perceptual_weights or ():
         plan.input("--perceptual-weights", path)
-    if args.config.endswith(".json"):
+    own_config = Path(args.run).expanduser() / "train_config.json"  # a run's own, read to resume it, written back
+    if args.config.endswith(".json") and not (own_config.exists() and Path(args.config).resolve() == own_config.resolve()):
         plan.input("--config", args.config)
     plan.folder("--run", args.run, "run").check()
     if args.steps is not None and args.steps < 1:

@@ -37,7 +37,8 @@ MARKER = ".bilayer-folder.json"
 
 __all__ = [
     "FOLDER_KINDS", "MARKER", "FolderKind", "OutputError", "Outputs", "atomic_folder", "check_folder",
-    "claim_folder", "folder_kind", "make_folder", "partial_name", "sweep_stale", "writable_folder",
+    "claim_folder", "folder_kind", "make_folder", "partial_name", "replace_folder", "staging_folder", "sweep_stale",
+    "writable_folder",
 ]
 
 
@@ -54,13 +55,16 @@ class FolderKind:
     folder holding every name of any one group is of this kind. ``owned``: entry names (or ``*.suffix`` patterns)
     the kind writes itself; when a folder without a marker is rewritten whole, only these are replaced and
     everything else is carried over. ``shares_with``: other kinds that may write into the same folder (a dataset
-    root holds preprocessed and synthetic sequences alike)."""
+    root holds preprocessed and synthetic sequences alike). ``swapped``: the folder is replaced whole
+    (``atomic_folder``), so no input may lie anywhere inside it; a folder written in place must not hold an input
+    among the entries it writes."""
 
     name: str
     what: str
     signature: tuple[tuple[str, ...], ...]
     owned: tuple[str, ...] = ()
     shares_with: tuple[str, ...] = ()
+    swapped: bool = False
 
     def owns(self, entry: str) -> bool:
         return any(entry == p or (p.startswith("*") and entry.endswith(p[1:])) for p in self.owned)
@@ -70,7 +74,8 @@ class FolderKind:
 
 
 FOLDER_KINDS: dict[str, FolderKind] = {k.name: k for k in (
-    FolderKind("model", "a model folder", (("config.json", "model.safetensors"),), ("config.json", "*.safetensors")),
+    FolderKind("model", "a model folder", (("config.json", "model.safetensors"),), ("config.json", "*.safetensors"),
+               swapped=True),
     FolderKind("run", "a training run folder", (("run.json",), ("train_config.json", "checkpoints")),
                ("run.json", "train_config.json", "checkpoints", "log.jsonl", "metrics.jsonl", "model", "images",
                 "tb")),
@@ -254,7 +259,7 @@ def check_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = "
     if found is None:
         shown = ", ".join(names[:2]) + (", …" if len(names) > 2 else "")
         raise OutputError(f"{label} {path} is not empty and bilayer did not write it (it holds {shown}); give a new "
-                          f"or empty folder for {kind.what[2:] if kind.what.startswith('a ') else kind.what}.")
+                          "or empty folder.")
     if found != kind.name and found not in kind.shares_with:
         raise OutputError(f"{label} {path} holds {FOLDER_KINDS[found].what if found in FOLDER_KINDS else found}, "
                           f"not {kind.what}; give a new or empty folder.")
@@ -322,17 +327,37 @@ def atomic_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = 
         from .io import write_json_atomic
 
         write_json_atomic(staging / MARKER, {"kind": kind.name, "files": files, "written_by": _version()})
-        old = None
         if path.exists():
             _carry_over(path, staging, kind)
-            old = path.with_name(partial_name(path.name, tag="old"))
-            os.replace(path, old)
-        os.replace(staging, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def staging_folder(path: str | os.PathLike) -> Path:
+    """A new hidden folder beside ``path`` (``partial_name``), with the user's umask, for a writer to fill before
+    ``replace_folder`` moves it onto ``path``."""
+    path = Path(path)
+    make_folder(path.parent)
+    return _staging_folder(path)
+
+
+def replace_folder(staging: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the filled ``staging`` folder onto ``path``, swapping out (and then deleting) a folder already there:
+    the previous folder is renamed aside first, so at every moment ``path`` is the old folder, the new one, or
+    briefly absent with the old one beside it under ``.NAME.…old`` (which ``sweep_stale`` renames back if the
+    process dies right there). The one way every bilayer folder output (model folders, checkpoints, frame
+    folders) is put in place."""
+    staging, path = Path(staging), Path(path)
+    old = None
+    if os.path.lexists(path):
+        old = path.with_name(partial_name(path.name, tag="old"))
+        os.replace(path, old)
+    os.replace(staging, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 # ============================================================================================ command plans
@@ -387,7 +412,7 @@ class Outputs:
         """An output whose form the caller checks itself; it takes part in the checks against inputs, model folders
         and the other outputs (``folder``: it may be a folder, so it must not hold an input)."""
         if path is not None and str(path) != "":
-            kind = FolderKind("other", "a folder", ()) if folder else None
+            kind = FolderKind("other", "a folder", (), swapped=True) if folder else None
             self.outputs.append(_Output(label, Path(path).expanduser(), None, kind, own_checks=True))
         return self
 
@@ -414,7 +439,9 @@ class Outputs:
                 what = f"the {label} input" if label.startswith("-") else f"the {label}"
                 if _same(out.path, source):
                     raise OutputError(f"{out.label} {out.path} is also {what}; choose another output path.")
-                if out.folder is not None and _inside(source, out.path):
+                if out.folder is not None and _inside(source, out.path) and (
+                        out.folder.swapped or _same(source, out.path)
+                        or out.folder.owns(_real(source).relative_to(_real(out.path)).parts[0])):
                     raise OutputError(f"{out.label} {out.path} holds {what} {source}; choose an output folder "
                                       "outside it.")
             if out.own_checks:

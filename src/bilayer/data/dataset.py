@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from .sampling import SAMPLING_MODES, evaluation_items, item_generator, random_indices, weyl_indices
+from .sequences import finished_sequences, has_records
 from .stickman import draw_stickmen
 
 log = logging.getLogger(__name__)
@@ -305,10 +306,13 @@ def _subdirs(path: Path) -> list[str]:
         return []
 
 
-def _stems(video_dir: Path, suffixes: tuple[str, ...]) -> dict[tuple[str, str], str]:
-    """(SEQ, FRAME) → suffix for every file with one of ``suffixes`` two levels below ``video_dir``."""
+def _stems(video_dir: Path, suffixes: tuple[str, ...], seqs: list[str] | None = None) -> dict[tuple[str, str], str]:
+    """(SEQ, FRAME) → suffix for every file with one of ``suffixes`` two levels below ``video_dir`` (in the
+    sequences ``seqs`` only, when given)."""
     out: dict[tuple[str, str], str] = {}
-    for seq in _subdirs(video_dir):
+    for seq in _subdirs(video_dir) if seqs is None else seqs:
+        if seqs is not None and not (video_dir / seq).is_dir():
+            continue
         with os.scandir(video_dir / seq) as it:
             entries = sorted(it, key=lambda e: e.name)  # deterministic when FRAME.jpg and FRAME.png both exist
             for entry in entries:
@@ -318,18 +322,33 @@ def _stems(video_dir: Path, suffixes: tuple[str, ...]) -> dict[tuple[str, str], 
     return out
 
 
-def index_videos(root: Path, split: str, use_masks: bool) -> list[Video]:
+def index_videos(root: Path, split: str, use_masks: bool, unfinished: list[str] | None = None) -> list[Video]:
     """Every PERSON/VIDEO under ``root/imgs/split`` with its frames: stems under imgs ∩ keypoints (∩ segs when
-    ``use_masks``), sorted as path parts (SEQ, then FRAME), like the released code. Videos may have no frames."""
+    ``use_masks``), sorted as path parts (SEQ, then FRAME), like the released code. Videos may have no frames.
+
+    In a split that ``bilayer preprocess`` or ``bilayer synth`` wrote (it has their records, ``data.sequences``)
+    only finished sequences count: the PERSON/VIDEO/SEQ names of the others are appended to ``unfinished`` (when
+    given), and a video none of whose sequences is finished is left out. Splits without records (datasets made
+    by other tools) are read as they are."""
     images_root = root / "imgs" / split
+    recorded = has_records(root, split)
     videos = []
     for person in _subdirs(images_root):
         for video in _subdirs(images_root / person):
             rel = Path(person) / video
-            images = _stems(images_root / rel, IMAGE_SUFFIXES)
-            common = set(images) & set(_stems(root / "keypoints" / split / rel, (".npy",)))
+            seqs = None
+            if recorded:
+                present = _subdirs(images_root / rel)
+                done = finished_sequences(root, split, person, video)
+                seqs = [q for q in present if q in done]
+                if unfinished is not None:
+                    unfinished.extend(f"{person}/{video}/{q}" for q in present if q not in done)
+                if not seqs:
+                    continue
+            images = _stems(images_root / rel, IMAGE_SUFFIXES, seqs)
+            common = set(images) & set(_stems(root / "keypoints" / split / rel, (".npy",), seqs))
             if use_masks:
-                common &= set(_stems(root / "segs" / split / rel, (".png",)))
+                common &= set(_stems(root / "segs" / split / rel, (".png",), seqs))
             keys = sorted(common)
             frames = tuple(f"{seq}/{frame}" for seq, frame in keys)
             videos.append(Video(f"{person}/{video}", frames, tuple(images[k] for k in keys)))
@@ -354,6 +373,9 @@ class VideoDataset(Dataset):
         validate: check the first frame of every video (keypoint array shape, mask channels) while indexing,
             so that a format error stops before training instead of inside a worker.
         stickman_thickness: line thickness in px; default scales with the resolution (2 px at 256).
+
+    In a split written by ``bilayer preprocess`` or ``bilayer synth`` a sequence without its finished record (a
+    killed or failed run) is not used: ``unfinished`` lists those PERSON/VIDEO/SEQ names and a warning counts them.
     """
 
     def __init__(
@@ -387,9 +409,21 @@ class VideoDataset(Dataset):
 
         self.videos: list[Video] = []
         self.skipped: list[tuple[str, str]] = []  # (PERSON/VIDEO, reason)
+        # PERSON/VIDEO/SEQ of sequences that bilayer started but did not finish writing (not used)
+        self.unfinished: list[str] = []
         # items: (video index, fixed frame indices for the test protocol, else None)
         self._items: list[tuple[int, tuple[int, ...] | None]] = []
-        found = index_videos(self.root, self.split, self.use_masks)
+        found = index_videos(self.root, self.split, self.use_masks, self.unfinished)
+        if self.unfinished:
+            log.warning("skipped %d unfinished sequence%s under %s (e.g. %s); rerun the command that wrote them",
+                        len(self.unfinished), "" if len(self.unfinished) == 1 else "s", self.root / "imgs" / self.split,
+                        self.unfinished[0])
+        if not found and self.unfinished:
+            raise DatasetError(
+                f"every sequence under {self.root / 'imgs' / self.split} is unfinished ({len(self.unfinished)}, e.g. "
+                f"{self.unfinished[0]}): bilayer started writing them but recorded none as finished; rerun the "
+                "command that wrote them."
+            )
         if not found:
             raise DatasetError(
                 f"no videos found under {self.root / 'imgs' / self.split}; expected "

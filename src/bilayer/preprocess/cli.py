@@ -1,7 +1,9 @@
 """``bilayer preprocess`` glue: ``configure_parser(subparser)`` adds the options, ``command(args)`` runs them.
 
 ``command`` raises ``PreprocessError`` (a ``ValueError``) with one sentence for a user error (missing input,
-unknown backend, missing face-alignment weights) and returns 1 only when nothing could be processed.
+unknown backend, missing face-alignment weights, an ``--out`` folder bilayer did not write), raises the
+``OSError`` that stops a run whose outputs cannot be written (a full disk; it names the file), and returns 1 only
+when nothing could be processed.
 """
 
 from __future__ import annotations

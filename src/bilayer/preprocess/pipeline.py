@@ -12,16 +12,19 @@ Per sequence:
 3. smooth the keypoints over time (zero-phase One-Euro), compute the reference crop box of every frame and
    stabilise the boxes over the sequence (``stabilise_boxes``);
 4. decode again (or reuse the frames cached in memory), crop, map the keypoints into the crop, segment the crop;
-5. write every file atomically (temporary name, then ``os.replace``) and finally the marker
-   ``ROOT/.preprocess/SPLIT/PERSON/VIDEO/SEQ.json`` with the sequence's statistics. A sequence with a marker
-   written with the same settings is skipped by the next run, so an interrupted run resumes where it stopped.
+5. write the files into hidden temporary folders, move them into place (imgs last) and finally write the marker
+   ``ROOT/.preprocess/SPLIT/PERSON/VIDEO/SEQ.json`` with the sequence's statistics (``data.sequences``): a
+   sequence appears complete or not at all, and the dataset skips one without a marker. A sequence with a
+   marker written with the same settings is skipped by the next run, so an interrupted run resumes where it
+   stopped; what a killed run left (temporaries, folders without a marker) is removed by the next run.
+
+An ``OSError`` while writing (a full disk, a file-size limit, a read-only folder) stops the whole run and names
+the final path; a bad video only fails its own sequence.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +37,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..io import write_image_atomic, write_json_atomic, write_npy_atomic
+from ..data.sequences import SequenceWriter, record_path
+from ..io import encode_image, encode_npy, write_json_atomic
+from ..outputs import OutputError, claim_folder
 from .crop import (
     BOX_MODES,
     CropBox,
@@ -69,6 +74,9 @@ UNREADABLE = "unreadable video"
 NO_KEYPOINT_FILE = "missing keypoint file"
 BAD_KEYPOINT_FILE = "bad keypoint file"
 
+#: The largest crop side ``--size`` takes (the models' largest image size is 1024).
+MAX_SIZE = 2048
+
 #: Decoded frames are kept in memory between the two passes up to this many bytes per sequence (then re-decoded).
 FRAME_CACHE_BYTES = 512 * 1024**2
 
@@ -94,8 +102,9 @@ class Settings:
             raise PreprocessError(f"unknown smoothing {self.smoothing!r}; valid: {', '.join(SMOOTHING_METHODS)}.")
         if self.box_mode not in BOX_MODES:
             raise PreprocessError(f"unknown crop-box mode {self.box_mode!r}; valid: {', '.join(BOX_MODES)}.")
-        if self.size < 8:
-            raise PreprocessError(f"--size must be at least 8 pixels, got {self.size}.")
+        if not 8 <= self.size <= MAX_SIZE:
+            raise PreprocessError(f"--size must be 8 to {MAX_SIZE} pixels (the side of the saved crops), got "
+                                  f"{self.size}.")
         if self.fps is not None and self.fps <= 0:
             raise PreprocessError(f"--fps must be positive, got {self.fps}.")
         if self.max_frames is not None and self.max_frames < 1:
@@ -201,14 +210,12 @@ def sequence_dirs(out_root: Path, split: str, key: tuple[str, str, str]) -> dict
 
 def marker_path(out_root: Path, split: str, key: tuple[str, str, str]) -> Path:
     """The ``.json`` file that marks a sequence as finished (outside imgs/keypoints/segs, so no loader sees it)."""
-    return out_root.joinpath(MARKER_DIR, split, key[0], key[1], key[2] + ".json")
+    return record_path(out_root, MARKER_DIR, split, key)
 
 
-def _read_marker(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+class OutputFolderError(PreprocessError, OutputError):
+    """``--out`` is a folder that preprocessing must not write into (a file, another kind of folder, or a non-empty
+    folder bilayer did not write): one sentence."""
 
 
 # ------------------------------------------------------------------------------------------ one sequence
@@ -245,14 +252,19 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
                      landmarks: LandmarkBackend, segmentation: SegmentationBackend, *,
                      keypoints_file: Path | None = None, overwrite: bool = False,
                      on_frame: Callable[[], None] | None = None) -> SequenceResult:
-    """Process one sequence with the given backends; see the module docstring. Never raises for a bad video."""
+    """Process one sequence with the given backends; see the module docstring. Never raises for a bad video; an
+    ``OSError`` writing the outputs is raised (naming the final path) after the sequence's temporaries are
+    removed."""
     start = time.perf_counter()
     out_root = Path(out_root)
     result = SequenceResult(job.name, str(job.source), "done")
-    marker = marker_path(out_root, split, job.key)
+    writer = SequenceWriter(out_root, MARKER_DIR, split, job.key)
+    writer.sweep()  # temporaries of killed runs
     fingerprint = asdict(settings)
+    old = writer.read_record()
+    if old is None and writer.leftovers():
+        writer.clear()  # folders without a marker: an unfinished sequence of a killed run
     if not overwrite:
-        old = _read_marker(marker)
         if old is not None and old.get("settings") == fingerprint:
             if old.get("status") == "done":
                 result.status = "already done"
@@ -267,9 +279,7 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
         result.seconds = round(time.perf_counter() - start, 3)
         return result
 
-    # From here on the sequence is (re)done: an old marker must not vouch for half-rewritten folders.
-    with contextlib.suppress(FileNotFoundError):
-        marker.unlink()
+    # From here on the sequence is (re)done; an old sequence and its marker stay until the new one replaces them.
     try:
         landmarks.start_sequence(job.source, keypoints_file)
     except PreprocessError as exc:
@@ -300,14 +310,12 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
             result.dropped.clear()
             return finish("failed", UNREADABLE, str(exc))
 
-        dirs = sequence_dirs(out_root, split, job.key)
-        for d in dirs.values():  # leftovers of an interrupted or differently configured run
-            shutil.rmtree(d, ignore_errors=True)
         if len(indices) < settings.min_frames:
             if indices:
                 result.dropped[TOO_FEW] = len(indices)
             finish("skipped", TOO_FEW, f"{len(indices)} < --min-frames {settings.min_frames}")
-            _write_marker(marker, job, settings, result, split, source_size, {}, None)
+            # an older sequence of other settings is removed, then the marker records the skip
+            writer.commit(_marker(job, settings, result, split, source_size, {}, None))
             return result
 
         # keypoint smoothing and stabilised crop boxes
@@ -319,32 +327,32 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
         boxes = stabilise_boxes(raw_boxes, times_a, mode=result.box_mode)
         plan = {idx: (CropBox.from_array(b), k) for idx, b, k in zip(indices, boxes, kps)}
 
-        # pass 2: crop, segment, write
+        # pass 2: crop, segment, write into the temporary folders
         written = 0
-        try:
-            for frame in frames():
-                if frame.index not in plan:
-                    continue
-                box, kp = plan[frame.index]
-                crop = crop_image(frame.image, box, settings.size)
-                stem = f"{frame.index:06d}"
-                write_image_atomic(dirs["imgs"] / f"{stem}.jpg", crop, quality=settings.jpeg_quality)
-                write_npy_atomic(dirs["keypoints"] / f"{stem}.npy", keypoints_to_crop(kp, box, settings.size))
-                mask = segmentation.segment(crop)
-                if mask is not None:
-                    write_image_atomic(dirs["segs"] / f"{stem}.png", mask_to_uint8(mask))
-                written += 1
-        except VideoReadError as exc:  # the file changed between the passes
-            for d in dirs.values():
-                shutil.rmtree(d, ignore_errors=True)
-            result.dropped.clear()
-            return finish("failed", UNREADABLE, str(exc))
-        result.frames_kept = written
-        if written < len(plan):
-            result.dropped["not decoded again"] = len(plan) - written
-    finish("done")
-    boxes_by_frame = {f"{i:06d}": [round(float(v), 3) for v in b] for i, b in zip(indices, boxes)}
-    _write_marker(marker, job, settings, result, split, source_size, boxes_by_frame, _fps_of(job))
+        with writer:
+            try:
+                for frame in frames():
+                    if frame.index not in plan:
+                        continue
+                    box, kp = plan[frame.index]
+                    crop = crop_image(frame.image, box, settings.size)
+                    stem = f"{frame.index:06d}"
+                    writer.write("imgs", f"{stem}.jpg", encode_image(crop, ".jpg", settings.jpeg_quality))
+                    writer.write("keypoints", f"{stem}.npy", encode_npy(keypoints_to_crop(kp, box, settings.size)))
+                    mask = segmentation.segment(crop)
+                    if mask is not None:
+                        writer.write("segs", f"{stem}.png", encode_image(mask_to_uint8(mask), ".png"))
+                    written += 1
+            except VideoReadError as exc:  # the file changed between the passes: nothing of this run is kept
+                writer.abort()
+                result.dropped.clear()
+                return finish("failed", UNREADABLE, str(exc))
+            result.frames_kept = written
+            if written < len(plan):
+                result.dropped["not decoded again"] = len(plan) - written
+            finish("done")
+            boxes_by_frame = {f"{i:06d}": [round(float(v), 3) for v in b] for i, b in zip(indices, boxes)}
+            writer.commit(_marker(job, settings, result, split, source_size, boxes_by_frame, _fps_of(job)))
     return result
 
 
@@ -355,11 +363,11 @@ def _fps_of(job: SequenceJob) -> float | None:
         return None
 
 
-def _write_marker(path: Path, job: SequenceJob, settings: Settings, result: SequenceResult, split: str,
-                  source_size, boxes: dict, fps: float | None) -> None:
+def _marker(job: SequenceJob, settings: Settings, result: SequenceResult, split: str, source_size, boxes: dict,
+            fps: float | None) -> dict:
     from .. import __version__
 
-    info = {
+    return {
         "key": list(job.key),
         "source": str(job.source),
         "split": split,
@@ -378,7 +386,6 @@ def _write_marker(path: Path, job: SequenceJob, settings: Settings, result: Sequ
         "settings": asdict(settings),
         "boxes": boxes,  # FRAME → [cx, cy, half] of the crop in source pixels
     }
-    write_json_atomic(path, info, indent=1)
 
 
 # --------------------------------------------------------------------------------------- workers and run
@@ -411,7 +418,7 @@ class _Runner:
                 keypoints_file = self.landmarks.resolve(job.source, job.relative)
             return process_sequence(job, c.settings, c.out_root, c.split, self.landmarks, self.segmentation,
                                     keypoints_file=keypoints_file, overwrite=c.overwrite, on_frame=on_frame)
-        except PreprocessError:
+        except (PreprocessError, OSError):  # a user error, or an output that cannot be written (a full disk)
             raise
         except Exception as exc:  # noqa: BLE001 - one broken sequence must not stop the run
             return SequenceResult(job.name, str(job.source), "failed", "error", f"{type(exc).__name__}: {exc}")
@@ -451,6 +458,10 @@ def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: 
             raise PreprocessError(
                 f"one keypoint file {path} was given for {len(jobs)} sequences; give a folder of .npy files instead."
             )
+        if path is not None and Path(path).is_file():  # one file for one sequence: read it before any work
+            from .landmarks import load_keypoint_file
+
+            load_keypoint_file(path, no_size="no face")
 
 
 def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps: float | None = None,
@@ -486,8 +497,10 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
             every frame until it follows that many, so 1 makes one-person videos faster (about 7 instead of 11 ms
             per 256-px frame) but keeps MediaPipe's most confident face, not necessarily the largest.
 
-    Returns a ``Summary``. Raises ``PreprocessError`` (a ``ValueError``) for a bad request; a bad video only
-    fails its own sequence.
+    Returns a ``Summary``. Raises ``PreprocessError`` (a ``ValueError``) for a bad request, among them an
+    ``out_root`` that is a non-empty folder bilayer did not write (``OutputFolderError``, also an
+    ``OutputError``), before anything is written; a bad video only fails its own sequence; an ``OSError`` while
+    writing (a full disk) stops the run, naming the file, with no half-written sequence left.
     """
     settings = Settings(size=int(size), fps=fps, max_frames=max_frames, landmarks=landmarks,
                         segmentation=segmentation, smoothing=smoothing, box_mode=box_mode,
@@ -505,7 +518,10 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
     jobs = discover(input, exclude=[out_root])
     landmark_options = {"weights_dir": landmark_weights, "path": keypoints, "max_faces": max_faces}
     _validate_backend_options(settings, landmark_options, jobs)
-    out_root.mkdir(parents=True, exist_ok=True)
+    try:
+        claim_folder(out_root, "dataset", "--out")
+    except OutputError as exc:
+        raise OutputFolderError(str(exc)) from None
 
     config = _RunConfig(settings, out_root, split, landmark_options, overwrite)
     summary = Summary(out_root, split)
@@ -539,7 +555,7 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
                         job = pending.pop(fut)
                         try:
                             res = fut.result()
-                        except PreprocessError:
+                        except (PreprocessError, OSError):  # a full disk stops the run, not one sequence
                             for f in pending:
                                 f.cancel()
                             raise

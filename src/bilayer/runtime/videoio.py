@@ -43,7 +43,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from ..outputs import OutputError, partial_name, sweep_stale, writable_folder
+from ..outputs import OutputError, partial_name, replace_folder, staging_folder, sweep_stale, writable_folder
 from ..preprocess.errors import short_reason
 from .compose import even_size, pad_even
 
@@ -253,8 +253,7 @@ class VideoWriter:
         self._closed = False
         sweep_stale(self.path.parent, self.path.name)  # what a killed run left for this output
         if self.kind == "frames":
-            self.partial = self.path.with_name(partial_name(self.path.name))
-            self.partial.mkdir()
+            self.partial = staging_folder(self.path)
             return
         self.partial = self.path.with_name(partial_name(self.path.name, self.path.suffix))
         try:
@@ -385,13 +384,7 @@ class VideoWriter:
         return self.path
 
     def _replace_folder(self) -> None:
-        old = None
-        if self.path.exists():
-            old = self.path.with_name(partial_name(self.path.name, tag="old"))
-            os.replace(self.path, old)
-        os.replace(self.partial, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(self.partial, self.path)
 
     def abort(self) -> None:
         """Stop writing and remove the temporary output; ``path`` is left as it was."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -117,13 +116,12 @@ def save_checkpoint(
     state: dict,
     keep: int = 3,
 ) -> Path:
-    from ..outputs import make_folder, partial_name, sweep_stale
+    from ..outputs import make_folder, replace_folder, staging_folder, sweep_stale
 
     ckpt_root = make_folder(run_dir / "checkpoints")
     sweep_stale(ckpt_root)  # checkpoints a killed run left half-written
     final = ckpt_root / f"step-{step:07d}"
-    staging = ckpt_root / partial_name(final.name)
-    staging.mkdir(mode=0o777)
+    staging = staging_folder(final)
     try:
         for name, module in networks.items():
             write_safetensors(state_for_saving(module), staging / f"{name}.safetensors", {"network": name})
@@ -134,9 +132,13 @@ def save_checkpoint(
         rng_tensors, rng_meta = rng_state()
         write_safetensors(rng_tensors, staging / "rng.safetensors", {})
         (staging / "state.json").write_text(json.dumps({**state, "step": step, "rng": rng_meta}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        replace_folder(staging, final)
+    except OSError as exc:  # a full disk: name the checkpoint's file, not the temporary folder's
+        shutil.rmtree(staging, ignore_errors=True)
+        name = str(exc.filename or "")
+        if name.startswith(str(staging)):
+            raise OSError(exc.errno, exc.strerror, str(final) + name[len(str(staging)):]) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
