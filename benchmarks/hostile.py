@@ -426,7 +426,7 @@ def cases(w: dict[str, Path]) -> list[Case]:
                        ("--videos-per-identity", "5000"), ("--size", "abc")):
         case(f"synth {opt} {value}", "synth", "--out", o / "s", "--identities", "2", "--frames", "2", "--size",
              "64", opt, value)
-    for name, extra in (("--micro-batch 0", ["--micro-batch", "0"]), ("--micro-batch 3", ["--micro-batch", "3"]),
+    for name, extra in (("--micro-batch -1", ["--micro-batch", "-1"]), ("--micro-batch 3", ["--micro-batch", "3"]),
                         ("--workers -1", ["--workers", "-1"]), ("--precision fp16", ["--precision", "fp16"]),
                         ("--config bogus", ["--config", "bogus"]),
                         ("--perceptual-weights and --perceptual-init random",
@@ -510,6 +510,9 @@ def run_case(c: Case, w: dict[str, Path], timeout: float) -> dict:
     if w["pwned"].exists():
         problems.append("pickled code ran")
         w["pwned"].unlink()
+    for entry in w["out"].iterdir():  # every case starts from the same empty output folder
+        if str(entry) not in out_before:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     return {"name": c.name, "command": "bilayer " + " ".join(c.args), "expect": c.expect, "exit": code,
             "stderr": stderr[-2000:], "seconds": round(seconds, 2), "handled": not problems, "problems": problems}
 

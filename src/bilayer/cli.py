@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert-official", help="convert the authors' released checkpoints to our format")
     p.add_argument("runs_dir", help="folder holding <epoch>_<network>.pth files (searched recursively)")
-    p.add_argument("--out", required=True, help="output directory (save_pretrained format)")
+    p.add_argument("--out", required=True, help="output model folder (save_pretrained format): new, empty, or a model folder bilayer wrote")
     p.add_argument("--epoch", type=int, default=None, help="epoch of the base networks (default: the latest found)")
     p.set_defaults(func=cmd_convert_official)
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="synth-quick", help="a training preset (synth-quick, paper-base, paper-enhancer, tiny) or a .json file")
     p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with train/ and test/)")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
-                   help="run folder (checkpoints, logs, model/); spell it --run-dir under torchrun, whose own options make --run ambiguous")
+                   help="run folder (checkpoints, logs, model/): new, empty, or a run bilayer wrote; spell it --run-dir under torchrun, whose own options make --run ambiguous")
     p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --run")
     p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained",
                    help="pretrained (default): the VGGs of --perceptual-weights; random: randomly initialised VGGs")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (accumulated over processes and micro-batches)")
-    p.add_argument("--micro-batch", type=int, default=None, help="per-process batch per forward (accumulate up to --batch-size)")
+    p.add_argument("--micro-batch", type=int, default=None, help="per-process batch per forward, accumulated up to --batch-size (0: the whole per-process batch, no accumulation)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the --config's)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the --config's)")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser(sub.add_parser("evaluate", help="the paper's test protocol: LPIPS, SSIM, CSIM, NME, GMACs and timings → Table 2"))
 
     p = sub.add_parser("demo", help="animate a held-out SynthHeads person with the committed synth-quick model")
-    p.add_argument("--out", default="demo", help="output folder (default demo/)")
+    p.add_argument("--out", default="demo", help="output folder: new, empty, or a demo folder bilayer wrote (default demo/)")
     p.add_argument("--model", default=None, help="model folder (default: assets/synth-quick)")
     p.add_argument("--frames", type=int, default=100, help="driver length in frames at 25 fps (default 100)")
     p.add_argument("--random-weights", action="store_true", help="a random-weight tiny model instead (data flow only)")

@@ -511,7 +511,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
 # --------------------------------------------------------------------------------------------------- CLI
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``bilayer synth``."""
-    p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write (created if missing)")
+    p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write: new, empty, or a dataset bilayer wrote (a rerun resumes)")
     p.add_argument("--identities", type=int, default=10, metavar="N", help="number of people (default 10)")
     p.add_argument("--videos-per-identity", type=int, default=2, metavar="V", help="videos per person (default 2)")
     p.add_argument("--frames", type=int, default=50, metavar="F", help="frames per sequence, 25 fps (default 50)")

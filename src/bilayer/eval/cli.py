@@ -51,7 +51,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="model folder (save_pretrained format, e.g. runs/NAME/model); repeat for several models")
     p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with the split's videos)")
     p.add_argument("--split", default="test", help="the dataset split to evaluate (default test)")
-    p.add_argument("--out", required=True, help="output folder: results.json, results.md, quality_vs_gmacs.png, videos/")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or an evaluation folder bilayer wrote): results.json, results.md, quality_vs_gmacs.png, videos/")
     p.add_argument("--mode", choices=EVALUATION_MODES, default="self",
                    help="self (default): each video's first frame drives its own targets; cross: another person's keypoints drive it")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),

@@ -26,7 +26,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "reference crops, segmentation masks. Finished sequences are skipped when the command is run again."
     )
     p.add_argument("input", help="a video file, an image, a folder of images, or a folder tree of videos")
-    p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write into")
+    p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write into: new, empty, or a dataset bilayer wrote")
     p.add_argument("--size", type=int, default=256, help="side of the saved crops in pixels (default 256)")
     p.add_argument("--fps", type=float, default=None, help="subsample videos to at most this frame rate")
     p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per sequence")
