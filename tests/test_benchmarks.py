@@ -104,3 +104,16 @@ def test_int8_calibration_benchmark(tmp_path):
         for name in names:  # quantized (not float32's frames), and close to them
             r = entry[name]
             assert 30 < r["worst_db"] <= min(r["p5_db"], r["mean_db"]) and r["mean_db"] < 90
+
+
+@pytest.mark.slow
+def test_train_benchmark(tmp_path):
+    out = run_benchmark("train.py", "--quick", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "train_quick.json").read_text())
+    assert set(report["arms"]) == {"current", "fp32"}
+    for arm in report["arms"].values():
+        assert arm["it_per_s"] > 0 and arm["phases_ms"]["generator"] > 0 and arm["phases_ms"]["backward"] > 0
+    flops = report["flops_per_iteration"]
+    assert flops["total"] == flops["generator_forward"] + flops["losses_forward"] + flops["backward"] > 1e9
+    assert report["achieved_gflops"] == pytest.approx(flops["total"] * report["arms"]["current"]["it_per_s"] / 1e9)
+    assert 0 < report["fraction_of_ceiling"]["float32"] and "GFLOP/s" in out

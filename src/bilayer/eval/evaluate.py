@@ -36,7 +36,7 @@ from .registry import (
 log = logging.getLogger("bilayer.eval")
 
 MASKING_MODES = ("reference", "gt", "none")
-LANDMARK_BACKENDS = ("mediapipe", "face-alignment")
+LANDMARK_BACKENDS = ("mediapipe", "face-alignment", "dlib")
 DEFAULT_FPS = 25.0
 RECORD_VERSION = 2  # 2: records name their dataset root
 

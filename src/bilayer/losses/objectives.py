@@ -53,9 +53,27 @@ class GeneratorObjective(nn.Module):
     def __init__(self, weights: LossWeights, perceptual_layer_weights: str = "released", perceptual_layers: int = 5) -> None:
         super().__init__()
         self.weights = weights
+        self.perceptual_options = (perceptual_layer_weights, perceptual_layers)
         self.vgg19 = PerceptualLoss("vgg19_imagenet", perceptual_layer_weights, perceptual_layers)
         self.vggface = PerceptualLoss("vgg16_face", perceptual_layer_weights, perceptual_layers)
         self.requires_grad_(False)  # loss networks are frozen (the released code forgot to, SPEC §3.1)
+
+    def use_imagenet_vgg16(self, state: dict[str, torch.Tensor], source: str) -> "GeneratorObjective":
+        """Compute the ImageNet term (G_VGG19) with an ImageNet VGG16 instead of the paper's VGG19: the same
+        layers (relu1_1 … relu5_1, average pooling, ImageNet normalisation) of the 16-layer network, loaded from
+        ``state`` (torchvision ``vgg16`` keys). Up to relu3_1 the two networks have the same shape; from relu4_1
+        VGG19 has one more convolution per stage."""
+        self.vgg19 = PerceptualLoss("vgg16_imagenet", *self.perceptual_options)
+        self.vgg19.load_state(state, source)
+        self.vgg19.requires_grad_(False)
+        return self
+
+    def perceptual_dtype(self, dtype: torch.dtype) -> "GeneratorObjective":
+        """Hold the frozen perceptual networks in ``dtype`` (bfloat16: cast once here instead of at every call by
+        autocast; the images are cast on the way in and the loss stays float32)."""
+        self.vgg19.vgg.to(dtype)
+        self.vggface.vgg.to(dtype)
+        return self
 
     def masked(self, terms: GeneratorTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(real, fake, fake with stop-gradient LF, LF), each on a black background (detached predicted mask)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .vgg import VGGFeatures, load_foreign_state
@@ -18,6 +19,7 @@ RELEASED_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 NETWORKS = {
     # name: (arch, relu*_1 indices in torchvision's features)
     "vgg19_imagenet": ("vgg19", (1, 6, 11, 20, 29)),
+    "vgg16_imagenet": ("vgg16", (1, 6, 11, 18, 25)),  # in place of VGG19 when only ImageNet VGG16 weights exist
     "vgg16_face": ("vgg16", (1, 6, 11, 18, 25)),
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,7 +47,7 @@ class PerceptualLoss(nn.Module):
         if len(weights) != len(taps):
             raise ValueError(f"{network} needs {len(taps)} layer weights, got {len(weights)}.")
         self.layer_weights = weights
-        if network == "vgg19_imagenet":
+        if network.endswith("_imagenet"):
             mean = torch.tensor(IMAGENET_MEAN) * 2 - 1  # x in [-1, 1]: ((x+1)/2 − m)/s = (x − (2m−1)) / 2s
             std = torch.tensor(IMAGENET_STD) * 2
         else:
@@ -57,15 +59,28 @@ class PerceptualLoss(nn.Module):
 
     def load_weights(self, path: str | Path) -> None:
         """Load torchvision-format VGG weights from a local file (read with weights_only=True)."""
-        self.vgg.load_torchvision_state(load_foreign_state(path), str(path))
+        self.load_state(load_foreign_state(path), str(path))
+
+    def load_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a torchvision-format VGG state dict (``features.*`` tensors; ``source`` names it in errors)."""
+        dtype = self.dtype
+        self.vgg.float().load_torchvision_state(state, source)
+        self.vgg.to(dtype)
         self.pretrained = True
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vgg.parameters()).dtype
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.vgg((x - self.mean) / self.std)
+        return self.vgg(((x - self.mean) / self.std).to(self.dtype))
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        # fake, real: (N, 3, H, W) in [-1, 1]
+        # fake, real: (N, 3, H, W) in [-1, 1]. The network may be held in bfloat16 (``.to(torch.bfloat16)``; it is
+        # frozen, so its weights are cast once, not at every call): the images are cast on the way in, and each
+        # layer's mean absolute difference (accumulated in float32) is returned as a float32 loss.
         with torch.no_grad():
             real_feats = self.features(real)
         fake_feats = self.features(fake)
-        return sum(w * (f - r).abs().mean() for w, f, r in zip(self.layer_weights, fake_feats, real_feats))
+        terms = (F.l1_loss(f, r) for f, r in zip(fake_feats, real_feats))
+        return sum(w * t.to(torch.promote_types(t.dtype, torch.float32)) for w, t in zip(self.layer_weights, terms))

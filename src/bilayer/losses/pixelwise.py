@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 def lf_l1_loss(lf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """mean|LF − x| (both masked by the caller, SPEC §2.8)."""
-    return (lf - target).abs().mean()
+    return F.l1_loss(lf, target)
 
 
 def mask_bce_loss(mask_logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

@@ -28,18 +28,20 @@ class SpectralNorm(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         matrix = weight.flatten(1)  # (out, in·k·k)
-        u, v = self.u, self.v
-        if self.training:
-            with torch.no_grad():
-                v = F.normalize(matrix.t() @ u, dim=0, eps=self.eps)
-                u = F.normalize(matrix @ v, dim=0, eps=self.eps)
-                self.u.copy_(u)
-                self.v.copy_(v)
-            # Clones: a second forward before backward (the discriminator runs twice per iteration) updates the
-            # buffers in place, which must not touch what the first graph saved.
-            u, v = u.clone(), v.clone()
-        sigma = torch.dot(u, matrix @ v)
-        return weight / sigma
+        if not self.training:
+            return weight / torch.dot(self.u, matrix @ self.v)
+        with torch.no_grad():
+            v = F.normalize(matrix.t() @ self.u, dim=0, eps=self.eps)
+        # One power-iteration step, whose W·v also gives σ = uᵀ(W·v) (W·v is computed once, with the gradient
+        # that σ carries to W). u and v are new tensors: copying them into the buffers, which a second forward
+        # before backward (the discriminator runs twice per iteration) overwrites, never touches what this graph
+        # saved.
+        wv = matrix @ v
+        u = F.normalize(wv.detach(), dim=0, eps=self.eps)
+        with torch.no_grad():
+            self.u.copy_(u)
+            self.v.copy_(v)
+        return weight / torch.dot(u, wv)
 
 
 class PowerIterationSnapshot:

@@ -28,6 +28,7 @@ from .errors import MissingWeightsError, PreprocessError, UnknownBackendError, V
 from .index_map import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
 from .landmarks import (
     LANDMARK_BACKENDS,
+    DlibLandmarks,
     Face,
     FaceAlignmentLandmarks,
     FileLandmarks,
@@ -52,7 +53,8 @@ from .video import Frame, decode_frames, iter_frames, video_fps
 
 __all__ = [
     "BOX_SMOOTHING", "KEYPOINT_SMOOTHING", "LANDMARK_BACKENDS", "MEDIAPIPE_TO_IBUG68", "SEGMENTATION_BACKENDS",
-    "CropBox", "Face", "FaceAlignmentLandmarks", "FileLandmarks", "Frame", "LandmarkBackend", "MainFaceTracker",
+    "CropBox", "DlibLandmarks", "Face", "FaceAlignmentLandmarks", "FileLandmarks", "Frame", "LandmarkBackend",
+    "MainFaceTracker",
     "MediaPipeLandmarks", "MediaPipeSegmentation", "MissingWeightsError", "OneEuroFilter", "OneEuroParams",
     "PreprocessError", "SegmentationBackend", "SequenceJob", "SequenceResult", "Settings", "Summary",
     "UnknownBackendError", "VideoReadError", "command", "configure_parser", "create_landmark_backend",

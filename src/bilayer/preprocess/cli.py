@@ -36,7 +36,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="faces MediaPipe follows per frame (default 4; the largest is kept, then the same person); "
                         "1 is faster for one-person videos but keeps MediaPipe's most confident face")
     p.add_argument("--landmark-weights", default=None, metavar="DIR",
-                   help="folder holding the face-alignment weight files (FAN and S3FD); nothing is downloaded")
+                   help="folder holding the face-alignment weight files (FAN and S3FD) or dlib's "
+                        "shape_predictor_68_face_landmarks.dat (default: the one make install puts in place); "
+                        "nothing is downloaded")
     p.add_argument("--keypoints", default=None, metavar="PATH",
                    help="file backend: a .npy (one sequence) or a folder of them (default: the .npy beside each video)")
     p.add_argument("--segmentation", default="mediapipe", metavar="NAME",

@@ -6,6 +6,8 @@ Backends (``LANDMARK_BACKENDS``, created by ``create_landmark_backend(name, **op
   index map of ``index_map.py``.
 * ``face-alignment``: the ``face_alignment`` package's 2-D FAN with its S3FD detector, the landmarks the reference
   model was trained with. Weights are read from a local folder (``weights_dir``); nothing is downloaded.
+* ``dlib``: dlib's HOG face detector and 68-point shape predictor (``dlib-bin`` and ``face_recognition_models``,
+  installed by ``make install``; the model was trained on iBUG 300-W, whose images exclude commercial use).
 * ``file``: precomputed keypoints, a ``.npy`` of shape (T, 68, 2|3) in pixels of the original frames (rows of NaN
   mean "no face in that frame").
 
@@ -71,6 +73,12 @@ class LandmarkBackend:
     def detect(self, image: np.ndarray, index: int | None = None) -> list[Face]:
         """All faces of one H×W×3 RGB uint8 frame (any order)."""
         raise NotImplementedError
+
+    def fit(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray | None:
+        """The (68, 2) landmarks of the face that ``keypoints`` (68, 2 pixels, e.g. another detector's) locate in
+        ``image``, for backends that place landmarks in a given face box (dlib); the others detect instead and do
+        not override this."""
+        raise NotImplementedError(f"the {self.name} keypoint backend detects faces itself.")
 
     def close(self) -> None:
         """Release the backend's resources."""
@@ -403,6 +411,129 @@ class FaceAlignmentLandmarks(LandmarkBackend):
             warnings.simplefilter("ignore")  # "No faces were detected." on every empty frame
             result = self._fa.get_landmarks(np.ascontiguousarray(image))
         return [Face(np.asarray(k, np.float32)[:NUM_KEYPOINTS, :2]) for k in (result or ())]
+
+
+# ----------------------------------------------------------------------------------------------------- dlib
+#: Longest side, in pixels, of the copy of a frame in which dlib's HOG detector looks for faces (a larger frame is
+#: shrunk by a whole factor first, as for MediaPipe); the detector sees faces down to 80 px of that copy, so a copy
+#: shorter than ``DLIB_MIN_SIDE`` is upsampled (doubled, at most ``DLIB_MAX_UPSAMPLE`` times) until it is not.
+DLIB_MAX_SIDE, DLIB_MIN_SIDE, DLIB_MAX_UPSAMPLE = 1024, 512, 3
+#: The shape predictor places whole-pixel points; a face box smaller than this many pixels is enlarged to it (a
+#: bicubic crop) first, so that its landmarks keep sub-pixel precision.
+DLIB_FACE_SIDE = 200
+#: The box dlib's detector draws, relative to the bounding box (x0, y0, width, height) of a face's 68 landmarks:
+#: its left, top, right and bottom edges lie at these fractions (the mean over 26 portraits and video frames of the
+#: test material with dlib's and with MediaPipe's landmarks, which differ by 0.02-0.04; spread ±0.05-0.07). The
+#: shape predictor started from this box instead of the detector's places its points 1.5-1.7 % of the inter-ocular
+#: distance away on average (7 % at most).
+DLIB_BOX_FROM_LANDMARKS = (-0.02, -0.14, 1.12, 0.92)
+
+
+def dlib_box_from_keypoints(keypoints: np.ndarray) -> np.ndarray:
+    """The (x0, y0, x1, y1) box in which dlib's detector would report a face whose 68 landmarks are
+    ``keypoints`` (pixels): the box the shape predictor was trained to start from."""
+    kp = np.asarray(keypoints, np.float64)[:, :2]
+    (x0, y0), (x1, y1) = kp.min(0), kp.max(0)
+    w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    left, top, right, bottom = DLIB_BOX_FROM_LANDMARKS
+    return np.array([x0 + left * w, y0 + top * h, x0 + right * w, y0 + bottom * h])
+
+
+def check_dlib_landmarks(weights_dir: str | Path | None = None) -> Path:
+    """The path of dlib's 68-point shape predictor, after checking that dlib imports; ``MissingWeightsError`` (one
+    sentence saying what to install) otherwise."""
+    from ..pretrained import DLIB_LANDMARKS, dlib_model_file, import_dlib
+    from ..weights import WeightsError
+
+    try:
+        import_dlib()
+        return dlib_model_file(DLIB_LANDMARKS, weights_dir)
+    except WeightsError as exc:
+        raise MissingWeightsError(f"the dlib keypoint backend cannot run: {str(exc).rstrip('.')}.") from None
+
+
+@register_landmark_backend
+class DlibLandmarks(LandmarkBackend):
+    """dlib's HOG face detector and its 68-point shape predictor (the iBUG 300-W layout the paper's keypoints
+    follow), from the ``dlib-bin`` wheel and ``face_recognition_models``' ``shape_predictor_68_face_landmarks.dat``
+    (found by ``bilayer.pretrained.dlib_model_file``: the weights folder ``weights_dir``, the default weights
+    folder, or the installed package). The model was trained on iBUG 300-W, whose images exclude commercial use.
+
+    Every frame is detected on its own (no tracking). Frames larger than ``DLIB_MAX_SIDE`` are shrunk for the
+    detector, small ones upsampled; the predictor then works on the full-resolution frame, in a crop enlarged to
+    ``DLIB_FACE_SIDE`` px for small faces. ``score`` is the detector's confidence.
+    """
+
+    name = "dlib"
+
+    def __init__(self, weights_dir: str | Path | None = None, max_faces: int = 4):
+        from ..pretrained import import_dlib
+
+        path = check_dlib_landmarks(weights_dir)
+        self._dlib = import_dlib()
+        try:
+            self._predictor = self._dlib.shape_predictor(str(path))
+        except RuntimeError as exc:
+            raise MissingWeightsError(f"cannot read dlib's shape predictor {path} ({short_reason(exc)}); reinstall "
+                                      "face_recognition_models==0.3.0.") from None
+        self._detector = self._dlib.get_frontal_face_detector()
+        self.max_faces = int(max_faces)
+
+    def boxes(self, image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """(score, (x0, y0, x1, y1) in pixels of ``image``) of the faces dlib's HOG detector finds, best first."""
+        image = np.ascontiguousarray(image, np.uint8)
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            return []
+        small, factor = _shrink(image, DLIB_MAX_SIDE)
+        upsample, side = 0, max(small.shape[:2])
+        while side << upsample < DLIB_MIN_SIDE and upsample < DLIB_MAX_UPSAMPLE:
+            upsample += 1
+        rects, scores, _ = self._detector.run(np.ascontiguousarray(small), upsample, 0.0)
+        found = [(float(s), np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], np.float64) * factor)
+                 for r, s in zip(rects, scores)]
+        return sorted(found, key=lambda f: -f[0])
+
+    def crop(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(a crop of ``image`` around ``box`` holding half a box of margin on every side, enlarged when the box is
+        smaller than ``DLIB_FACE_SIDE``; the crop's top-left corner in ``image``; its scale): pixel p of the crop
+        is pixel p / scale + corner of the image."""
+        import cv2
+
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box
+        margin = 0.5 * max(x1 - x0, y1 - y0)
+        cx0, cy0 = max(int(np.floor(x0 - margin)), 0), max(int(np.floor(y0 - margin)), 0)
+        cx1, cy1 = min(int(np.ceil(x1 + margin)), w), min(int(np.ceil(y1 + margin)), h)
+        patch = np.ascontiguousarray(image[cy0:max(cy1, cy0 + 1), cx0:max(cx1, cx0 + 1)])
+        scale = max(1.0, DLIB_FACE_SIDE / max(x1 - x0, y1 - y0, 1.0))
+        if scale > 1.0:  # OpenCV maps pixel centres: crop pixel p shows image pixel (p + 0.5) / scale - 0.5
+            patch = cv2.resize(patch, (0, 0), fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        return patch, np.array([cx0, cy0], np.float64), float(scale)
+
+    def shape(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]:
+        """(the 68 landmarks in pixels of ``image`` of the face in ``box``, dlib's ``full_object_detection`` of
+        them in the crop, that crop) — the crop and detection are what ``dlib.get_face_chip`` aligns."""
+        patch, corner, scale = self.crop(np.ascontiguousarray(image, np.uint8), np.asarray(box, np.float64))
+        b = (np.asarray(box, np.float64) - np.concatenate([corner, corner]) + 0.5) * scale - 0.5
+        rect = self._dlib.rectangle(int(round(b[0])), int(round(b[1])), int(round(b[2])) - 1, int(round(b[3])) - 1)
+        detection = self._predictor(patch, rect)
+        points = np.array([(p.x, p.y) for p in detection.parts()], np.float64)
+        return ((points + 0.5) / scale - 0.5 + corner).astype(np.float32), detection, patch
+
+    def fit(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray | None:
+        """The shape predictor's 68 points in the box dlib's detector would draw around ``keypoints``
+        (``dlib_box_from_keypoints``); None when the keypoints are not finite."""
+        kp = np.asarray(keypoints, np.float64)
+        if kp.ndim != 2 or kp.shape[0] < NUM_KEYPOINTS or not np.isfinite(kp).all():
+            return None
+        return self.shape(image, dlib_box_from_keypoints(kp[:NUM_KEYPOINTS]))[0]
+
+    def detect(self, image: np.ndarray, index: int | None = None) -> list[Face]:
+        faces = []
+        for score, box in self.boxes(image)[: self.max_faces]:
+            points, _, _ = self.shape(image, box)
+            faces.append(Face(points, score))
+        return faces
 
 
 # ----------------------------------------------------------------------------------------------------- file

@@ -450,6 +450,10 @@ def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: 
 
         if importlib.util.find_spec("face_alignment") is None:
             raise PreprocessError(FACE_ALIGNMENT_MISSING)
+    if settings.landmarks == "dlib":  # dlib and its shape predictor are there (one sentence before any work)
+        from .landmarks import check_dlib_landmarks
+
+        check_dlib_landmarks(landmark_options.get("weights_dir"))
     if settings.landmarks == "file":
         path = landmark_options.get("path")
         if path is not None and not Path(path).exists():
@@ -479,14 +483,14 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
         size: side of the saved crops in pixels.
         fps: subsample each video to at most this frame rate (None keeps every frame).
         max_frames: keep at most this many (subsampled) frames per sequence.
-        landmarks: keypoint backend, ``mediapipe``, ``face-alignment`` or ``file``.
+        landmarks: keypoint backend, ``mediapipe``, ``face-alignment``, ``dlib`` or ``file``.
         segmentation: ``mediapipe`` or ``none`` (no segs folder is written).
         smoothing: ``one-euro`` (zero-phase One-Euro on the keypoints) or ``none``.
         min_frames: sequences with fewer frames with a face are skipped.
         workers: parallel processes (one sequence per process at a time).
         split: ``train`` or ``test``.
         progress: show a tqdm progress bar.
-        landmark_weights: folder of the face-alignment weights.
+        landmark_weights: folder of the face-alignment weights (or of dlib's shape predictor).
         keypoints: for the ``file`` backend, a .npy file (single sequence) or a folder of them (default: the
             ``.npy`` next to each video).
         box_mode: crop-box stabilisation, ``auto`` / ``smooth`` / ``fixed`` / ``none`` (see ``stabilise_boxes``).

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 #: Landmark backends for a photo and a driving video (``--landmarks``).
-LANDMARKS = ("mediapipe", "face-alignment")
+LANDMARKS = ("mediapipe", "face-alignment", "dlib")
 #: The suffix ``bilayer avatar --out`` requires.
 AVATAR_SUFFIX = ".avatar"
 
@@ -45,8 +45,8 @@ def _load_model(path: str):
 
 
 def _landmarks(args: argparse.Namespace):
-    """A context giving ``--landmarks``: the backend name, or with ``--landmark-weights`` a face-alignment backend
-    reading its weights there (closed when the context ends)."""
+    """A context giving ``--landmarks``: the backend name, or with ``--landmark-weights`` a face-alignment or dlib
+    backend reading its weights there (closed when the context ends)."""
     if args.landmark_weights is None or args.landmarks == "mediapipe":
         return contextlib.nullcontext(args.landmarks)
     from ..preprocess.landmarks import create_landmark_backend
@@ -92,7 +92,9 @@ def _add_avatar_options(p: argparse.ArgumentParser) -> None:
                    help="the photo already is the model's crop (e.g. a preprocessed frame): no cropping")
     p.add_argument("--landmarks", default="mediapipe", choices=LANDMARKS, help="landmark backend of the photo (and of a driving video; default mediapipe)")
     p.add_argument("--landmark-weights", default=None, metavar="DIR",
-                   help="folder holding the face-alignment weight files (FAN and S3FD); nothing is downloaded")
+                   help="folder holding the face-alignment weight files (FAN and S3FD) or dlib's "
+                        "shape_predictor_68_face_landmarks.dat (default: the one make install puts in place); "
+                        "nothing is downloaded")
     p.add_argument("--segmentation", default="mediapipe", choices=["mediapipe", "none"],
                    help="foreground mask of the photo's crop; none: the whole crop (default mediapipe)")
     p.add_argument("--no-enhance", action="store_true", help="skip the texture enhancer")

@@ -90,6 +90,23 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+# How an optimiser computes, not what: kept from the running optimiser when a checkpoint is loaded (a checkpoint
+# written with the plain Adam loop resumes with the fused kernel and the reverse).
+_KERNEL_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer, kernels: list[dict]) -> None:
+    """After ``load_state_dict``: restore the optimiser's kernel options, and give every state tensor its parameter's
+    memory layout (checkpoints store contiguous tensors; the fused kernel reads a channels-last parameter's state
+    as if it had the parameter's strides)."""
+    for group, options in zip(optimizer.param_groups, kernels):
+        group.update(options)
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     np_state = np.random.get_state()
     tensors = {"torch": torch.get_rng_state()}
@@ -220,7 +237,9 @@ def load_checkpoint(
         module.load_state_dict(network_states[name])
     for name, optimizer in optimizers.items():
         with _damaged_on_error(path / f"optim-{name}.json", "its optimiser state cannot be restored"):
+            kernels = [{k: g[k] for k in _KERNEL_OPTIONS if k in g} for g in optimizer.param_groups]
             optimizer.load_state_dict(optimizer_states[name])
+            _match_layouts(optimizer, kernels)
     with _damaged_on_error(state_file, "its 'rng' states, or those in rng.safetensors, cannot be restored"):
         set_rng_state(rng_tensors, rng_meta)
     return state

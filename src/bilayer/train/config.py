@@ -38,6 +38,9 @@ def _expect(name: str, value: Any, ok: bool, expected: str) -> None:
         raise ConfigError(f"training config field {name} is {value!r}; expected {expected}.")
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
     model: BilayerConfig = field(default_factory=BilayerConfig)
@@ -65,13 +68,17 @@ class TrainConfig(JsonConfig):
     visual_every: int = 500
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     seed: int = 0
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; the paper found reduced precision unstable)
+    # "auto": the frozen perceptual networks in bfloat16 where the device computes it natively (their input
+    # gradient is all that flows back; measured to learn like fp32), the generators and D in float32 on a CPU
+    # (their thin layers gain nothing from bfloat16 there) and under bf16 autocast on a GPU; "bf16": everything
+    # under bf16 autocast and the perceptual networks in bfloat16; "fp32": float32 throughout.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.sampling not in ("random", "reference"):
             raise ConfigError(f"sampling is {self.sampling!r}; expected 'random' or 'reference'.")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision is {self.precision!r}; expected 'fp32' or 'bf16'.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision is {self.precision!r}; expected one of {', '.join(PRECISIONS)}.")
         if self.perceptual_layer_weights not in ("released", "paper"):
             raise ConfigError(
                 f"perceptual_layer_weights is {self.perceptual_layer_weights!r}; expected 'released' or 'paper'."

@@ -73,7 +73,7 @@ class BatchStream:
     ) -> None:
         self.sampler = EpochSampler(len(dataset), batch, accumulate, rank, world_size, seed)
         self.loader = VideoLoader(dataset, batch_size=batch, sampler=self.sampler, num_workers=workers,
-                                  collate_fn=collate, drop_last=True, persistent_workers=False)
+                                  collate_fn=collate, drop_last=True, persistent_workers=workers > 0)
         self.epoch, self.index = 0, 0
         self._it = None
 

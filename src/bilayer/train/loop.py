@@ -13,6 +13,7 @@ run is refused, since G_FM would match the features of a random network.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -59,7 +60,8 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class Perceptual:
-    """Where the perceptual networks' weights come from: files, or random init (only if asked for)."""
+    """Where the perceptual networks' weights come from: files (``vgg19``, ``vggface``), the ImageNet VGG16 of
+    ``bilayer.pretrained`` when no VGG19 file is given, or random init (only if asked for)."""
 
     vgg19: str | None = None
     vggface: str | None = None
@@ -157,16 +159,29 @@ def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: 
 
 
 def _load_perceptual(objective: GeneratorObjective, perceptual: Perceptual) -> str:
-    if perceptual.vgg19 and perceptual.vggface:
-        objective.vgg19.load_weights(perceptual.vgg19)
-        objective.vggface.load_weights(perceptual.vggface)
-        return "pretrained"
+    """Load the perceptual networks (``objective`` is changed in place); returns what they are, for run.json.
+
+    The ImageNet term uses the VGG19 file when one is given, else ImageNet VGG16 weights from the package
+    registries (``bilayer.pretrained``, installed by ``make install``). The face term needs the VGGFace file;
+    without one it is switched off, with a warning. ``allow_random`` keeps randomly initialised networks (tests)."""
     if perceptual.allow_random:
         return "random"
-    raise TrainingError(
-        "the perceptual loss needs VGG19 (torchvision ImageNet) and VGGFace (vgg16_face_caffe.pth) weights: pass "
-        "--perceptual-weights VGG19.pth VGGFACE.pth, or --perceptual-init random to train with random VGGs."
-    )
+    if perceptual.vgg19:
+        objective.vgg19.load_weights(perceptual.vgg19)
+        what = f"VGG19 from {perceptual.vgg19}"
+    else:
+        from ..pretrained import imagenet_vgg16_state
+
+        objective.use_imagenet_vgg16(imagenet_vgg16_state(), "the ImageNet VGG16 weights")
+        what = "ImageNet VGG16 (in place of VGG19)"
+    if perceptual.vggface:
+        objective.vggface.load_weights(perceptual.vggface)
+        what += f", VGGFace from {perceptual.vggface}"
+    elif objective.weights.vggface:
+        log.warning("no VGGFace weights (pass --perceptual-weights VGG19.pth VGGFACE.pth): the VGGFace perceptual "
+                    "term (weight %g) is off for this run", objective.weights.vggface)
+        objective.weights = dataclasses.replace(objective.weights, vggface=0.0)
+    return what
 
 
 def _memory_mb(info: DistInfo) -> float:
@@ -251,15 +266,20 @@ def train(
     if info.device.type == "cuda" and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-    model.to(info.device)
-    discriminator.to(info.device)
-    objective.to(info.device)
+    # Channels-last weights and activations: oneDNN's convolutions of the thin generator layers run 2-3x faster in
+    # NHWC on CPUs (8-16 channels at 128 px), and cuDNN's tensor cores want it too. The math is unchanged.
+    model.to(info.device, memory_format=torch.channels_last)
+    discriminator.to(info.device, memory_format=torch.channels_last)
+    objective.to(info.device, memory_format=torch.channels_last)
+    autocast_bf16, perceptual_bf16 = resolve_precision(config.precision, info.device)
+    if perceptual_bf16:
+        objective.perceptual_dtype(torch.bfloat16)
 
     gen_params = [p for name in trained for p in getattr(model, name).parameters()]
     # Both optimisers are checkpointed; D's is stepped only when D learns (otherwise its state stays as loaded).
     optimizers = {
-        "generator": torch.optim.Adam(gen_params, lr=config.lr, betas=config.betas, eps=config.adam_eps),
-        "discriminator": torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas, eps=config.adam_eps),
+        "generator": _adam(gen_params, config, info.device),
+        "discriminator": _adam(discriminator.parameters(), config, info.device),
     }
     stepped = optimizers if train_d else {"generator": optimizers["generator"]}
     step_module = GeneratorStep(model, stage)
@@ -306,19 +326,23 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=total_steps, initial=step, desc=f"train {stage}", unit="it", dynamic_ncols=True)
-    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if config.precision == "bf16" else nullcontext
+    autocast = (lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)) if autocast_bf16 else nullcontext
     record: dict = {"step": step}
     tick, tick_step = time.perf_counter(), step
+    phases = PhaseTimer(info.device)
 
     # --------------------------------------------------------------------------------------- the loop
     try:
         while step < total_steps:
+            phases.lap("maintenance")  # logging, evaluation, checkpoints of the step before
             for opt in stepped.values():
                 opt.zero_grad(set_to_none=True)
             named_sum: dict[str, float] = {}
             finite = True
             for micro_step in range(accumulate):
+                phases.lap("optimizer")
                 batch = next(stream).to(info.device)
+                phases.lap("data")
                 sync = micro_step == accumulate - 1
                 if micro_step == 0:
                     snapshot = PowerIterationSnapshot(spectral_roots)
@@ -332,16 +356,20 @@ def train(
                     with autocast():
                         # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
                         terms = gen_ddp(batch)
+                        phases.lap("generator")
                         discriminator.requires_grad_(False)
                         g_loss, named, real, fake = objective(terms, discriminator, step)
                         discriminator.requires_grad_(train_d)
+                        phases.lap("losses")
                         d_loss, d_named = 0.0, {}
                         if train_d:  # Discriminator phase: real vs detached fake in one batch (pass 1).
                             d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
                                                                       config.losses.adversarial)
                         loss = (g_loss + d_loss) / accumulate
+                        phases.lap("discriminator")
                     finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach().float(), info)))
                     loss.backward()  # one backward for both sides: the simultaneous update of SPEC §4.3
+                    phases.lap("backward")
                 for k, v in {**named, **d_named}.items():
                     named_sum[k] = named_sum.get(k, 0.0) + float(v.detach()) / accumulate
             step += 1
@@ -349,6 +377,7 @@ def train(
                 nonfinite = 0
                 for opt in stepped.values():
                     opt.step()
+                phases.lap("optimizer")
                 if train_d and d_steps is not None:
                     d_steps += 1
             else:  # skip the update, keep the count (never silently poison the weights)
@@ -370,7 +399,7 @@ def train(
                 now = time.perf_counter()
                 record = {"step": step, **{k: round(v, 6) for k, v in named_sum.items()},
                           "it_per_s": (step - tick_step) / max(now - tick, 1e-9), "lr": config.lr,
-                          "memory_mb": _memory_mb(info)}
+                          "memory_mb": _memory_mb(info), **phases.pop(step - tick_step)}
                 tick, tick_step = now, step
                 with (run_dir / "log.jsonl").open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -413,6 +442,54 @@ def train(
             writer.close()
         teardown()
     return record
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[bool, bool]:
+    """(generators and D under bf16 autocast, perceptual networks held in bfloat16) for ``TrainConfig.precision``
+    on ``device``. "auto" uses bfloat16 only where the device computes it natively: a GPU with bf16 (both), a CPU
+    with AVX512-BF16 or AMX (the perceptual networks only); elsewhere float32."""
+    if precision == "fp32":
+        return False, False
+    if precision == "bf16":
+        return True, True
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return native, native
+    from ..hardware import native_bfloat16
+
+    return False, device.type == "cpu" and native_bfloat16()
+
+
+def _adam(params, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel (one pass over all tensors instead of a dozen element-wise passes each: 4x less
+    optimiser time on the CPU at synth-quick's 359 tensors), where the device has one; the same update rule."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.adam_eps, fused=fused)
+
+
+class PhaseTimer:
+    """Wall time per phase of an iteration (``lap(name)`` charges the time since the previous lap to ``name``);
+    ``pop(steps)`` returns ``ms_<phase>`` per iteration since the last pop. On CUDA every lap synchronises, so the
+    phases are the GPU's time; the overhead is a few microseconds per lap on the CPU."""
+
+    PHASES = ("data", "generator", "losses", "discriminator", "backward", "optimizer", "maintenance")
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.last
+        self.last = now
+
+    def pop(self, steps: int) -> dict[str, float]:
+        out = {f"ms_{k}": round(1000 * v / max(steps, 1), 3) for k, v in self.seconds.items()}
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        return out
 
 
 def _standing_stats(model: BilayerModel, dataset: VideoDataset, batch: int, config: TrainConfig, info: DistInfo) -> None:
