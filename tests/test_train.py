@@ -980,7 +980,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(synth_root, tmp_pa
 
 # ============================================================================================ speed settings
 def test_precision_resolves_per_device(monkeypatch):
-    """auto: bfloat16 only where the device computes it natively, and on a CPU only for the perceptual networks."""
+    """auto: bfloat16 (autocast and the perceptual networks) only where the device computes it natively."""
     import bilayer.hardware as hardware
     from bilayer.train.loop import resolve_precision
 
@@ -989,7 +989,7 @@ def test_precision_resolves_per_device(monkeypatch):
     assert resolve_precision("bf16", cpu) == (True, True)
     for native in (True, False):
         monkeypatch.setattr(hardware, "native_bfloat16", lambda native=native: native)
-        assert resolve_precision("auto", cpu) == (False, native)
+        assert resolve_precision("auto", cpu) == (native, native)
     with pytest.raises(Exception, match="precision is 'fp16'; expected one of auto, fp32, bf16"):
         TrainConfig(precision="fp16")
     assert TRAIN_PRESETS["synth-quick"].precision == "auto"

@@ -220,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="data-loading processes per training process")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the --config's)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="auto: the perceptual networks in bfloat16 where the CPU or GPU computes it natively, and on a GPU "
-                        "the forward passes under bf16 autocast; bf16: both everywhere; fp32: float32 throughout "
-                        "(default: the --config's, auto for the presets)")
+                   help="auto: bf16 where the CPU (AVX512-BF16, AMX) or GPU computes it natively, else fp32; bf16: the "
+                        "forward passes under bf16 autocast and the perceptual networks in bfloat16; fp32: float32 "
+                        "throughout (default: the --config's, auto for the presets)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

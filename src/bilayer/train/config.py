@@ -68,10 +68,9 @@ class TrainConfig(JsonConfig):
     visual_every: int = 500
     max_nonfinite: int = 5  # consecutive non-finite losses that stop the run
     seed: int = 0
-    # "auto": the frozen perceptual networks in bfloat16 where the device computes it natively (their input
-    # gradient is all that flows back; measured to learn like fp32), the generators and D in float32 on a CPU
-    # (their thin layers gain nothing from bfloat16 there) and under bf16 autocast on a GPU; "bf16": everything
-    # under bf16 autocast and the perceptual networks in bfloat16; "fp32": float32 throughout.
+    # "auto": "bf16" where the device computes bfloat16 natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX),
+    # else "fp32"; "bf16": the generators and D under bf16 autocast and the frozen perceptual networks held in
+    # bfloat16 (benchmarks/train.py: the same held-out PSNR per step as fp32); "fp32": float32 throughout.
     precision: str = "auto"
 
     def __post_init__(self) -> None:

@@ -446,18 +446,19 @@ def train(
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[bool, bool]:
     """(generators and D under bf16 autocast, perceptual networks held in bfloat16) for ``TrainConfig.precision``
-    on ``device``. "auto" uses bfloat16 only where the device computes it natively: a GPU with bf16 (both), a CPU
-    with AVX512-BF16 or AMX (the perceptual networks only); elsewhere float32."""
+    on ``device``. "auto" uses bfloat16 where the device computes it natively (a GPU with bf16, a CPU with
+    AVX512-BF16 or AMX), else float32."""
     if precision == "fp32":
         return False, False
     if precision == "bf16":
         return True, True
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
-        return native, native
-    from ..hardware import native_bfloat16
+    else:
+        from ..hardware import native_bfloat16
 
-    return False, device.type == "cpu" and native_bfloat16()
+        native = device.type == "cpu" and native_bfloat16()
+    return native, native
 
 
 def _adam(params, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
