@@ -1,7 +1,7 @@
 """Training speed: iterations/s, where an iteration's time goes, and its FLOP/s against this machine's ceilings.
 
     python benchmarks/train.py [--compare REV] [--rounds 3] [--steps 40] [--warmup 10] [--learning 300]
-                               [--medium] [--quick] [--out benchmarks/results]
+                               [--medium] [--medium-only] [--quick] [--out benchmarks/results]
 
 * **Arms**, each one `bilayer.train.train` run in its own process on the same SynthHeads data (128 px, the
   synth-quick preset, random-init perceptual networks in every arm so that all do the same work), alternated
@@ -17,7 +17,8 @@
   same run.
 * **Learning per step** (`--learning N`): N iterations in fp32 and with the default precision, from the same
   seed, with held-out PSNR every N/3 iterations: both curves side by side.
-* **Medium** (`--medium`): the paper's medium model at 256 px, batch 2, every loss term, a few iterations.
+* **Medium** (`--medium`): the paper's medium model at 256 px, batch 2, every loss term, a few iterations, with
+  the default precision and in fp32 (`--medium-only`: just this, updating an existing `train.json`).
 
 Writes `train.json`. Nothing is asserted; the numbers depend on the machine and on what else runs.
 """
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--learning", type=int, default=300, help="iterations of the fp32 / default learning check "
                         "(0: skip)")
     parser.add_argument("--medium", action="store_true", help="also time the paper's medium model at 256 px")
+    parser.add_argument("--medium-only", action="store_true", help="time only the medium model and update its entry "
+                        "in an existing train.json under --out")
     parser.add_argument("--quick", action="store_true", help="a minimal run that checks the script (tests)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -163,6 +166,13 @@ def main() -> None:
         args.rounds, args.steps, args.warmup, args.learning = 1, 4, 2, 0
 
     machine = cpu_info()
+    if args.medium_only:
+        out = args.out / ("train_quick.json" if args.quick else "train.json")
+        report = json.loads(out.read_text()) if out.is_file() else {"machine": machine}
+        report["medium_256"] = medium(args.quick)
+        write_json_atomic(out, report)
+        print(f"wrote {out}")
+        return
     print(f"CPU: {machine['cpu']}; native bfloat16: {machine['native_bfloat16']}; threads {torch.get_num_threads()}")
     data = synth_data(128, 10, 30 if not args.quick else 6)
     log_every = 2 if args.quick else 5
@@ -262,7 +272,8 @@ def medium(quick: bool) -> dict:
     for name, overrides in (("default", {}), ("fp32", {"precision": "fp32"})):
         options = {"preset": "paper-base", "data": str(data), "steps": steps, "random_perceptual": True,
                    "overrides": {"batch_size": 2, "workers": 0, "eval_every": 0, "visual_every": 0,
-                                 "checkpoint_every": 10_000, "log_every": 1, "standing_stats_batches": 1}}
+                                 "checkpoint_every": 10_000, "log_every": 1, "standing_stats_batches": 1,
+                                 **overrides}}
         result = run_arm(REPO / "src", options)
         records = result["records"][1:] or result["records"]
         per_it = statistics.median(1 / r["it_per_s"] for r in records)

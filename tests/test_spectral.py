@@ -232,3 +232,21 @@ def test_remove_keeps_the_parameter_objects(tiny_model):
     assert layer.weight is original
     assert type(layer) is nn.Conv2d
     assert "weight" in dict(layer.named_parameters())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sigma_is_float32_under_bf16_autocast(training):
+    """Under bf16 autocast (training's default on CPUs with native bf16) σ and the power iteration stay float32:
+    the same normalised weight as without autocast, in train and in eval mode (a frozen discriminator)."""
+    torch.manual_seed(0)
+    conv = apply_spectral_norm(nn.Sequential(nn.Conv2d(8, 16, 3)))[0]
+    conv.train(training)
+    sn = conv.parametrizations["weight"][0]
+    u, v = sn.u.clone(), sn.v.clone()
+    plain = conv.weight.clone()
+    sn.u.copy_(u)
+    sn.v.copy_(v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = conv.weight
+    assert under.dtype == torch.float32 and sn.u.dtype == sn.v.dtype == torch.float32
+    torch.testing.assert_close(under, plain, rtol=0, atol=0)

@@ -27,6 +27,12 @@ class SpectralNorm(nn.Module):
         self.register_buffer("v", F.normalize(weight.new_empty(in_features).normal_(0, 1), dim=0, eps=eps))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        # σ in the weight's own precision: under bf16 autocast the matrix-vector products would otherwise run in
+        # bfloat16 (three significant digits for the normaliser of every layer).
+        with torch.autocast(weight.device.type, enabled=False):
+            return self._normalised(weight)
+
+    def _normalised(self, weight: torch.Tensor) -> torch.Tensor:
         matrix = weight.flatten(1)  # (out, in·k·k)
         if not self.training:
             return weight / torch.dot(self.u, matrix @ self.v)
