@@ -336,3 +336,245 @@ def test_cli_glue_parses_and_runs(tmp_path, capsys):
     assert len(list((tmp_path / "cli" / "imgs").rglob("*.jpg"))) == 4
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --out is required
+
+
+# ------------------------------------------------------------------------------- shards and cross pairs
+CROSS_SEED = 6
+# 3 people (2 of them test) × 2 sequences = 6 sequences and 2 cross pairs; with 2 shards, shard 0 has sequences
+# 0-2 and pair 0, shard 1 sequences 3-5 and pair 1
+CROSS_KWARGS = dict(identities=3, test_identities=2, videos_per_identity=1, sequences_per_video=2, frames=FRAMES,
+                    size=SIZE, seed=CROSS_SEED, cross_pairs=2, progress=False)
+
+
+def _all_files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """One dataset with cross pairs written whole and as shards 0/2 (one worker) and 1/2 (two workers)."""
+    base = tmp_path_factory.mktemp("shards")
+    whole = generate(base / "whole", **CROSS_KWARGS)
+    first = generate(base / "s0", shard=(0, 2), **CROSS_KWARGS)
+    second = generate(base / "s1", shard="1/2", workers=2, **CROSS_KWARGS)
+    return base, whole, first, second
+
+
+def test_shards_copied_into_one_folder_are_the_unsharded_dataset(sharded, tmp_path):
+    import shutil
+
+    base, whole, first, second = sharded
+    assert (whole["sequences"], whole["cross_pairs"], whole["shard"]) == (6, 2, None)
+    assert (first["sequences"], first["cross_pairs"], first["shard"]) == (3, 1, "0/2")
+    assert (second["sequences"], second["cross_pairs"], second["shard"]) == (3, 1, "1/2")
+    assert first["frames"] == second["frames"] == 4 * FRAMES and whole["frames"] == 8 * FRAMES
+    a, b = _all_files(base / "s0"), _all_files(base / "s1")
+    shared = set(a) & set(b)
+    # the shards write disjoint sequences and pairs; only the dataset-wide files are in both, byte for byte
+    assert shared == {".bilayer-folder.json", "synth.json", "cross/pairs.json"}
+    for name in shared:
+        assert a[name].read_bytes() == b[name].read_bytes(), name
+    merged = tmp_path / "merged"
+    for shard in ("s0", "s1"):
+        shutil.copytree(base / shard, merged, dirs_exist_ok=True)
+    ours, theirs = _all_files(merged), _all_files(base / "whole")
+    assert set(ours) == set(theirs)
+    for name, path in theirs.items():
+        if name.startswith(".synth/"):  # records: the same but for when they were written
+            old, new = (json.loads(p.read_text()) for p in (path, ours[name]))
+            assert {**old, "finished": None} == {**new, "finished": None}, name
+        else:
+            assert path.read_bytes() == ours[name].read_bytes(), name
+    assert [p["name"] for p in synth.cross_pairs(merged)] == [p["name"] for p in synth.cross_pairs(base / "whole")]
+
+
+def test_an_unmerged_shard_has_unready_cross_pairs(sharded):
+    base = sharded[0]
+    # pair 0's driver sequence, pair 1's folder and pair 1's source sequence are in the other shard
+    with pytest.raises(ValueError, match=r"^3 parts of the cross-person pairs .* are not ready \(e\.g\. "
+                                         r"id00001_as_id00002: its driver sequence test/id00002/vid000/seq000 is "):
+        synth.cross_pairs(base / "s0")
+
+
+def test_pairs_are_listed_deterministically(sharded):
+    base = sharded[0]
+    meta = json.loads((base / "whole/cross/pairs.json").read_text())
+    assert meta["seed"] == CROSS_SEED and meta["frames"] == FRAMES and meta["size"] == SIZE
+    assert meta["pairs"] == [
+        {"name": "id00001_as_id00002", "source": "id00001", "driver": "id00002", "folder": "cross/id00001_as_id00002",
+         "source_sequence": "test/id00001/vid000/seq000", "driver_sequence": "test/id00002/vid000/seq000"},
+        {"name": "id00002_as_id00001", "source": "id00002", "driver": "id00001", "folder": "cross/id00002_as_id00001",
+         "source_sequence": "test/id00002/vid000/seq000", "driver_sequence": "test/id00001/vid000/seq000"},
+    ]
+    assert json.loads((base / "whole/synth.json").read_text())["cross_pairs"] == 2
+    # every ordered pair of distinct people once, the first T each driven by the next one
+    pairs = synth.cross_pair_list([5, 6, 7], 6)
+    assert pairs[:3] == [(5, 6), (6, 7), (7, 5)] and sorted(pairs) == sorted(
+        (a, b) for a in (5, 6, 7) for b in (5, 6, 7) if a != b)
+
+
+def test_cross_ground_truth_is_the_source_rendered_with_the_drivers_motion(sharded):
+    from bilayer.io import encode_image
+
+    base = sharded[0]
+    pairs = synth.cross_pairs(base / "whole")
+    assert len(pairs) == 2
+    for pair in pairs:
+        a, b = int(pair["source"][2:]), int(pair["driver"][2:])
+        renderer = SynthRenderer(identity_params(CROSS_SEED, a), scene_params(CROSS_SEED, a, 0), SIZE)
+        trajectory = synth.sequence_trajectory(CROSS_SEED, b, 0, 0, FRAMES)
+        assert len(pair["truth_images"]) == len(pair["driver_images"]) == FRAMES
+        for i, frame in enumerate(trajectory):
+            rgb, kp, mask = renderer.render(frame)
+            assert pair["truth_images"][i].read_bytes() == encode_image(rgb, ".jpg", synth.JPEG_QUALITY)
+            assert np.array_equal(np.load(pair["truth_keypoints"][i]), kp.astype(np.float32))
+            assert np.array_equal(cv2.imread(str(pair["truth_masks"][i]), cv2.IMREAD_UNCHANGED), mask)
+            truth, driver = np.load(pair["truth_keypoints"][i]), np.load(pair["driver_keypoints"][i])
+            assert np.abs(truth - driver).max() > 1  # another face, framed by another scene
+            # the same head pose: eye line (roll) and the nose's place between the cheeks (yaw)
+            roll = [np.degrees(np.arctan2(*(k[45] - k[36])[::-1])) for k in (truth, driver)]
+            yaw = [(k[30, 0] - k[[0, 16], 0].mean()) / (k[16, 0] - k[0, 0]) for k in (truth, driver)]
+            assert abs(roll[0] - roll[1]) < 1 and abs(yaw[0] - yaw[1]) < 0.02, (pair["name"], i, roll, yaw)
+        # A's own scene: where neither the source photo nor the ground truth shows the person, they agree
+        src = cv2.imread(str(pair["source_image"])).astype(int)
+        gt = cv2.imread(str(pair["truth_images"][0])).astype(int)
+        free = ((cv2.imread(str(pair["source_mask"]), 0) == 0) & (cv2.imread(str(pair["truth_masks"][0]), 0) == 0))
+        assert free.mean() > 0.2 and np.abs(src - gt)[free].mean() < 4
+    # over a longer performance the head moves as the driver's does: the keypoints' centroids follow each other
+    a, b = 1, 2
+    ra = SynthRenderer(identity_params(CROSS_SEED, a), scene_params(CROSS_SEED, a, 0), SIZE)
+    rb = SynthRenderer(identity_params(CROSS_SEED, b), scene_params(CROSS_SEED, b, 0), SIZE)
+    motion = synth.sequence_trajectory(CROSS_SEED, b, 0, 0, 60)
+    ca = np.stack([ra.keypoints(f).mean(0) for f in motion])
+    cb = np.stack([rb.keypoints(f).mean(0) for f in motion])
+    for axis in (0, 1):
+        assert np.corrcoef(ca[:, axis], cb[:, axis])[0, 1] > 0.9
+
+
+def test_the_training_loader_ignores_the_cross_folder(sharded):
+    from bilayer.data.dataset import VideoDataset
+
+    root = sharded[0] / "whole"
+    test = VideoDataset(root, split="test", image_size=SIZE)
+    assert sorted(v.name for v in test.videos) == ["id00001/vid000", "id00002/vid000"] and not test.unfinished
+    assert all(len(v.frames) == 2 * FRAMES for v in test.videos)
+    train = VideoDataset(root, split="train", image_size=SIZE)
+    assert [v.name for v in train.videos] == ["id00000/vid000"] and not train.unfinished
+    sample = test[0]
+    assert sample is not None
+
+
+def test_cross_pairs_resume_and_an_interrupted_pair_leaves_nothing_half_written(sharded, tmp_path, monkeypatch):
+    import shutil
+
+    from bilayer.outputs import _HOST
+
+    whole = sharded[0] / "whole"
+    root = tmp_path / "again"
+    shutil.copytree(whole, root)
+    (root / ".synth/cross/id00002_as_id00001.json").unlink()  # as if killed between the move and the record
+    with pytest.raises(ValueError, match="id00002_as_id00001: its folder .* is missing or unfinished"):
+        synth.cross_pairs(root)
+    original, rendered = SynthRenderer.render, []
+
+    def render_then_interrupt(self, frame):
+        if len(rendered) == 1:
+            raise KeyboardInterrupt
+        rendered.append(frame)
+        return original(self, frame)
+
+    monkeypatch.setattr(SynthRenderer, "render", render_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        generate(root, **CROSS_KWARGS)
+    assert len(rendered) == 1  # only the unrecorded pair was redone, and it was cut after one frame
+    assert not [p.name for p in (root / "cross").iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(SynthRenderer, "render", original)
+    # what a run killed with SIGKILL leaves: a temporary folder of a process that no longer runs
+    stale = root / "cross" / f".id00002_as_id00001.{_HOST}-4194999-0123abcd.partial"
+    (stale / "imgs").mkdir(parents=True)
+    summary = generate(root, **CROSS_KWARGS)
+    assert summary["resumed"] == 7 and not stale.exists()
+    ours, theirs = _all_files(root), _all_files(whole)
+    assert set(ours) == set(theirs)
+    for name in theirs:
+        if name.startswith("cross/"):
+            assert ours[name].read_bytes() == theirs[name].read_bytes(), name
+    assert len(synth.cross_pairs(root)) == 2
+
+
+@pytest.mark.parametrize("value", ["2/2", "3/2", "-1/2", "0/0", "1", "a/b", "0/1001", "1/2/3"])
+def test_bad_shard_is_one_sentence_naming_the_flag(tmp_path, capsys, value):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text, run_main
+
+    code, out, err = run_main(main, capsys, "synth", "--out", str(tmp_path / "cli"), "--identities", "2",
+                              "--frames", "2", "--size", "64", f"--shard={value}")
+    line = assert_user_error_text(code, err, f"--shard is '{value}'; expected K/N with 0 ≤ K < N ≤ 1000, like 0/4.")
+    assert out == "" and line.endswith(".") and not (tmp_path / "cli").exists()
+    with pytest.raises(ValueError, match=r"^shard is \(2, 2\); expected K/N with 0 ≤ K < N ≤ 1000"):
+        generate(tmp_path / "api", identities=2, videos_per_identity=1, frames=2, size=64, shard=(2, 2),
+                 progress=False)
+    assert not (tmp_path / "api").exists()
+
+
+def test_bad_shard_through_the_module_entry_point(tmp_path):
+    from .conftest import assert_user_error, run_module
+
+    proc = run_module("bilayer", "synth", "--out", str(tmp_path / "m"), "--identities", "2", "--frames", "2",
+                      "--size", "64", "--shard", "2/2")
+    assert_user_error(proc, "--shard is '2/2'")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("--cross-pairs", "-1"), "--cross-pairs must be 0 or more, got -1."),
+    (("--cross-pairs", "1"), "--cross-pairs needs at least 2 test identities to pair, but there is 1 (raise "
+                             "--test-identities)."),
+    (("--test-identities", "2", "--cross-pairs", "3"), "--cross-pairs must be at most 2, the ordered pairs"),
+])
+def test_bad_cross_pairs_is_one_sentence_naming_the_flag(tmp_path, capsys, argv, needle):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text, run_main
+
+    code, out, err = run_main(main, capsys, "synth", "--out", str(tmp_path / "cli"), "--identities", "3",
+                              "--frames", "2", "--size", "64", *argv)
+    assert_user_error_text(code, err, needle)
+    assert out == "" and not (tmp_path / "cli").exists()
+    with pytest.raises(ValueError, match="^cross_pairs "):
+        generate(tmp_path / "api", identities=3, videos_per_identity=1, frames=2, size=64, progress=False,
+                 test_identities=int(argv[1]) if argv[0] == "--test-identities" else None, cross_pairs=int(argv[-1]))
+
+
+def test_cli_summary_names_the_shard_and_the_pairs(tmp_path, capsys):
+    from bilayer.cli import main
+
+    from .conftest import run_main
+
+    root = tmp_path / "cli"
+    # 3 sequences and 1 pair: shard 0/2 takes sequence 0 and the pair
+    code, out, err = run_main(main, capsys, "synth", "--out", str(root), "--identities", "3", "--test-identities",
+                              "2", "--videos-per-identity", "1", "--frames", "2", "--size", "64", "--cross-pairs",
+                              "1", "--shard", "0/2")
+    assert code == 0, err
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("wrote 4 frames in 1 sequence and 1 cross-person pair (shard 0/2 of 1 train / 2 test")
+    sequences = [p.relative_to(root / "imgs").as_posix() for p in root.glob("imgs/*/*/*/*")]
+    assert sequences == ["train/id00000/vid000/seq000"]
+    assert sorted(p.name for p in (root / "cross").iterdir()) == ["id00001_as_id00002", "pairs.json"]
+
+
+def test_shards_split_the_sequences_into_consecutive_runs_and_deal_the_pairs():
+    runs = [synth.shard_sequences(10, (k, 3)) for k in range(3)]
+    assert [list(r) for r in runs] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert [list(synth.shard_pairs(5, (k, 3))) for k in range(3)] == [[0, 3], [1, 4], [2]]
+    assert list(synth.shard_sequences(2, (2, 4))) == [] and list(synth.shard_sequences(7, None)) == list(range(7))
+    for n in (1, 2, 7, 1000):
+        covered = [i for k in range(n) for i in synth.shard_sequences(123, (k, n))]
+        assert covered == list(range(123))
+    jobs = [{"kind": "sequence", "person": p, "video": v} for p in range(2) for v in range(5)]
+    jobs += [{"kind": "pair", "source": 1, "driver": 0}, {"kind": "pair", "source": 0, "driver": 1}]
+    groups = list(synth._groups(iter(jobs), 3))
+    assert [len(g) for g in groups] == [3, 2, 3, 2, 1, 1]
+    assert [job for g in groups for job in g] == jobs

@@ -1,9 +1,9 @@
 """``bilayer preprocess`` glue: ``configure_parser(subparser)`` adds the options, ``command(args)`` runs them.
 
 ``command`` raises ``PreprocessError`` (a ``ValueError``) with one sentence for a user error (missing input,
-unknown backend, missing face-alignment weights, an ``--out`` folder bilayer did not write), raises the
-``OSError`` that stops a run whose outputs cannot be written (a full disk; it names the file), and returns 1 only
-when nothing could be processed.
+unknown backend, missing face-alignment weights, an ``--out`` folder bilayer did not write, a bad ``--shard`` or
+``--test-tail``), raises the ``OSError`` that stops a run whose outputs cannot be written (a full disk; it names
+the file), and returns 1 only when nothing could be processed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .landmarks import LANDMARK_BACKENDS
 from .pipeline import SPLITS, preprocess
 from .segmentation import SEGMENTATION_BACKENDS
 from .smoothing import SMOOTHING_METHODS
+from .tail import DEFAULT_TEST_GAP
 
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -52,6 +53,16 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--min-frames", type=int, default=10,
                    help="skip sequences with fewer frames that show a face (default 10)")
     p.add_argument("--split", default="train", choices=SPLITS, help="dataset split to write (default train)")
+    p.add_argument("--test-tail", type=float, default=None, metavar="F",
+                   help="a held-out split in time: the last F (0 < F < 1, e.g. 0.2) of each video's duration goes to "
+                        "the test split and the rest to train, as sequences of the same name; a folder of frames "
+                        "is split by its sorted frames; --max-frames applies to each part; not with --split test")
+    p.add_argument("--test-gap", type=float, default=None, metavar="SECONDS",
+                   help=f"with --test-tail: seconds of video between the last training and the first test frame, "
+                        f"written nowhere (default {DEFAULT_TEST_GAP:g})")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="process only shard K of N (0 ≤ K < N): inputs K, K+N, K+2N, … of the sorted list; run "
+                        "the N shards into N roots (e.g. on N machines), then copy the roots together")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of the saved crops (default 95)")
     p.add_argument("--overwrite", action="store_true", help="redo sequences that are already finished")
@@ -68,6 +79,7 @@ def command(args: argparse.Namespace) -> int:
         segmentation=args.segmentation, smoothing=args.smoothing, min_frames=args.min_frames, workers=args.workers,
         split=args.split, progress=args.progress, landmark_weights=args.landmark_weights, keypoints=args.keypoints,
         box_mode=args.box_mode, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, max_faces=args.max_faces,
+        shard=args.shard, test_tail=args.test_tail, test_gap=args.test_gap,
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.report())
     return 0 if summary.ok else 1

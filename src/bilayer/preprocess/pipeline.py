@@ -20,6 +20,10 @@ Per sequence:
 
 An ``OSError`` while writing (a full disk, a file-size limit, a read-only folder) stops the whole run and names
 the final path; a bad video only fails its own sequence.
+
+With ``test_tail`` every source gives two sequences of the same name, its start in ``train`` and its end in
+``test`` (``tail.TimeWindow``); with ``shard=(K, N)`` only the sources K, K + N, … of the sorted list are processed
+(``bilayer.shard``), and the run's summary is written as ``last_run.shard-K-of-N.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ import numpy as np
 from ..data.sequences import SequenceWriter, record_path
 from ..io import encode_image, encode_npy, write_json_atomic
 from ..outputs import OutputError, claim_folder
+from ..shard import ShardError, check_shard, shard_items, shard_label
 from .crop import (
     BOX_MODES,
     CropBox,
@@ -62,7 +67,8 @@ from .landmarks import (
 from .segmentation import SegmentationBackend, check_segmentation_backend, create_segmentation_backend, mask_to_uint8
 from .smoothing import SMOOTHING_METHODS, smooth_keypoints
 from .sources import SequenceJob, discover
-from .video import Frame, iter_frames, video_fps
+from .tail import DEFAULT_TEST_GAP, IN_GAP, TimeWindow, check_test_tail
+from .video import Frame, is_image, iter_frames, video_fps
 
 MARKER_DIR = ".preprocess"
 SPLITS = ("train", "test")
@@ -94,6 +100,18 @@ class Settings:
     box_mode: str = "auto"
     min_frames: int = 10
     jpeg_quality: int = 95
+    test_tail: float | None = None  # --test-tail: the last fraction of each video goes to the test split
+    test_gap: float | None = None  # seconds between the training and the test part (with test_tail)
+
+    def fingerprint(self) -> dict:
+        """The settings as a sequence's record keeps them (compared by the next run). ``test_tail`` and
+        ``test_gap`` appear only when a held-out split in time is made, so the records of other runs keep the form
+        they always had (and such runs resume on datasets written before these settings existed)."""
+        d = asdict(self)
+        if self.test_tail is None:
+            d.pop("test_tail")
+            d.pop("test_gap")
+        return d
 
     def validate(self) -> None:
         check_landmark_backend(self.landmarks)
@@ -113,6 +131,7 @@ class Settings:
             raise PreprocessError(f"--min-frames must be at least 1, got {self.min_frames}.")
         if not 1 <= self.jpeg_quality <= 100:
             raise PreprocessError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}.")
+        check_test_tail(self.test_tail, self.test_gap)
 
 
 @dataclass
@@ -131,15 +150,23 @@ class SequenceResult:
     dropped: dict[str, int] = field(default_factory=dict)
     box_mode: str | None = None
     seconds: float = 0.0
+    split: str | None = None
+    removed: str | None = None  # the other split's part of this video from an earlier --test-tail run, removed
 
 
 @dataclass
 class Summary:
-    """The outcome of a ``preprocess`` run."""
+    """The outcome of a ``preprocess`` run. ``split`` is ``train+test`` for a run with ``test_tail``; ``shard`` is
+    (K, N) for a run that processed shard K of N (``sources`` of the ``all_sources`` inputs found)."""
 
     out_root: Path
     split: str
     sequences: list[SequenceResult] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
+    sources: int = 0
+    all_sources: int = 0
+    test_tail: float | None = None
+    test_gap: float | None = None
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.sequences)
@@ -165,14 +192,31 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """True when at least one sequence is finished (by this run or an earlier one)."""
+        """True when at least one sequence is finished (by this run or an earlier one), or when this run's shard
+        holds no input at all (more shards than inputs: nothing to do is not a failure)."""
+        if self.shard is not None and self.sources == 0:
+            return True
         return any(r.status in ("done", "already done") for r in self.sequences)
+
+    def _scope(self) -> str:
+        if self.test_tail is None:
+            scope = f"split {self.split}"
+        else:
+            share = f"{self.test_tail * 100:g} %"
+            scope = (f"test: the last {share} of each video, train: the rest but the {self.test_gap:g} s before "
+                     f"the test part")
+        if self.shard is not None:
+            scope += f"; shard {shard_label(self.shard)}: {self.sources:,} of {self.all_sources:,} input(s)"
+        return scope
+
+    def _name(self, r: SequenceResult) -> str:
+        return f"{r.split} {r.name}" if self.test_tail is not None and r.split else r.name
 
     def report(self) -> str:
         """A few human-readable lines."""
         dropped = self.frames_dropped
         lines = [
-            f"preprocess → {self.out_root} (split {self.split}): {len(self.sequences)} sequence(s): "
+            f"preprocess → {self.out_root} ({self._scope()}): {len(self.sequences)} sequence(s): "
             f"{self.count('done')} done, {self.count('already done')} already done, "
             f"{self.count('skipped')} skipped, {self.count('failed')} failed",
             f"frames kept {self.frames_kept}, dropped {sum(dropped.values())}"
@@ -183,13 +227,23 @@ class Summary:
             for r in self.sequences:
                 if r.status in ("skipped", "failed"):
                     detail = f" ({r.detail})" if r.detail else ""
-                    lines.append(f"  {r.status:<8} {r.name}: {r.reason}{detail}")
+                    lines.append(f"  {r.status:<8} {self._name(r)}: {r.reason}{detail}")
+        removed = [r for r in self.sequences if r.removed]
+        if removed:
+            lines.append(f"removed {len(removed)} sequence(s) that an earlier --test-tail run wrote into the other "
+                         "split (they overlapped this run's sequences in time):")
+            lines.extend(f"  removed  {r.removed} {r.name}" for r in removed)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "out_root": str(self.out_root),
             "split": self.split,
+            "shard": shard_label(self.shard) if self.shard is not None else None,
+            "sources": self.sources,
+            "all_sources": self.all_sources,
+            "test_tail": self.test_tail,
+            "test_gap": self.test_gap,
             "sequences": {s: self.count(s) for s in ("done", "already done", "skipped", "failed")},
             "frames_kept": self.frames_kept,
             "frames_dropped": dict(self.frames_dropped),
@@ -219,19 +273,29 @@ class OutputFolderError(PreprocessError, OutputError):
 
 
 # ------------------------------------------------------------------------------------------ one sequence
+def _source_frames(job: SequenceJob, settings: Settings, window: TimeWindow | None, counts: dict) -> Iterator[Frame]:
+    """The frames of a sequence: the whole source (``--fps``, ``--max-frames``), or the part of it in ``window``
+    (``--test-tail``: the whole source subsampled by ``--fps``, then the part, then its first ``--max-frames``)."""
+    if window is None:
+        return iter_frames(job.source, settings.fps, settings.max_frames)
+    return window.frames(iter_frames(job.source, settings.fps, None), settings.max_frames, counts)
+
+
 @contextlib.contextmanager
-def _maybe_cache(job: SequenceJob, settings: Settings) -> Iterator[Callable[[], Iterator[Frame]]]:
+def _maybe_cache(job: SequenceJob, settings: Settings, window: TimeWindow | None = None,
+                 counts: dict | None = None) -> Iterator[Callable[[], Iterator[Frame]]]:
     """Yields a function that iterates over the job's frames; the first pass fills a memory cache that the second
     pass reuses, unless the frames exceed ``FRAME_CACHE_BYTES`` (the second pass then decodes again)."""
     cache: list[Frame] = []
     state = {"complete": False, "overflow": False}
+    counts = {} if counts is None else counts
 
     def frames() -> Iterator[Frame]:
         if state["complete"]:
             yield from cache
             return
         used = 0
-        for frame in iter_frames(job.source, settings.fps, settings.max_frames):
+        for frame in _source_frames(job, settings, window, counts):
             if not state["overflow"]:
                 used += frame.image.nbytes
                 if used <= FRAME_CACHE_BYTES:
@@ -257,10 +321,10 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
     removed."""
     start = time.perf_counter()
     out_root = Path(out_root)
-    result = SequenceResult(job.name, str(job.source), "done")
+    result = SequenceResult(job.name, str(job.source), "done", split=split)
     writer = SequenceWriter(out_root, MARKER_DIR, split, job.key)
     writer.sweep()  # temporaries of killed runs
-    fingerprint = asdict(settings)
+    fingerprint = settings.fingerprint()
     old = writer.read_record()
     if old is None and writer.leftovers():
         writer.clear()  # folders without a marker: an unfinished sequence of a killed run
@@ -272,6 +336,8 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
             else:  # skipped by an earlier run with the same settings: still skipped
                 result.status, result.reason = "skipped", old.get("reason")
                 result.detail = f"{old.get('detail')}, decided by an earlier run"
+            if settings.test_tail is None:
+                result.removed = _remove_other_part(out_root, split, job.key)
             return result
 
     def finish(status: str, reason: str | None = None, detail: str | None = None) -> SequenceResult:
@@ -280,6 +346,14 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
         return result
 
     # From here on the sequence is (re)done; an old sequence and its marker stay until the new one replaces them.
+    window = None
+    if settings.test_tail is not None:
+        try:
+            gap = DEFAULT_TEST_GAP if settings.test_gap is None else settings.test_gap
+            window = TimeWindow.of(job.source, split, settings.test_tail, gap)
+        except VideoReadError as exc:
+            return finish("failed", UNREADABLE, str(exc))
+    counts: dict = {}
     try:
         landmarks.start_sequence(job.source, keypoints_file)
     except PreprocessError as exc:
@@ -288,7 +362,7 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
             return finish("failed", NO_KEYPOINT_FILE if missing else BAD_KEYPOINT_FILE, str(exc))
         return finish("failed", "backend error", str(exc))
 
-    with _maybe_cache(job, settings) as frames:
+    with _maybe_cache(job, settings, window, counts) as frames:
         # pass 1: keypoints of the main face
         tracker = MainFaceTracker()
         indices, times, points = [], [], []
@@ -309,13 +383,17 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
         except VideoReadError as exc:
             result.dropped.clear()
             return finish("failed", UNREADABLE, str(exc))
+        if counts.get("gap"):
+            result.dropped[IN_GAP] = counts["gap"]
 
         if len(indices) < settings.min_frames:
             if indices:
                 result.dropped[TOO_FEW] = len(indices)
             finish("skipped", TOO_FEW, f"{len(indices)} < --min-frames {settings.min_frames}")
             # an older sequence of other settings is removed, then the marker records the skip
-            writer.commit(_marker(job, settings, result, split, source_size, {}, None))
+            writer.commit(_marker(job, settings, result, split, source_size, {}, None, window))
+            if settings.test_tail is None:
+                result.removed = _remove_other_part(out_root, split, job.key)
             return result
 
         # keypoint smoothing and stabilised crop boxes
@@ -352,8 +430,33 @@ def process_sequence(job: SequenceJob, settings: Settings, out_root: Path, split
                 result.dropped["not decoded again"] = len(plan) - written
             finish("done")
             boxes_by_frame = {f"{i:06d}": [round(float(v), 3) for v in b] for i, b in zip(indices, boxes)}
-            writer.commit(_marker(job, settings, result, split, source_size, boxes_by_frame, _fps_of(job)))
+            writer.commit(_marker(job, settings, result, split, source_size, boxes_by_frame, _fps_of(job), window))
+    if settings.test_tail is None:
+        result.removed = _remove_other_part(out_root, split, job.key)
     return result
+
+
+def _other_split(split: str) -> str:
+    return SPLITS[1 - SPLITS.index(split)]
+
+
+def _remove_other_part(out_root: Path, split: str, key: tuple[str, str, str]) -> str | None:
+    """After a run without ``--test-tail`` finished PERSON/VIDEO/SEQ in ``split``: remove the sequence of the same
+    name in the other split if an earlier ``--test-tail`` run wrote it (it holds the other part of the same video,
+    which the new sequence overlaps in time). Returns that split, or None when nothing was removed."""
+    other = _other_split(split)
+    writer = SequenceWriter(out_root, MARKER_DIR, other, key)
+    if not writer.record.is_file():
+        return None
+    record = writer.read_record()
+    if record is None or not isinstance(record.get("settings"), dict) or record["settings"].get("test_tail") is None:
+        return None
+    writer.clear()
+    for path in (*writer.final.values(), writer.record):  # PERSON/VIDEO and PERSON folders left empty
+        for folder in (path.parent, path.parent.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return other
 
 
 def _fps_of(job: SequenceJob) -> float | None:
@@ -364,10 +467,10 @@ def _fps_of(job: SequenceJob) -> float | None:
 
 
 def _marker(job: SequenceJob, settings: Settings, result: SequenceResult, split: str, source_size, boxes: dict,
-            fps: float | None) -> dict:
+            fps: float | None, window: TimeWindow | None = None) -> dict:
     from .. import __version__
 
-    return {
+    record = {
         "key": list(job.key),
         "source": str(job.source),
         "split": split,
@@ -383,9 +486,12 @@ def _marker(job: SequenceJob, settings: Settings, result: SequenceResult, split:
         "seconds": result.seconds,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "bilayer_version": __version__,
-        "settings": asdict(settings),
+        "settings": settings.fingerprint(),
         "boxes": boxes,  # FRAME → [cx, cy, half] of the crop in source pixels
     }
+    if window is not None:  # --test-tail: which part of the video this sequence holds (seconds)
+        record["time_window"] = window.record()
+    return record
 
 
 # --------------------------------------------------------------------------------------- workers and run
@@ -416,12 +522,14 @@ class _Runner:
             keypoints_file = None
             if isinstance(self.landmarks, FileLandmarks):
                 keypoints_file = self.landmarks.resolve(job.source, job.relative)
-            return process_sequence(job, c.settings, c.out_root, c.split, self.landmarks, self.segmentation,
-                                    keypoints_file=keypoints_file, overwrite=c.overwrite, on_frame=on_frame)
+            return process_sequence(job, c.settings, c.out_root, job.split or c.split, self.landmarks,
+                                    self.segmentation, keypoints_file=keypoints_file, overwrite=c.overwrite,
+                                    on_frame=on_frame)
         except (PreprocessError, OSError):  # a user error, or an output that cannot be written (a full disk)
             raise
         except Exception as exc:  # noqa: BLE001 - one broken sequence must not stop the run
-            return SequenceResult(job.name, str(job.source), "failed", "error", f"{type(exc).__name__}: {exc}")
+            return SequenceResult(job.name, str(job.source), "failed", "error", f"{type(exc).__name__}: {exc}",
+                                  split=job.split or c.split)
 
     def close(self) -> None:
         for b in (self.landmarks, self.segmentation):
@@ -473,7 +581,8 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
                smoothing: str = "one-euro", min_frames: int = 10, workers: int = 1, split: str = "train",
                progress: bool = True, landmark_weights: str | Path | None = None,
                keypoints: str | Path | None = None, box_mode: str = "auto", jpeg_quality: int = 95,
-               overwrite: bool = False, max_faces: int = 4) -> Summary:
+               overwrite: bool = False, max_faces: int = 4, shard: tuple[int, int] | str | None = None,
+               test_tail: float | None = None, test_gap: float | None = None) -> Summary:
     """Preprocess a video, a folder of videos or a folder of images into ``out_root`` (the reference layout).
 
     Args:
@@ -500,18 +609,41 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
             largest at the first face, then the same person. In tracking mode MediaPipe runs its face detector on
             every frame until it follows that many, so 1 makes one-person videos faster (about 7 instead of 11 ms
             per 256-px frame) but keeps MediaPipe's most confident face, not necessarily the largest.
+        shard: ``(K, N)`` (or ``"K/N"``): process only the inputs ``K, K + N, K + 2N, …`` of the sorted input list
+            (both parts of a video with ``test_tail``). N runs with K = 0 … N − 1 into N roots write disjoint
+            sequences; copying the roots together gives the dataset one run writes, with one summary file per
+            shard (``last_run.shard-K-of-N.json``) in place of ``last_run.json``.
+        test_tail: a fraction 0 < F < 1: the last F of each video's duration (a folder of frames: of its sorted
+            frames) is written to the ``test`` split and the rest to ``train``, as sequences of the same name,
+            with ``test_gap`` seconds between the two parts (see ``bilayer.preprocess.tail``). ``fps`` subsamples
+            the whole video first; ``max_frames`` then keeps the first frames of each part. Not with
+            ``split="test"``, nor for a single image.
+        test_gap: seconds between the last training and the first test frame of a video (default 1 s; only with
+            ``test_tail``).
 
     Returns a ``Summary``. Raises ``PreprocessError`` (a ``ValueError``) for a bad request, among them an
     ``out_root`` that is a non-empty folder bilayer did not write (``OutputFolderError``, also an
     ``OutputError``), before anything is written; a bad video only fails its own sequence; an ``OSError`` while
     writing (a full disk) stops the run, naming the file, with no half-written sequence left.
     """
+    check_test_tail(test_tail, test_gap)
+    if test_tail is not None:
+        test_tail = float(test_tail)
+        test_gap = DEFAULT_TEST_GAP if test_gap is None else float(test_gap)
     settings = Settings(size=int(size), fps=fps, max_frames=max_frames, landmarks=landmarks,
                         segmentation=segmentation, smoothing=smoothing, box_mode=box_mode,
-                        min_frames=int(min_frames), jpeg_quality=int(jpeg_quality))
+                        min_frames=int(min_frames), jpeg_quality=int(jpeg_quality), test_tail=test_tail,
+                        test_gap=test_gap)
     settings.validate()
+    try:
+        shard = check_shard(shard)
+    except ShardError as exc:
+        raise PreprocessError(str(exc)) from None
     if split not in SPLITS:
         raise PreprocessError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}.")
+    if test_tail is not None and split != SPLITS[0]:
+        raise PreprocessError(f"--test-tail writes both splits (the start of each video to train, its end to "
+                              f"test); leave out --split {split}.")
     if workers < 1:
         raise PreprocessError(f"--workers must be at least 1, got {workers}.")
     if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
@@ -519,16 +651,24 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
     out_root = Path(out_root).expanduser()
     if out_root.exists() and not out_root.is_dir():
         raise PreprocessError(f"output {out_root} exists and is not a directory.")
-    jobs = discover(input, exclude=[out_root])
+    all_jobs = discover(input, exclude=[out_root])
+    if test_tail is not None and len(all_jobs) == 1 and all_jobs[0].source.is_file() \
+            and is_image(all_jobs[0].source):
+        raise PreprocessError(f"--test-tail splits a video or a folder of frames in time, and {all_jobs[0].source} "
+                              f"is a single image; give a video or a folder of frames, or leave out --test-tail.")
     landmark_options = {"weights_dir": landmark_weights, "path": keypoints, "max_faces": max_faces}
-    _validate_backend_options(settings, landmark_options, jobs)
+    _validate_backend_options(settings, landmark_options, all_jobs)
     try:
         claim_folder(out_root, "dataset", "--out")
     except OutputError as exc:
         raise OutputFolderError(str(exc)) from None
 
+    sources = shard_items(all_jobs, shard)
+    splits = SPLITS if test_tail is not None else (split,)
+    jobs = [replace(job, split=s) for job in sources for s in splits]
     config = _RunConfig(settings, out_root, split, landmark_options, overwrite)
-    summary = Summary(out_root, split)
+    summary = Summary(out_root, "+".join(splits), shard=shard, sources=len(sources), all_sources=len(all_jobs),
+                      test_tail=test_tail, test_gap=test_gap)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), unit="seq", desc="preprocess", disable=not progress, dynamic_ncols=True)
@@ -539,11 +679,12 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
         bar.set_postfix(kept=summary.frames_kept, dropped=sum(summary.frames_dropped.values()), refresh=False)
 
     try:
-        if workers == 1 or len(jobs) == 1:
+        if workers == 1 or len(jobs) <= 1:
             runner = _Runner(config)
             try:
                 for job in jobs:
-                    with tqdm(unit="frame", desc=job.name, leave=False, disable=not progress,
+                    desc = f"{job.split} {job.name}" if test_tail is not None else job.name
+                    with tqdm(unit="frame", desc=desc, leave=False, disable=not progress,
                               dynamic_ncols=True) as fbar:
                         record(runner.run(job, on_frame=lambda: fbar.update(1)))
             finally:
@@ -565,11 +706,13 @@ def preprocess(input: str | Path, out_root: str | Path, *, size: int = 256, fps:
                             raise
                         except Exception as exc:  # noqa: BLE001 - a crashed worker fails its sequence only
                             res = SequenceResult(job.name, str(job.source), "failed", "error",
-                                                 f"{type(exc).__name__}: {exc}")
+                                                 f"{type(exc).__name__}: {exc}", split=job.split or split)
                         record(res)
     finally:
         bar.close()
-    summary.sequences.sort(key=lambda r: r.name)
-    with contextlib.suppress(OSError):
-        write_json_atomic(out_root / MARKER_DIR / split / "last_run.json", summary.to_dict(), indent=1)
+    summary.sequences.sort(key=lambda r: (r.name, SPLITS.index(r.split) if r.split in SPLITS else 0))
+    name = "last_run.json" if shard is None else f"last_run.shard-{shard[0]}-of-{shard[1]}.json"
+    for s in splits:  # the summary of the last run that wrote each split (per shard: the shards' roots merge)
+        with contextlib.suppress(OSError):
+            write_json_atomic(out_root / MARKER_DIR / s / name, summary.to_dict(), indent=1)
     return summary

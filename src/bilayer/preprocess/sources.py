@@ -14,11 +14,13 @@ from .video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image, is_video, list_
 @dataclass(frozen=True)
 class SequenceJob:
     """One sequence to process: ``source`` (a video file, an image file or a folder of images), its output name
-    ``key`` = (PERSON, VIDEO, SEQ) and its path ``relative`` to the input folder."""
+    ``key`` = (PERSON, VIDEO, SEQ), its path ``relative`` to the input folder and the ``split`` it is written to
+    (None: the run's ``--split``; with ``--test-tail`` a source gives a ``train`` and a ``test`` job)."""
 
     key: tuple[str, str, str]
     source: Path
     relative: Path
+    split: str | None = None
 
     @property
     def name(self) -> str:

@@ -92,6 +92,32 @@ def video_fps(path: str | Path) -> float:
         raise VideoReadError(f"cannot read {path}: {short_reason(exc)}") from exc
 
 
+def time_span(path: str | Path) -> tuple[float, float]:
+    """(start, end) of a video in seconds, on the clock of ``Frame.time``: the first frame's time, and the last
+    frame's time plus one frame (1 / the nominal rate). Read from the packets' timestamps without decoding a
+    frame. A folder of images spans [0, n / ``IMAGE_SEQUENCE_FPS``), an image one frame. Raises ``VideoReadError``
+    for an unreadable video."""
+    path = Path(path)
+    if path.is_dir() or is_image(path):
+        count = len(list_images(path)) if path.is_dir() else 1
+        return 0.0, count / IMAGE_SEQUENCE_FPS
+    with _video_stream(path) as (container, stream):
+        rate = _nominal_rate(stream) or IMAGE_SEQUENCE_FPS
+        time_base = stream.time_base
+        count, stamps = 0, []
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the flush packet at the end
+                continue
+            count += 1
+            if packet.pts is not None and time_base is not None:
+                stamps.append(float(packet.pts * time_base))
+        if count == 0:
+            raise VideoReadError(f"{path.name} holds no decodable frame")
+        if len(stamps) < count:  # no timestamps: frames are timed by their index (as iter_video does)
+            return 0.0, count / rate
+        return min(stamps), max(stamps) + 1.0 / rate
+
+
 @contextmanager
 def _video_stream(path: Path):
     """(container, first video stream) of a video file opened with PyAV for decoding on PyAV's threads; a missing,
