@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -117,3 +118,29 @@ def test_train_benchmark(tmp_path):
     assert flops["total"] == flops["generator_forward"] + flops["losses_forward"] + flops["backward"] > 1e9
     assert report["achieved_gflops"] == pytest.approx(flops["total"] * report["arms"]["current"]["it_per_s"] / 1e9)
     assert 0 < report["fraction_of_ceiling"]["float32"] and "GFLOP/s" in out
+
+
+@pytest.mark.slow
+def test_learning_benchmark(tmp_path):
+    """The learning proof end to end on a tiny model: data with cross-person pairs, base, enhancer and one ablation
+    trained, then every table, the targets, the curve and the picture grid."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "bilayer", "synth", "--out", str(data), "--identities", "5",
+                    "--test-identities", "2", "--videos-per-identity", "1", "--frames", "7", "--size", "64",
+                    "--cross-pairs", "2"], check=True, capture_output=True)
+    out = run_benchmark("learning.py", "--config", "tiny", "--steps", "1", "--enhancer-steps", "1", "--data", str(data),
+                        "--ablation", 'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}',
+                        "--out", str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "learning.json").read_text())
+    self_scores, cross = report["self_reenactment"], report["cross_reenactment"]
+    assert set(self_scores) == {"copy_source", "mean_train_image", "base", "base_lf_only", "no-gan", "full"}
+    assert all(s["frames"] == 2 * 2 for s in self_scores.values())  # 2 people x targets 3 and 6
+    assert set(cross) == {"copy_source", "base", "full"} and cross["full"]["frames"] == 2 * 6
+    for table in (self_scores, cross):
+        for s in table.values():
+            assert 0 < s["lpips"] < 1 and 0 < s["ssim"] <= 1 and np.isfinite(s["psnr"])
+    assert 0 <= cross["full"]["identity"]["closer_to_a"] <= 1
+    assert any("copying the source" in label for label in report["targets"])
+    assert (tmp_path / "out" / "learning_curve.png").stat().st_size > 0
+    assert (tmp_path / "out" / "learning_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert "cross-person" in out

@@ -595,6 +595,38 @@ def test_without_gan_terms_the_discriminator_is_never_run_nor_updated(synth_root
     assert any(not torch.equal(tensors[k], d_init[k]) for k in d_init if not k.endswith(BN_STATS))
 
 
+def test_gan_terms_start_late_and_ramp_up(synth_root, tmp_path, monkeypatch):
+    """gan_start / gan_ramp: before gan_start D is neither run nor stepped and G_ADV, G_FM, D_ADV are absent; then
+    the two generator terms are scaled by a linear ramp (logged as gan_scale) while D learns at discriminator_lr."""
+    from bilayer.train.config import gan_scale
+
+    ramp = TrainConfig(gan_start=3, gan_ramp=4)
+    assert [gan_scale(ramp, i) for i in range(9)] == [0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
+    assert gan_scale(TrainConfig(), 0) == 1 and gan_scale(TrainConfig(gan_start=2), 2) == 1
+    for field, value in (("gan_start", -1), ("gan_ramp", 1.5), ("discriminator_lr", -1e-4)):
+        with pytest.raises(Exception, match=f"training config field {field} is"):
+            TrainConfig(**{field: value})
+
+    calls = _spy_discriminator(monkeypatch, lambda d, images: images.shape[0])
+    config = fast_config(losses=LossWeights(vggface=0.0), log_every=1, gan_start=2, gan_ramp=2,
+                         discriminator_lr=1e-5, checkpoint_every=2)
+    run = tmp_path / "run"
+    train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=2, progress=False)
+    assert calls == [], "the discriminator ran before gan_start"
+    assert read_safetensors(ckpt.latest_checkpoint(run) / "optim-discriminator.safetensors") == {}
+    train("base", config, synth_root, run, resume=True, perceptual=Perceptual(allow_random=True), steps=4,
+          progress=False)
+    records = {r["step"]: r for r in read_log(run)}
+    assert [records[s]["gan_scale"] for s in (1, 2, 3, 4)] == [0, 0, 0.5, 1]
+    assert not {"G_ADV", "G_FM", "D_ADV"} & set(records[2]) and {"G_ADV", "G_FM", "D_ADV"} <= set(records[3])
+    optim = read_safetensors(ckpt.latest_checkpoint(run) / "optim-discriminator.safetensors")
+    assert optim["0.step"].item() == 2
+    groups = json.loads((ckpt.latest_checkpoint(run) / "optim-discriminator.json").read_text())["param_groups"]
+    assert [g["lr"] for g in groups] == [1e-5]
+    groups = json.loads((ckpt.latest_checkpoint(run) / "optim-generator.json").read_text())["param_groups"]
+    assert {g["lr"] for g in groups} == {config.lr}
+
+
 def test_feature_matching_with_adversarial_0_uses_a_frozen_discriminator_from_init(synth_root, tmp_path, monkeypatch):
     """Feature matching without the adversarial term scores features with the trained D of --init, frozen: it runs
     in eval mode without trainable parameters, Adam never steps it, and every tensor (BN stats and SN vectors

@@ -91,21 +91,22 @@ class GeneratorObjective(nn.Module):
         return bool(self.weights.adversarial or self.weights.feature_matching)
 
     def forward(
-        self, terms: GeneratorTerms, discriminator, iteration: int
+        self, terms: GeneratorTerms, discriminator, iteration: int, gan_scale: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Returns (total G loss, named terms, masked real, masked fake); the caller feeds D with the last two.
-        Without ``uses_discriminator`` D is not called (it may be None) and G_ADV, G_FM are absent."""
+        ``gan_scale`` multiplies the adversarial and feature-matching weights (a warm-up schedule). Without
+        ``uses_discriminator``, or at ``gan_scale`` 0, D is not called (it may be None) and G_ADV, G_FM are absent."""
         w = self.weights
         real, fake, fake_lf_detached, lf = self.masked(terms)
         named = {}
-        if self.uses_discriminator:
+        if self.uses_discriminator and gan_scale > 0:
             # D is frozen by the caller for this pass: gradients reach only the generators (SPEC §2.9 pass 2).
             # One batch of real and fake so BatchNorm statistics mix both (paper §3.4, SPEC §2.9).
             scores, feats = discriminator(torch.cat([real, fake]), torch.cat([terms.target_stickmen] * 2))
             real_scores, fake_scores = scores.chunk(2)
             real_feats, fake_feats = zip(*(f.chunk(2) for f in feats))
-            named["G_ADV"] = adversarial.generator_loss(real_scores, fake_scores) * w.adversarial
-            named["G_FM"] = adversarial.feature_matching_loss(fake_feats, real_feats) * w.feature_matching
+            named["G_ADV"] = adversarial.generator_loss(real_scores, fake_scores) * (w.adversarial * gan_scale)
+            named["G_FM"] = adversarial.feature_matching_loss(fake_feats, real_feats) * (w.feature_matching * gan_scale)
         if w.vgg19:
             named["G_VGG19"] = self.vgg19(fake_lf_detached, real) * w.vgg19
         if w.vggface:  # a zero weight skips the network entirely (quick presets)

@@ -53,6 +53,11 @@ class TrainConfig(JsonConfig):
     batch_size: int = 48  # global batch across processes and accumulation steps
     micro_batch: int = 0  # per-process batch per forward; 0 = batch_size / world size (no accumulation)
     lr: float = 2e-4
+    discriminator_lr: float = 0.0  # the discriminator's Adam rate; 0 = lr (paper: both 2e-4)
+    # The adversarial and feature-matching terms: off before iteration gan_start (D is not run), then their weights
+    # rise linearly to the full value over gan_ramp iterations (0: at once). Paper: 0 and 0.
+    gan_start: int = 0
+    gan_ramp: int = 0
     betas: tuple[float, float] = (0.5, 0.999)
     adam_eps: float = 1e-7
     steps: int = 100_000
@@ -86,13 +91,15 @@ class TrainConfig(JsonConfig):
             "num_sources": (1, None), "num_targets": (1, None), "workers": (0, None), "batch_size": (1, None),
             "micro_batch": (0, None), "steps": (0, None), "perceptual_layers": (1, 5), "standing_stats_batches": (1, None),
             "eval_every": (0, None), "eval_batches": (1, None), "checkpoint_every": (1, None), "log_every": (1, None),
-            "visual_every": (0, None), "max_nonfinite": (1, None),
+            "visual_every": (0, None), "max_nonfinite": (1, None), "gan_start": (0, None), "gan_ramp": (0, None),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             expected = f"an integer from {low} to {high}" if high else f"an integer ≥ {low}"
             _expect(name, value, _is_integer(value) and low <= value and not (high and value > high), expected)
         _expect("lr", self.lr, _is_number(self.lr) and self.lr > 0, "a positive number")
+        _expect("discriminator_lr", self.discriminator_lr,
+                _is_number(self.discriminator_lr) and self.discriminator_lr >= 0, "a number ≥ 0 (0: the same as lr)")
         losses, warp = self.losses, self.losses.warp
         weights = {**{f"losses.{name}": getattr(losses, name) for name in _LOSS_WEIGHTS},
                    **{f"losses.warp.{name}": getattr(warp, name) for name in ("initial", "decay", "floor")}}
@@ -126,6 +133,16 @@ class TrainConfig(JsonConfig):
             return cls.from_dict(data)
         except (ConfigError, TypeError) as exc:  # TypeError: a value of the wrong JSON type, e.g. "lr": "fast"
             raise ConfigError(f"training config {path}: {exc}") from None
+
+
+def gan_scale(config: TrainConfig, iteration: int) -> float:
+    """The factor on the adversarial and feature-matching weights at ``iteration`` (0-based): 0 before
+    ``gan_start``, then rising linearly to 1 over ``gan_ramp`` iterations."""
+    if iteration < config.gan_start:
+        return 0.0
+    if config.gan_ramp <= 0:
+        return 1.0
+    return min(1.0, (iteration - config.gan_start + 1) / config.gan_ramp)
 
 
 def _synth_quick() -> TrainConfig:

@@ -38,7 +38,7 @@ from ..nn.spectral import PowerIterationSnapshot
 from ..outputs import check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import TrainConfig, gan_scale
 from .data import BatchStream
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
@@ -279,7 +279,7 @@ def train(
     # Both optimisers are checkpointed; D's is stepped only when D learns (otherwise its state stays as loaded).
     optimizers = {
         "generator": _adam(gen_params, config, info.device),
-        "discriminator": _adam(discriminator.parameters(), config, info.device),
+        "discriminator": _adam(discriminator.parameters(), config, info.device, config.discriminator_lr or config.lr),
     }
     stepped = optimizers if train_d else {"generator": optimizers["generator"]}
     step_module = GeneratorStep(model, stage)
@@ -339,6 +339,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
             named_sum: dict[str, float] = {}
             finite = True
+            gan = gan_scale(config, step)  # 0 before gan_start: D is neither run nor updated
             for micro_step in range(accumulate):
                 phases.lap("optimizer")
                 batch = next(stream).to(info.device)
@@ -358,11 +359,11 @@ def train(
                         terms = gen_ddp(batch)
                         phases.lap("generator")
                         discriminator.requires_grad_(False)
-                        g_loss, named, real, fake = objective(terms, discriminator, step)
+                        g_loss, named, real, fake = objective(terms, discriminator, step, gan)
                         discriminator.requires_grad_(train_d)
                         phases.lap("losses")
                         d_loss, d_named = 0.0, {}
-                        if train_d:  # Discriminator phase: real vs detached fake in one batch (pass 1).
+                        if train_d and gan > 0:  # Discriminator phase: real vs detached fake in one batch (pass 1).
                             d_loss, d_named = discriminator_objective(dis_ddp, real, fake, terms.target_stickmen,
                                                                       config.losses.adversarial)
                         loss = (g_loss + d_loss) / accumulate
@@ -378,7 +379,7 @@ def train(
                 for opt in stepped.values():
                     opt.step()
                 phases.lap("optimizer")
-                if train_d and d_steps is not None:
+                if train_d and gan > 0 and d_steps is not None:
                     d_steps += 1
             else:  # skip the update, keep the count (never silently poison the weights)
                 nonfinite += 1
@@ -399,7 +400,8 @@ def train(
                 now = time.perf_counter()
                 record = {"step": step, **{k: round(v, 6) for k, v in named_sum.items()},
                           "it_per_s": (step - tick_step) / max(now - tick, 1e-9), "lr": config.lr,
-                          "memory_mb": _memory_mb(info), **phases.pop(step - tick_step)}
+                          **({"gan_scale": gan} if use_d else {}), "memory_mb": _memory_mb(info),
+                          **phases.pop(step - tick_step)}
                 tick, tick_step = now, step
                 with (run_dir / "log.jsonl").open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -461,11 +463,12 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[bool, bool]
     return native, native
 
 
-def _adam(params, config: TrainConfig, device: torch.device) -> torch.optim.Adam:
+def _adam(params, config: TrainConfig, device: torch.device, lr: float | None = None) -> torch.optim.Adam:
     """Adam with the fused kernel (one pass over all tensors instead of a dozen element-wise passes each: 4x less
     optimiser time on the CPU at synth-quick's 359 tensors), where the device has one; the same update rule."""
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.adam_eps, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr if lr is None else lr, betas=config.betas, eps=config.adam_eps,
+                            fused=fused)
 
 
 class PhaseTimer:
