@@ -467,10 +467,10 @@ def _patch_nonfinite(monkeypatch, nan_calls):
         seen["generator"].append([p.detach().clone() for p in self.model.parameters() if p.requires_grad])
         return orig_step(self, batch)
 
-    def objective_forward(self, terms, discriminator, iteration):
+    def objective_forward(self, terms, discriminator, iteration, gan_scale=1.0):
         calls.append(iteration)
         seen["discriminator"].append([p.detach().clone() for p in discriminator.parameters()])
-        total, named, real, fake = orig_objective(self, terms, discriminator, iteration)
+        total, named, real, fake = orig_objective(self, terms, discriminator, iteration, gan_scale)
         if nan_calls == "all" or len(calls) in nan_calls:
             total = total * float("nan")
         return total, named, real, fake
