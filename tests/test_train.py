@@ -1088,3 +1088,14 @@ def test_training_log_records_time_per_phase(base_run):
     for record in records:
         assert all(record[f"ms_{p}"] >= 0 for p in phases)
         assert record["ms_generator"] > 0 and record["ms_backward"] > 0
+
+
+def test_held_out_videos_shorter_than_a_second_are_still_evaluated(synth_root, tmp_path):
+    """The test identities' 12-frame videos have no frame one second after the first: the evaluation takes every
+    5th frame instead and says so in metrics.jsonl."""
+    run = tmp_path / "run"
+    train("base", fast_config(eval_every=1, eval_batches=1), synth_root, run, perceptual=Perceptual(allow_random=True),
+          steps=1, progress=False)
+    (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["step"] == 1 and metrics["target_every"] == 5
+    assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
