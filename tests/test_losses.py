@@ -471,3 +471,18 @@ def test_objective_without_gan_terms_never_calls_the_discriminator():
     assert torch.equal(real, real_d) and torch.equal(fake, fake_d)
     _, named_none, _, _ = obj(_with_image(_terms()), None, iteration=0)  # D may be absent altogether
     assert set(named_none) == set(named)
+
+
+def test_adversarial_losses_are_float32_under_bf16_scores():
+    """bfloat16 scores and features (bf16 autocast) give float32 losses equal to those of the same values in
+    float32."""
+    from bilayer.losses import adversarial
+
+    torch.manual_seed(0)
+    r, f = torch.randn(4, 1, 8, 8).bfloat16(), torch.randn(4, 1, 8, 8).bfloat16()
+    feats = [torch.randn(4, 8, 4, 4).bfloat16() for _ in range(3)]
+    for fn, args in ((adversarial.discriminator_loss, (r, f)), (adversarial.generator_loss, (r, f)),
+                     (adversarial.feature_matching_loss, (feats, [x.flip(0) for x in feats]))):
+        low = fn(*args)
+        high = fn(*[[x.float() for x in a] if isinstance(a, list) else a.float() for a in args])
+        assert low.dtype == torch.float32 and torch.equal(low, high)
