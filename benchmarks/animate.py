@@ -15,7 +15,7 @@ animated again: streaming keeps memory flat, so the long run's peak should be wi
 with its share of the threads (``bilayer animate --workers``, default 2 here); every run is repeated for each
 value right after the other, so that the comparison sees the same machine load. ``--driver-faces``: faces
 MediaPipe follows (``bilayer animate --driver-faces``, default 1); several values are compared the same way.
-Random weights (speed does not depend on them). Target (issue 5): ≥ 25 frames/s at medium 256 px on 2 cores.
+Random weights (speed does not depend on them). Target: ≥ 25 frames/s at medium 256 px on 2 cores.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def main() -> None:
                      and r["length"] == length and r["workers"] == workers and "fps" in r
                      and r.get("driver_faces") == faces), None)
 
-    target = args.preset == "medium" and args.image_size == 256  # issue 5's target is for this configuration
+    target = args.preset == "medium" and args.image_size == 256  # the 25 frames/s target is for this configuration
     for backend in args.backends:
         for workers in args.workers:
             short, long = fps(backend, "file", "short", workers), fps(backend, "file", "long", workers)

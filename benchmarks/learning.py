@@ -40,6 +40,7 @@ from bilayer import BilayerModel
 from bilayer.data.dataset import (VideoDataset, collate, normalize_keypoints, read_image, read_keypoints,
                                   read_mask)
 from bilayer.data.stickman import draw_stickmen
+from bilayer.eval.dlib_identity import cosine
 from bilayer.eval.metrics import psnr, ssim
 from bilayer.io import atomic_path, write_json_atomic
 from bilayer.nn.image import apply_mask
@@ -115,6 +116,11 @@ def self_reenactment(models: dict[str, BilayerModel], enhanced: BilayerModel | N
     return scorer.summary(), grid
 
 
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] → (H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
 def _frame(path_image: Path, path_kp: Path, path_mask: Path, size: int):
     image, width = read_image(path_image, size)
     kp_px = read_keypoints(path_kp)
@@ -157,6 +163,11 @@ def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: boo
         masks = torch.stack([t[2] for t in targets])
         for i in range(len(truth)):
             scorer.add("copy_source", src_img[None], truth[i:i + 1], masks[i:i + 1])
+        if embedder is not None:  # the true frames of A and B's frames, embedded once per pair
+            kps = [t[1] for t in targets]
+            e_a = embedder.embed([to_uint8(apply_mask(t[None], m[None])[0]) for t, m in zip(truth, masks)], kps)
+            e_b = embedder.embed([to_uint8(d) for d in drivers],
+                                 [read_keypoints(pair["driver_keypoints"][i]) * (size / driver_width) for i in frames])
         for name, model in models.items():
             state = model.personalize(src_img[None, None], src_norm, src_mask[None, None], src_stick)
             if name == "full":
@@ -164,15 +175,7 @@ def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: boo
             out = model.render(state, kp).image[0]
             scorer.add(name, out, truth, masks)
             if embedder is not None:
-                to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # noqa: E731
-                from bilayer.eval.dlib_identity import cosine
-
-                kps = [t[1] for t in targets]
                 e_out = embedder.embed([to_uint8(apply_mask(o[None], m[None])[0]) for o, m in zip(out, masks)], kps)
-                e_a = embedder.embed([to_uint8(apply_mask(t[None], m[None])[0]) for t, m in zip(truth, masks)], kps)
-                e_b = embedder.embed([to_uint8(d) for d in drivers],
-                                     [read_keypoints(pair["driver_keypoints"][i]) * (size / driver_width)
-                                      for i in frames])
                 sims = similarity.setdefault(name, {"to_a": [], "to_b": []})
                 for o, a, bb in zip(e_out, e_a, e_b):
                     sa, sb = cosine(o, a), cosine(o, bb)

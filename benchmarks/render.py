@@ -36,7 +36,7 @@ each (``bilayer animate --workers 2``), timed in alternating blocks.
 
 Random weights with well-conditioned BatchNorm statistics (see ``calibrated_model``); speed does not depend on
 the weights' values.
-Targets (issue 5, 2-core CPU): medium fp32 ≥ 70 % of the fp32 ceiling (the best fp32 backend, effective; the
+Targets (2-core CPU): medium fp32 ≥ 70 % of the fp32 ceiling (the best fp32 backend, effective; the
 executed fraction is reported next to it); bf16 ≥ 1.6× faster than fp32 with PSNR
 ≥ 40 dB against the fp32 image; small ≥ 100 frames/s.
 """

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..losses.vgg import VGGFeatures, load_foreign_state
-from ..weights import WeightsError, nonfinite
+from ..losses.vgg import TappedFeatures, VGGFeatures, load_foreign_state
+from ..weights import WeightsError
 from .weights import MetricUnavailable, require_file
 
 # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's vgg16 ``features`` Sequential.
@@ -45,7 +45,7 @@ NETS = {
 EPS = 1e-10
 
 
-class AlexNetFeatures(nn.Module):
+class AlexNetFeatures(TappedFeatures):
     """torchvision's ``alexnet`` ``features`` stack (keys ``features.<i>.*``), cut after ``last_index``, returning
     the outputs at ``taps``: conv 11×11 stride 4 → ReLU → 3×3/2 max-pool → conv 5×5 → ReLU → max-pool → three
     3×3 convs with ReLUs → max-pool."""
@@ -62,30 +62,6 @@ class AlexNetFeatures(nn.Module):
         ]
         self.features = nn.Sequential(*layers[: max(self.taps) + 1])
         self.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                outputs.append(x)
-        return outputs
-
-    def load_torchvision_state(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Load the ``features.*`` tensors of a torchvision AlexNet state dict (other keys are ignored); a missing
-        tensor, a wrong shape or NaN / inf values raise ``WeightsError`` naming ``source``."""
-        own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise WeightsError(f"{source} is not a torchvision alexnet state dict: it lacks {missing[0]}.")
-        for key, value in own.items():
-            if tuple(state[key].shape) != tuple(value.shape):
-                raise WeightsError(f"{source}: {key} has shape {tuple(state[key].shape)}; expected "
-                                   f"{tuple(value.shape)}.")
-            bad = nonfinite(state[key])
-            if bad is not None:
-                raise WeightsError(f"{source}: {key} holds {bad} values; expected finite weights.")
-        self.load_state_dict({k: state[k] for k in own})
 
 
 class ScalingLayer(nn.Module):

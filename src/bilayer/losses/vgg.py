@@ -24,7 +24,39 @@ PLANS = {
 }
 
 
-class VGGFeatures(nn.Module):
+class TappedFeatures(nn.Module):
+    """A torchvision ``features`` stack (``self.features``, keys ``features.<i>.*``) that returns the outputs of the
+    layers at ``self.taps``, and loads those tensors from a torchvision state dict (``self.arch`` names it)."""
+
+    arch: str
+    taps: tuple[int, ...]
+    features: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                outputs.append(x)
+        return outputs
+
+    def load_torchvision_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load the ``features.*`` tensors of a torchvision state dict (other keys are ignored). A missing
+        tensor, a wrong shape or NaN / inf values raise ``WeightsError`` (a ValueError) naming ``source``."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise WeightsError(f"{source} is not a torchvision {self.arch} state dict: it lacks {missing[0]}.")
+        for key, value in own.items():
+            if tuple(state[key].shape) != tuple(value.shape):
+                raise WeightsError(f"{source}: {key} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)}.")
+            bad = nonfinite(state[key])
+            if bad is not None:
+                raise WeightsError(f"{source}: {key} holds {bad} values; expected finite weights.")
+        self.load_state_dict({k: state[k] for k in own})
+
+
+class VGGFeatures(TappedFeatures):
     """The ``features`` stack of a torchvision VGG, cut after ``last_index``, returning the outputs at ``taps``.
 
     ``avg_pool``: replace every max-pooling by 2×2 average pooling (the released perceptual loss does, SPEC §3.1).
@@ -46,28 +78,6 @@ class VGGFeatures(nn.Module):
         self.features = nn.Sequential(*layers[: max(self.taps) + 1])
         self.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                outputs.append(x)
-        return outputs
-
-    def load_torchvision_state(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Load the ``features.*`` tensors of a torchvision VGG state dict (other keys are ignored). A missing
-        tensor, a wrong shape or NaN / inf values raise ``WeightsError`` (a ValueError) naming ``source``."""
-        own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise WeightsError(f"{source} is not a torchvision {self.arch} state dict: it lacks {missing[0]}.")
-        for key, value in own.items():
-            if tuple(state[key].shape) != tuple(value.shape):
-                raise WeightsError(f"{source}: {key} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)}.")
-            bad = nonfinite(state[key])
-            if bad is not None:
-                raise WeightsError(f"{source}: {key} holds {bad} values; expected finite weights.")
-        self.load_state_dict({k: state[k] for k in own})
 
 
 #: What a foreign weight file must be, for the messages of ``read_tensor_file``.
