@@ -233,11 +233,13 @@ def plot(run_dirs: dict[str, Path], out: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def picture_grid(rows: list[dict], out: Path) -> None:
-    """Columns: source, target, LF, HF, base model, full model (base + enhancer); one held-out person a row."""
+def picture_grid(rows: list[dict], out: Path,
+                 columns: tuple[str, ...] = ("source", "target", "lf", "hf", "base", "full")) -> None:
+    """Columns (default: source, target, LF, HF, base model, full model = base + enhancer), those every row has;
+    one held-out person or frame a row."""
     import cv2
 
-    columns = [c for c in ("source", "target", "lf", "hf", "base", "full") if all(c in r for r in rows)]
+    columns = [c for c in columns if all(c in r for r in rows)]
     if not rows:
         return
     tile = rows[0]["source"].shape[-1]

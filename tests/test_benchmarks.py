@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .conftest import material
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -144,3 +146,24 @@ def test_learning_benchmark(tmp_path):
     assert (tmp_path / "out" / "learning_curve.png").stat().st_size > 0
     assert (tmp_path / "out" / "learning_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert "cross-person" in out
+
+
+@pytest.mark.slow
+def test_person_benchmark(tmp_path):
+    """The person-specific path end to end on a real 4-second clip: preprocess with a held-out tail, a tiny base
+    and enhancer trained on one video, every score against the baselines, identity, targets and pictures."""
+    video = material("carphone_pristine.mp4")
+    out = run_benchmark("person.py", str(video), "--config", "tiny", "--steps", "1", "--enhancer-steps", "1",
+                        "--every", "2", "--test-tail", "0.35", "--out", str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "person.json").read_text())
+    scores = report["held_out"]
+    assert set(scores) == {"copy_source", "mean_train_image", "nearest_train_frame", "base", "base_lf_only", "full"}
+    frames = {s["frames"] for s in scores.values()}
+    assert len(frames) == 1 and frames.pop() >= 3
+    for s in scores.values():
+        assert 0 < s["lpips"] < 1 and 0 < s["ssim"] <= 1 and np.isfinite(s["psnr"])
+    assert report["steps"] == {"base": 1, "enhancer": 1}
+    assert any("copying the source" in label for label in report["targets"])
+    assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()
+    assert (tmp_path / "out" / "person_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert "copy_source" in out

@@ -27,7 +27,8 @@ from bilayer.models import Discriminator
 from bilayer.train import Perceptual, TrainingError, train
 from bilayer.train import checkpoint as ckpt
 from bilayer.train.config import TRAIN_PRESETS, TrainConfig
-from bilayer.train.data import BatchStream, EpochSampler
+from bilayer.train.data import BatchStream, EpochSampler, video_repeats
+from bilayer.data.sampling import item_generator
 from bilayer.train.loop import D_STEPS_KEY, GeneratorStep
 from bilayer.weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained, write_safetensors
 
@@ -145,19 +146,37 @@ def test_sampler_too_small_dataset_raises_a_sentence():
         EpochSampler(size=5, micro=3, accumulate=1, rank=0, world_size=2, seed=0)
 
 
-def test_batch_larger_than_the_dataset_or_not_a_multiple_is_one_line_error(synth_root, tmp_path, capsys):
-    """The tiny dataset has 8 training videos: a global batch of 16 cannot be filled; a global batch of 3 cannot be
-    split into micro-batches of 2 (it used to be rounded down to 2 silently). Nothing is written either way."""
+def test_batch_not_a_multiple_of_the_micro_batch_is_one_line_error(synth_root, tmp_path, capsys):
+    """A global batch of 3 cannot be split into micro-batches of 2 (it used to be rounded down to 2 silently);
+    nothing is written."""
     from bilayer.cli import main
 
     run = tmp_path / "run"
     common = ["train", "base", "--config", "tiny", "--data", str(synth_root), "--run", str(run),
               "--perceptual-init", "random", "--steps", "1", "--no-progress"]
-    code, _, err = run_main(main, capsys, *common, "--batch-size", "16")
-    assert_user_error_text(code, err, "the dataset has 8 items, fewer than one global batch of 16")
     code, _, err = run_main(main, capsys, *common, "--batch-size", "3", "--micro-batch", "2")
     assert_user_error_text(code, err, "global batch size 3 is not a multiple of 2 per micro-batch × 1 process")
     assert not run.exists()
+
+
+def test_fewer_videos_than_a_batch_repeat_each_video_with_its_own_frames(synth_root):
+    """A person-specific dataset (one long video) or any set of fewer videos than one global batch: each video is
+    drawn several times per epoch, enough for 100 batches, and every repeat samples its own frames."""
+    from bilayer.data.dataset import VideoDataset
+
+    assert video_repeats(8, 8) == 1 and video_repeats(100, 4) == 1
+    assert video_repeats(1, 4) == 400 and video_repeats(8, 16) == 200 and video_repeats(3, 4) == 134
+    dataset = VideoDataset(synth_root, "train", 64, 1, 1, "random", seed=0, repeats=5)
+    assert len(dataset) == 8 * 5 and len(dataset.videos) == 8
+    same_video = [i for i in range(len(dataset)) if dataset.item_video(i) == 0]
+    assert len(same_video) == 5
+    frames = {tuple(dataset.frame_indices(i, item_generator(0, 0, i))) for i in same_video}
+    assert len(frames) > 1  # the repeats of one video draw different frame pairs
+    stream = BatchStream(dataset, 16, 0, 1, seed=0, workers=0)
+    assert stream.sampler.steps_per_epoch == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"repeats is .*; expected an integer ≥ 1\."):
+            VideoDataset(synth_root, "train", 64, 1, 1, "random", repeats=bad)
 
 
 def test_batch_stream_seek_gives_the_same_batches(synth_root):

@@ -373,6 +373,8 @@ class VideoDataset(Dataset):
         validate: check the first frame of every video (keypoint array shape, mask channels) while indexing,
             so that a format error stops before training instead of inside a worker.
         stickman_thickness: line thickness in px; default scales with the resolution (2 px at 256).
+        repeats: items per video per epoch with ``random`` or ``reference`` sampling (default 1); each repeat
+            draws its own frames, so a dataset of one long video (a person-specific model) fills whole batches.
 
     In a split written by ``bilayer preprocess`` or ``bilayer synth`` a sequence without its finished record (a
     killed or failed run) is not used: ``unfinished`` lists those PERSON/VIDEO/SEQ names and a warning counts them.
@@ -392,6 +394,7 @@ class VideoDataset(Dataset):
         fps: float | Mapping[str, float] = 25.0,
         validate: bool = True,
         stickman_thickness: int | None = None,
+        repeats: int = 1,
     ):
         self.root = Path(root)
         self.split = str(split)
@@ -404,6 +407,9 @@ class VideoDataset(Dataset):
         self.flip_probability = float(flip_probability)
         self.fps = fps
         self.stickman_thickness = stickman_thickness
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats is {repeats!r}; expected an integer ≥ 1.")
+        self.repeats = repeats
         self._check_options()
         self._check_folders()
 
@@ -450,7 +456,7 @@ class VideoDataset(Dataset):
             if self.sampling == "test":
                 self._items.extend((index, tuple(g)) for g in groups)
             else:
-                self._items.append((index, None))
+                self._items.extend([(index, None)] * self.repeats)
             if validate:
                 self._validate_first_frame(video)
         if self.skipped:

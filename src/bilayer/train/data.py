@@ -16,6 +16,18 @@ from torch.utils.data import Sampler
 from ..data.dataset import DatasetError, VideoDataset, VideoLoader, collate
 
 
+SMALL_DATASET_STEPS = 100  # global batches per epoch for a dataset of fewer videos than one batch
+
+
+def video_repeats(videos: int, global_batch: int) -> int:
+    """Items per video per epoch: 1 when the videos fill a global batch; otherwise enough repeats (each drawing
+    its own frames) for SMALL_DATASET_STEPS batches an epoch, so a person-specific dataset of one long video trains
+    without restarting the loader every step."""
+    if videos >= global_batch:
+        return 1
+    return -(-SMALL_DATASET_STEPS * global_batch // videos)
+
+
 class EpochSampler(Sampler[int]):
     """Indices for one process: a (seed, epoch) permutation cut into global batches of
     G = micro · world_size · accumulate consecutive items; micro-batch a of rank r in a step takes

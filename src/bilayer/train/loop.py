@@ -39,7 +39,7 @@ from ..outputs import check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig, gan_scale
-from .data import BatchStream
+from .data import BatchStream, video_repeats
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
@@ -289,10 +289,17 @@ def train(
 
     dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
                            config.sampling, seed=config.seed)
+    repeats = video_repeats(len(dataset), micro * info.world_size * accumulate)
+    if repeats > 1:
+        dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
+                               config.sampling, seed=config.seed, validate=False, repeats=repeats)
+        if info.is_main:
+            log.info("%d training video%s, fewer than a batch: each is drawn %d times per epoch", len(dataset.videos),
+                     "" if len(dataset.videos) == 1 else "s", repeats)
     stream = BatchStream(dataset, micro, info.rank, info.world_size, config.seed, config.workers, accumulate)
     # Standing statistics read their own copy of the dataset, so they never move the training stream's epoch.
     stats_dataset = VideoDataset(data_root, "train", model.config.image_size, config.num_sources, config.num_targets,
-                                 config.sampling, seed=config.seed + 1, validate=False)
+                                 config.sampling, seed=config.seed + 1, validate=False, repeats=repeats)
 
     step, nonfinite = 0, 0
     if resume and latest is not None:

@@ -1,0 +1,254 @@
+"""A real person from their own video: a person-specific model, scored on the part of the video it never saw.
+
+    python benchmarks/person.py VIDEO [--data DIR] [--config person-quick] [--steps N] [--enhancer-steps M]
+                                [--test-tail 0.2] [--fps 12] [--every 4] [--evaluate-only] [--no-identity]
+                                [--out benchmarks/results/person-NAME]
+
+1. Data: ``bilayer preprocess VIDEO --size 128 --fps FPS --test-tail F``: the last F of the video's duration (after
+   a one-second gap) is held out as the test split; the rest is the training split. Skipped when --data exists.
+2. Training: ``bilayer train base --config CONFIG`` then ``bilayer train enhancer --init RUN/model``; each run
+   resumes where it stopped, so a run cut short is continued by the same command.
+3. Scoring on every --every-th held-out frame, with the first training frame as the source (the avatar is made
+   once from it): the full model (base + enhancer), the base model, its LF layer alone, and three baselines —
+   copying the source, the mean training image, and the training frame whose keypoints are nearest to the
+   target's (a lookup that needs the whole training video). PSNR, SSIM and LPIPS (VGG16), both images on black by
+   the target's ground-truth mask. Identity (dlib's 128-d embedding): the cosine similarity of each result to its
+   held-out frame, against the similarity of real frames of the same video to each other (each held-out frame
+   with a training frame).
+4. Writes person.json (every number and which targets are met), person_curve.png and person_grid.jpg (source,
+   target, nearest training frame, LF, HF, base, full). The pictures show the person in the video: keep them
+   local unless the video is yours to publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from learning import Scorer, load, picture_grid, plot, to_uint8  # noqa: E402
+
+from bilayer.data.dataset import normalize_keypoints, read_image, read_keypoints, read_mask  # noqa: E402
+from bilayer.data.stickman import draw_stickmen  # noqa: E402
+from bilayer.eval.dlib_identity import cosine  # noqa: E402
+from bilayer.io import write_json_atomic  # noqa: E402
+from bilayer.nn.image import apply_mask  # noqa: E402
+
+CHUNK = 16  # target frames rendered at once
+
+
+def run(cmd: list[str]) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def sequence_frames(data: Path, split: str) -> list[tuple[Path, Path, Path]]:
+    """(image, keypoints, mask) paths of every frame of the split's first sequence, in time order."""
+    seqs = sorted(p for p in (data / "imgs" / split).glob("*/*/*") if p.is_dir())
+    if not seqs:
+        raise SystemExit(f"error: {data / 'imgs' / split} holds no PERSON/VIDEO/SEQ folder; expected a dataset "
+                         "written by bilayer preprocess --test-tail (a longer video or a larger --test-tail gives "
+                         "the held-out part enough frames).")
+    if len(seqs) > 1:
+        print(f"note: {len(seqs)} sequences under {data / 'imgs' / split}; scoring the first, {seqs[0].name}")
+    rel = seqs[0].relative_to(data / "imgs" / split)
+    out = []
+    for image in sorted(seqs[0].glob("*.jpg")):
+        kp = data / "keypoints" / split / rel / (image.stem + ".npy")
+        mask = data / "segs" / split / rel / (image.stem + ".png")
+        if kp.exists() and mask.exists():
+            out.append((image, kp, mask))
+    return out
+
+
+def load_frames(paths: list[tuple[Path, Path, Path]], size: int):
+    """Images (N, 3, S, S) in [-1, 1], pixel keypoints at S (N, 68, 2), masks (N, 1, S, S)."""
+    images, kps, masks = [], [], []
+    for image_path, kp_path, mask_path in paths:
+        image, width = read_image(image_path, size)
+        images.append(image)
+        kps.append(read_keypoints(kp_path) * (size / width))
+        masks.append(read_mask(mask_path, size))
+    return torch.stack(images), np.stack(kps).astype(np.float32), torch.stack(masks)
+
+
+def nearest_by_keypoints(train_kp: np.ndarray, target_kp: np.ndarray) -> np.ndarray:
+    """For each target, the index of the training frame with the nearest keypoints (mean squared pixel distance)."""
+    a = train_kp.reshape(len(train_kp), -1)
+    b = target_kp.reshape(len(target_kp), -1)
+    d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None]
+    return d.argmin(1)
+
+
+@torch.no_grad()
+def score(models: dict, data: Path, every: int, identity: bool, grid_rows: int = 4) -> tuple[dict, list, dict]:
+    size = next(iter(models.values())).config.image_size
+    train = load_frames(sequence_frames(data, "train"), size)
+    test_paths = sequence_frames(data, "test")[::every]
+    test = load_frames(test_paths, size)
+    src_img, src_kp, src_mask = train[0][0], train[1][0], train[2][0]
+    src_norm = normalize_keypoints(torch.from_numpy(src_kp), size)[None, None]
+    src_stick = draw_stickmen(src_norm, size)
+    target, target_kp, target_mask = test
+    nearest = nearest_by_keypoints(train[1], target_kp)
+    mean_image = train[0].mean(0)
+
+    scorer = Scorer()
+    renders: dict[str, torch.Tensor] = {}
+    for i in range(0, len(target), CHUNK):
+        t, m = target[i:i + CHUNK], target_mask[i:i + CHUNK]
+        scorer.add("copy_source", src_img[None].expand_as(t), t, m)
+        scorer.add("mean_train_image", mean_image[None].expand_as(t), t, m)
+        scorer.add("nearest_train_frame", train[0][nearest[i:i + CHUNK]], t, m)
+    for name, model in models.items():
+        state = model.personalize(src_img[None, None], src_norm, src_mask[None, None], src_stick)
+        if name == "full":
+            state = model.enhance(state)
+        outs, lfs, hfs = [], [], []
+        for i in range(0, len(target), CHUNK):
+            kp = normalize_keypoints(torch.from_numpy(target_kp[i:i + CHUNK]), size)[None]
+            render = model.render(state, kp)
+            outs.append(render.image[0])
+            lfs.append(render.lf[0])
+            hfs.append(render.hf[0])
+        out = torch.cat(outs)
+        renders[name] = out
+        for i in range(0, len(target), CHUNK):
+            sl = slice(i, i + CHUNK)
+            scorer.add(name, out[sl], target[sl], target_mask[sl])
+            if name == "base":
+                scorer.add("base_lf_only", torch.cat(lfs)[sl], target[sl], target_mask[sl])
+        if name == "base":
+            renders["lf"], renders["hf"] = torch.cat(lfs), torch.cat(hfs)
+    scores = scorer.summary()
+
+    ident = {}
+    if identity:
+        try:
+            from bilayer.eval.dlib_identity import DlibFaceEmbedder
+
+            embedder = DlibFaceEmbedder()
+        except Exception as exc:  # dlib missing: the image metrics still stand
+            print(f"identity similarity skipped: {exc}")
+            embedder = None
+        if embedder is not None:
+            def embed(images: torch.Tensor, masks: torch.Tensor, kps: np.ndarray):
+                return embedder.embed([to_uint8(apply_mask(x[None], k[None])[0]) for x, k in zip(images, masks)],
+                                      list(kps))
+
+            e_true = embed(target, target_mask, target_kp)
+            g = np.random.default_rng(0)
+            others = g.integers(0, len(train[0]), len(target))
+            e_other = embed(train[0][others], train[2][others], train[1][others])
+            real = [cosine(a, b) for a, b in zip(e_true, e_other)]
+            ident["real_frames_to_each_other"] = float(np.nanmean(real))
+            for name in ("full", "base"):
+                if name in renders:
+                    e = embed(renders[name], target_mask, target_kp)
+                    ident[name] = float(np.nanmean([cosine(a, b) for a, b in zip(e, e_true)]))
+            ident["frames"] = int(np.isfinite(real).sum())
+
+    picks = np.linspace(0, len(target) - 1, grid_rows).round().astype(int)
+    grid = []
+    for k in picks:
+        row = {"source": apply_mask(src_img[None], src_mask[None])[0],
+               "target": apply_mask(target[k:k + 1], target_mask[k:k + 1])[0],
+               "nearest": apply_mask(train[0][nearest[k]][None], train[2][nearest[k]][None])[0]}
+        for name, key in (("lf", "lf"), ("hf", "hf"), ("base", "base"), ("full", "full")):
+            if key in renders:
+                row[name] = renders[key][k]
+        grid.append(row)
+    return scores, grid, ident
+
+
+def targets_met(scores: dict, ident: dict) -> dict:
+    out = {}
+    if "full" in scores:
+        gain = scores["full"]["psnr"] - scores["copy_source"]["psnr"]
+        lp = 1 - scores["full"]["lpips"] / scores["copy_source"]["lpips"]
+        out["full beats copying the source by >= 3 dB and 40 % LPIPS"] = {
+            "psnr_gain_db": round(gain, 3), "lpips_reduction": round(lp, 4), "met": bool(gain >= 3 and lp >= 0.4)}
+    if "full" in ident:
+        out["identity to the held-out frame >= real frames to each other"] = {
+            "result": round(ident["full"], 4), "real": round(ident["real_frames_to_each_other"], 4),
+            "met": bool(ident["full"] >= ident["real_frames_to_each_other"])}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", type=Path, help="one person's talking-head video")
+    parser.add_argument("--data", type=Path, default=None, help="dataset root (default OUT/data; made if missing)")
+    parser.add_argument("--config", default="person-quick", help="training preset or JSON file (default person-quick)")
+    parser.add_argument("--steps", type=int, default=None, help="base iterations (default: the config's)")
+    parser.add_argument("--enhancer-steps", type=int, default=1000)
+    parser.add_argument("--test-tail", type=float, default=0.2, help="held-out end of the video (default 0.2)")
+    parser.add_argument("--fps", type=float, default=12, help="frames kept per second (default 12)")
+    parser.add_argument("--every", type=int, default=4, help="score every N-th held-out frame (default 4)")
+    parser.add_argument("--evaluate-only", action="store_true", help="score the runs under --out as they are")
+    parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/person-VIDEONAME")
+    args = parser.parse_args()
+    if not args.video.is_file() and not args.evaluate_only:
+        raise SystemExit(f"error: {args.video} is not a file; expected one person's talking-head video.")
+    out = args.out or Path("benchmarks/results") / f"person-{args.video.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    data = args.data or out / "data"
+    base_run, enh_run = out / "run-base", out / "run-enhancer"
+    bilayer = [sys.executable, "-m", "bilayer"]
+    seconds = {}
+    if not args.evaluate_only:
+        t = time.perf_counter()
+        if not (data / "imgs" / "test").exists():
+            run(bilayer + ["preprocess", str(args.video), "--out", str(data), "--size", "128", "--fps", str(args.fps),
+                           "--test-tail", str(args.test_tail), "--max-faces", "1", "--workers", "2", "--no-progress"])
+        seconds["preprocess"] = time.perf_counter() - t
+        for split in ("train", "test"):  # fail before training when preprocessing left a split empty
+            sequence_frames(data, split)
+        steps = ["--steps", str(args.steps)] if args.steps else []
+        common = ["--data", str(data), "--no-progress", "--resume"]
+        t = time.perf_counter()
+        run(bilayer + ["train", "base", "--run", str(base_run), "--config", args.config] + steps + common)
+        seconds["base"] = time.perf_counter() - t
+        t = time.perf_counter()
+        run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
+                       args.config, "--steps", str(args.enhancer_steps)] + common)
+        seconds["enhancer"] = time.perf_counter() - t
+
+    torch.set_grad_enabled(False)
+    models = {"base": load(base_run)} | ({"full": load(enh_run)} if (enh_run / "model").exists() else {})
+    print("scoring the held-out frames …", flush=True)
+    scores, grid, ident = score(models, data, args.every, identity=not args.no_identity)
+    logs = {name: [json.loads(x) for x in (r / "log.jsonl").read_text().splitlines() if x.strip()]
+            for name, r in (("base", base_run), ("enhancer", enh_run)) if (r / "log.jsonl").exists()}
+    results = {
+        "video": str(args.video), "data": str(data), "config": args.config,
+        "image_size": models["base"].config.image_size, "every": args.every,
+        "steps": {k: v[-1]["step"] for k, v in logs.items() if v},
+        "wall_seconds": {k: round(v, 1) for k, v in seconds.items()}, "threads": torch.get_num_threads(),
+        "held_out": scores, "identity": ident, "targets": targets_met(scores, ident),
+    }
+    plot({"base": base_run, "enhancer": enh_run}, out / "person_curve.png")
+    picture_grid(grid, out / "person_grid.jpg",
+                 columns=("source", "target", "nearest", "lf", "hf", "base", "full"))
+    written = write_json_atomic(out / "person.json", results)
+    for name, m in scores.items():
+        print(f"  {name:<20} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']:.4f}  ({m['frames']} frames)")
+    if ident:
+        print("  identity (dlib cosine to the held-out frame): " +
+              ", ".join(f"{k} {v:.3f}" for k, v in ident.items() if k != "frames"))
+    for label, t in results["targets"].items():
+        print(f"{'met ' if t['met'] else 'NOT '} {label}: {t}")
+    print(f"wrote {written}, {out / 'person_curve.png'} and {out / 'person_grid.jpg'}")
+
+
+if __name__ == "__main__":
+    main()
