@@ -360,3 +360,54 @@ def test_csim_and_lpips_plumbing_with_random_networks(files):
     with torch.no_grad():
         expected = lpips_metric.net(pred, target).reshape(-1)
     torch.testing.assert_close(lpips_metric.compute(self_batch), expected)
+
+
+def test_source_split_makes_each_avatar_from_the_same_video_in_another_split(files, tmp_path, capsys):
+    """A person's own video split in time: the avatar comes from the first frame of the same-named sequence in the
+    source split (here an "early" split holding frames 10… of each test video), the targets from the test split."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(files["data"], data)
+    for kind in ("imgs", "keypoints", "segs"):
+        for f in sorted((data / kind / "test").rglob("*.*")):
+            if int(f.stem) >= 10:
+                dest = data / kind / "early" / f.relative_to(data / kind / "test")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, dest)
+    report = evaluate([files["a"]], data, tmp_path / "eval", metrics=["psnr"], weights_dir=files["weights"],
+                      progress=False, timing=False, source_split="early")
+    assert report["settings"]["source_split"] == "early"
+    assert "the first frame of the same video in 'early' is the source" in (tmp_path / "eval" / "results.md").read_text()
+
+    model = BilayerModel.from_pretrained(files["a"]).eval()
+    sources = VideoDataset(data, "early", 64, 1, 1, "test", fps=1.0)
+    targets = VideoDataset(data, "test", 64, 1, 1, "test", fps=25.0)
+    first = {}
+    for i in range(len(sources)):
+        first.setdefault(sources.videos[sources.item_video(i)].name, i)
+    values = []
+    for i in range(len(targets)):
+        s = collate([sources[first[targets.videos[targets.item_video(i)].name]]])
+        assert s.source_frames[0][0].endswith("/000010")
+        t = collate([targets[i]])
+        with torch.no_grad():
+            state = model.enhance(model.personalize(s.source_images, s.source_keypoints, s.source_masks,
+                                                    s.source_stickmen))
+            render = model.render(state, t.target_keypoints)
+        pred = apply_mask(render.image[:, 0].clamp(-1, 1), render.mask[:, 0])
+        values.append(float(psnr(pred, apply_mask(t.target_images[:, 0], t.target_masks[:, 0]))))
+    assert report["models"]["a"]["metrics"]["psnr"]["mean"] == pytest.approx(float(np.mean(values)), abs=1e-3)
+    plain = evaluate([files["a"]], data, tmp_path / "plain", metrics=["psnr"], weights_dir=files["weights"],
+                     progress=False, timing=False)
+    assert plain["models"]["a"]["metrics"]["psnr"]["mean"] != pytest.approx(np.mean(values), abs=1e-3)
+
+    base = ["evaluate", "--model", str(files["a"]), "--data", str(data), "--out", str(tmp_path / "o"), "--no-progress",
+            "--no-timing", "--metrics", "psnr", "--weights-dir", str(files["weights"])]
+    code, _, err = run_main(main, capsys, *base, "--source-split", "train")
+    assert_user_error_text(code, err, "has no sequence of the same name in", "bilayer preprocess --test-tail")
+    code, _, err = run_main(main, capsys, *base, "--source-split", "early", "--mode", "cross")
+    assert_user_error_text(code, err, "a source split applies to self mode")
+    code, _, err = run_main(main, capsys, *base, "--source-split", "test")
+    assert_user_error_text(code, err, "the source split is the evaluated split 'test'")
+    assert not (tmp_path / "o").exists()

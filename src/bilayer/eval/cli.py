@@ -30,7 +30,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights_dir=args.weights_dir, landmarks=args.landmarks, batch_size=args.batch_size, masking=args.masking,
         max_videos=args.max_videos, enhance=not args.no_enhance, timing=not args.no_timing,
         progress=not args.no_progress, fps=args.fps, device=args.device,
-        init_runs=tuple(args.init_runs), frame_runs=tuple(args.frame_runs),
+        init_runs=tuple(args.init_runs), frame_runs=tuple(args.frame_runs), source_split=args.source_split,
     )
     skipped: dict[str, str] = {}
     for entry in report["models"].values():
@@ -70,6 +70,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masking", choices=MASKING_MODES, default="reference",
                    help="reference (default): targets by their ground-truth mask, predictions by the predicted mask; "
                         "gt: both by the ground-truth mask (cross mode: as reference); none")
+    p.add_argument("--source-split", default=None, metavar="SPLIT",
+                   help="self mode: make each avatar from the first frame of the sequence of the same name in this "
+                        "split instead (e.g. train, for a person's own video split by preprocess --test-tail)")
     p.add_argument("--max-videos", type=int, default=None, help="evaluate only the first N videos")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of the dataset's videos (default: from synth.json or the preprocessing markers, else 25)")

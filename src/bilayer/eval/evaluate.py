@@ -1,7 +1,8 @@
 """The paper's evaluation protocol (§4, supplement Table 2) over one or more models: `bilayer evaluate`.
 
 For every test video the avatar is made once from its first frame (``personalize``, plus the texture enhancer
-when the model has one), then every target frame taken at 1 FPS is rendered from its keypoints and compared
+when the model has one; with ``source_split`` from the first frame of the sequence of the same name in that split,
+e.g. the training part of a person's own video), then every target frame taken at 1 FPS is rendered from its keypoints and compared
 with the ground truth by the metrics of ``eval.registry``. In cross-person mode the avatar of video i is driven
 by the keypoints of the next video of another person (cyclic, absolute motion): only the metrics that need no
 ground-truth image (CSIM against the source, NME against the driver) apply.
@@ -231,14 +232,33 @@ def _avatar(model, source: _Source, enhance: bool):
     return make_avatar(model, source.images, source.keypoints, source.masks, source.stickmen, enhance)
 
 
+def source_items(dataset, source_dataset, plans: list[VideoPlan]) -> list[VideoPlan]:
+    """The plans with each source item taken from ``source_dataset`` (another split of the same root): the first
+    frame of the video of the same name there."""
+    first: dict[str, int] = {}
+    for item in range(len(source_dataset)):
+        first.setdefault(source_dataset.videos[source_dataset.item_video(item)].name, item)
+    out = []
+    for plan in plans:
+        if plan.video not in first:
+            raise EvaluationError(
+                f"video {plan.video} of {dataset.root / 'imgs' / dataset.split} has no sequence of the same name "
+                f"in {source_dataset.root / 'imgs' / source_dataset.split}; a source split needs both parts of "
+                "each video (bilayer preprocess --test-tail writes them)."
+            )
+        out.append(VideoPlan(plan.video, first[plan.video], plan.target_items, plan.driver))
+    return out
+
+
 @torch.no_grad()
 def evaluate_video(model, dataset, plan: VideoPlan, metrics: Sequence[Metric], *, masking: str, enhance: bool,
-                   batch_size: int, device: torch.device) -> dict[str, list[float]]:
-    """Per-frame values {metric: [N floats, NaN where not computable]} of one video under the protocol."""
+                   batch_size: int, device: torch.device, source_dataset=None) -> dict[str, list[float]]:
+    """Per-frame values {metric: [N floats, NaN where not computable]} of one video under the protocol; the
+    source item indexes ``source_dataset`` when given, else ``dataset``."""
     from ..data.dataset import denormalize_keypoints
 
     size = model.config.image_size
-    source = _source_of(dataset, plan.source_item, device)
+    source = _source_of(source_dataset if source_dataset is not None else dataset, plan.source_item, device)
     state = _avatar(model, source, enhance)
     src_mask = None if masking == "none" else source.masks[0, 0]
     src_image = _masked(source.images[0, 0], src_mask)  # (3, S, S)
@@ -345,11 +365,13 @@ def evaluate(
     device: str | torch.device | None = None,
     init_runs: tuple[int, int] = (3, 20),
     frame_runs: tuple[int, int] = (10, 100),
+    source_split: str | None = None,
 ) -> dict:
     """Evaluate ``models`` (save_pretrained folders) on ``data_root``/``split`` under the paper's protocol.
 
     Returns the content of ``results.json`` plus ``"outputs"`` (the paths written). ``fps`` overrides the
     dataset's frame rate; ``init_runs`` / ``frame_runs`` are (warm-up, timed) runs of the two timings.
+    ``source_split`` (self mode): make each avatar from the first frame of the same-named sequence in that split.
     """
     from tqdm import tqdm
 
@@ -368,6 +390,11 @@ def evaluate(
         raise EvaluationError(f"dataset root {root} does not exist or is not a folder.")
     names = check_metric_names(metrics)
     _check_options(mode, masking, landmarks, batch_size, max_videos)
+    if source_split is not None and mode != "self":
+        raise EvaluationError(f"a source split applies to self mode; mode {mode!r} drives each avatar by another "
+                              "person.")
+    if source_split == split:
+        raise EvaluationError(f"the source split is the evaluated split {split!r}; name another one (e.g. train).")
     if fps is not None and not 0 < fps < math.inf:
         raise EvaluationError(f"fps must be a positive number, got {fps}.")
     for runs, what in ((init_runs, "init"), (frame_runs, "per-frame")):
@@ -385,6 +412,7 @@ def evaluate(
     ready_names = [m.name for m in ready]
     model_labels = model_names(paths)
     datasets: dict[int, VideoDataset] = {}
+    source_datasets: dict[int, VideoDataset] = {}
     results: dict = {}
     try:
         for path, label in zip(paths, model_labels):
@@ -397,6 +425,14 @@ def evaluate(
                                 "under %s; assuming %g fps (pass --fps to set it)", root, DEFAULT_FPS)
             dataset = datasets[size]
             plans = plan_videos(dataset, mode, max_videos)
+            source_dataset = None
+            if source_split is not None:
+                if size not in source_datasets:
+                    # only each video's first frame is used: fps 1 makes any video of two frames or more usable
+                    source_datasets[size] = VideoDataset(root, source_split, size, 1, 1, "test", fps=1.0)
+                source_dataset = source_datasets[size]
+                plans = source_items(dataset, source_dataset, plans)
+            source_of = source_dataset if source_dataset is not None else dataset
             uses_enhancer = bool(enhance and model.texture_enhancer is not None)
             fingerprint = model_fingerprint(model)
             per_video, reused = [], 0
@@ -408,7 +444,8 @@ def evaluate(
                     "masking": masking, "enhance": uses_enhancer, "landmarks": landmarks,
                     "image_size": size,
                     "fps": rate if isinstance(rate, float) else rate[plan.driver or plan.video],
-                    "source": f"{plan.video}/{dataset.videos[dataset.item_video(plan.source_item)].frames[0]}",
+                    "source": f"{source_split or split}/{plan.video}/"
+                              f"{source_of.videos[source_of.item_video(plan.source_item)].frames[0]}",
                     "driver": plan.driver,
                     "targets": [_target_frame(dataset, i) for i in driver_items],
                 }
@@ -416,7 +453,7 @@ def evaluate(
                 values = _read_record(record, settings, ready_names) if record.is_file() else None
                 if values is None:
                     values = evaluate_video(model, dataset, plan, ready, masking=masking, enhance=enhance,
-                                            batch_size=batch_size, device=device)
+                                            batch_size=batch_size, device=device, source_dataset=source_dataset)
                     claim_folder(out_dir, "evaluation", "--out")
                     write_json_atomic(record, {
                         "video": plan.video, "driver": plan.driver, "settings": settings, "pairs": len(driver_items),
@@ -436,7 +473,7 @@ def evaluate(
                 "init_ms": None, "frame_ms": None, "enhancer": uses_enhancer,
             }
             if timing and plans:
-                source = _source_of(dataset, plans[0].source_item, device)
+                source = _source_of(source_of, plans[0].source_item, device)
                 entry["init_ms"] = time_init(model, source.images, source.keypoints, source.masks, uses_enhancer,
                                              *init_runs)
                 state = _avatar(model, source, uses_enhancer)
@@ -449,7 +486,7 @@ def evaluate(
 
     report = {
         "settings": {
-            "data_root": str(root), "split": split, "mode": mode, "metrics": names, "masking": masking,
+            "data_root": str(root), "split": split, "source_split": source_split, "mode": mode, "metrics": names, "masking": masking,
             "enhance": bool(enhance), "landmarks": landmarks, "weights_dir": str(weights), "batch_size": batch_size,
             "max_videos": max_videos, "fps": rate, "fps_source": rate_source, "device": str(device),
             "timing": {"init": {"warmup": init_runs[0], "runs": init_runs[1]},
@@ -530,7 +567,9 @@ def markdown_table(report: dict) -> str:
     notes.append(
         f"Protocol: {'self' if settings['mode'] == 'self' else 'cross-person'} reenactment on "
         f"{settings['data_root']} ({settings['split']}), {'/'.join(map(str, sorted(videos)))} videos, "
-        f"{'/'.join(map(str, sorted(pairs)))} pairs: the first frame is the source, targets at 1 FPS "
+        f"{'/'.join(map(str, sorted(pairs)))} pairs: the first frame"
+        f"{' of the same video in ' + repr(settings['source_split']) if settings.get('source_split') else ''}"
+        f" is the source, targets at 1 FPS "
         f"({fps_text}, from {settings['fps_source']}); masking {settings['masking']}; texture enhancer "
         f"{'on' if settings['enhance'] else 'off'}; NME landmarks {settings['landmarks']}."
     )
