@@ -1,13 +1,15 @@
 """A real person from their own video: a person-specific model, scored on the part of the video it never saw.
 
     python benchmarks/person.py VIDEO [--data DIR] [--config person-quick] [--steps N] [--enhancer-steps M]
-                                [--test-tail 0.2] [--fps 12] [--every 4] [--evaluate-only] [--no-identity]
-                                [--out benchmarks/results/person-NAME]
+                                [--test-tail 0.2] [--fps 12] [--every 4] [--ablation NAME=JSON ...]
+                                [--evaluate-only] [--no-identity] [--out benchmarks/results/person-NAME]
 
 1. Data: ``bilayer preprocess VIDEO --size 128 --fps FPS --test-tail F``: the last F of the video's duration (after
    a one-second gap) is held out as the test split; the rest is the training split. Skipped when --data exists.
 2. Training: ``bilayer train base --config CONFIG`` then ``bilayer train enhancer --init RUN/model``; each run
-   resumes where it stopped, so a run cut short is continued by the same command.
+   resumes where it stopped, so a run cut short is continued by the same command. ``--ablation NAME=JSON`` also
+   trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses": {"adversarial": 0,
+   "feature_matching": 0}}'``), scored like the base model.
 3. Scoring on every --every-th held-out frame, with the first training frame as the source (the avatar is made
    once from it): the full model (base + enhancer), the base model, its LF layer alone, and three baselines —
    copying the source, the mean training image, and the training frame whose keypoints are nearest to the
@@ -16,7 +18,7 @@
    held-out frame, against the similarity of real frames of the same video to each other (each held-out frame
    with a training frame).
 4. Writes person.json (every number and which targets are met), person_curve.png and person_grid.jpg (source,
-   target, nearest training frame, LF, HF, base, full). The pictures show the person in the video: keep them
+   target, nearest training frame, LF, HF, base, full; each on black by the target's mask, as scored). The pictures show the person in the video: keep them
    local unless the video is yours to publish.
 """
 
@@ -150,10 +152,9 @@ def score(models: dict, data: Path, every: int, identity: bool, grid_rows: int =
             e_other = embed(train[0][others], train[2][others], train[1][others])
             real = [cosine(a, b) for a, b in zip(e_true, e_other)]
             ident["real_frames_to_each_other"] = float(np.nanmean(real))
-            for name in ("full", "base"):
-                if name in renders:
-                    e = embed(renders[name], target_mask, target_kp)
-                    ident[name] = float(np.nanmean([cosine(a, b) for a, b in zip(e, e_true)]))
+            for name in [n for n in renders if n not in ("lf", "hf")]:
+                e = embed(renders[name], target_mask, target_kp)
+                ident[name] = float(np.nanmean([cosine(a, b) for a, b in zip(e, e_true)]))
             ident["frames"] = int(np.isfinite(real).sum())
 
     picks = np.linspace(0, len(target) - 1, grid_rows).round().astype(int)
@@ -162,9 +163,9 @@ def score(models: dict, data: Path, every: int, identity: bool, grid_rows: int =
         row = {"source": apply_mask(src_img[None], src_mask[None])[0],
                "target": apply_mask(target[k:k + 1], target_mask[k:k + 1])[0],
                "nearest": apply_mask(train[0][nearest[k]][None], train[2][nearest[k]][None])[0]}
-        for name, key in (("lf", "lf"), ("hf", "hf"), ("base", "base"), ("full", "full")):
-            if key in renders:
-                row[name] = renders[key][k]
+        for name in ("lf", "hf", "base", "full"):  # on black by the target's mask, as scored
+            if name in renders:
+                row[name] = apply_mask(renders[name][k:k + 1], target_mask[k:k + 1])[0]
         grid.append(row)
     return scores, grid, ident
 
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--test-tail", type=float, default=0.2, help="held-out end of the video (default 0.2)")
     parser.add_argument("--fps", type=float, default=12, help="frames kept per second (default 12)")
     parser.add_argument("--every", type=int, default=4, help="score every N-th held-out frame (default 4)")
+    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=JSON",
+                        help="also train a base model with these config changes, e.g. no-gan='{\"losses\": "
+                             "{\"adversarial\": 0, \"feature_matching\": 0}}'")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs under --out as they are")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/person-VIDEONAME")
@@ -204,6 +208,10 @@ def main() -> None:
     data = args.data or out / "data"
     base_run, enh_run = out / "run-base", out / "run-enhancer"
     bilayer = [sys.executable, "-m", "bilayer"]
+    ablations = {}
+    for spec in args.ablation:
+        name, _, changes = spec.partition("=")
+        ablations[name] = (out / f"run-{name}", json.loads(changes))
     seconds = {}
     if not args.evaluate_only:
         t = time.perf_counter()
@@ -222,13 +230,26 @@ def main() -> None:
         run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
                        args.config, "--steps", str(args.enhancer_steps)] + common)
         seconds["enhancer"] = time.perf_counter() - t
+        for name, (run_dir, changes) in ablations.items():
+            from bilayer.train.config import train_config
+
+            config = train_config(args.config).to_dict()
+            for key, value in changes.items():
+                config[key] = {**config[key], **value} if isinstance(value, dict) else value
+            config_file = out / f"config-{name}.json"
+            config_file.write_text(json.dumps(config, indent=1))
+            t = time.perf_counter()
+            run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + steps + common)
+            seconds[f"ablation {name}"] = time.perf_counter() - t
 
     torch.set_grad_enabled(False)
-    models = {"base": load(base_run)} | ({"full": load(enh_run)} if (enh_run / "model").exists() else {})
+    models = ({"base": load(base_run)} | ({"full": load(enh_run)} if (enh_run / "model").exists() else {})
+              | {name: load(r) for name, (r, _) in ablations.items() if (r / "model").exists()})
     print("scoring the held-out frames …", flush=True)
     scores, grid, ident = score(models, data, args.every, identity=not args.no_identity)
+    runs = {"base": base_run, "enhancer": enh_run} | {name: r for name, (r, _) in ablations.items()}
     logs = {name: [json.loads(x) for x in (r / "log.jsonl").read_text().splitlines() if x.strip()]
-            for name, r in (("base", base_run), ("enhancer", enh_run)) if (r / "log.jsonl").exists()}
+            for name, r in runs.items() if (r / "log.jsonl").exists()}
     results = {
         "video": str(args.video), "data": str(data), "config": args.config,
         "image_size": models["base"].config.image_size, "every": args.every,
@@ -236,7 +257,7 @@ def main() -> None:
         "wall_seconds": {k: round(v, 1) for k, v in seconds.items()}, "threads": torch.get_num_threads(),
         "held_out": scores, "identity": ident, "targets": targets_met(scores, ident),
     }
-    plot({"base": base_run, "enhancer": enh_run}, out / "person_curve.png")
+    plot(runs, out / "person_curve.png")
     picture_grid(grid, out / "person_grid.jpg",
                  columns=("source", "target", "nearest", "lf", "hf", "base", "full"))
     written = write_json_atomic(out / "person.json", results)

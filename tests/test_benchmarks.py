@@ -154,15 +154,18 @@ def test_person_benchmark(tmp_path):
     and enhancer trained on one video, every score against the baselines, identity, targets and pictures."""
     video = material("carphone_pristine.mp4")
     out = run_benchmark("person.py", str(video), "--config", "tiny", "--steps", "1", "--enhancer-steps", "1",
-                        "--every", "2", "--test-tail", "0.35", "--out", str(tmp_path / "out"))
+                        "--every", "2", "--test-tail", "0.35", "--ablation",
+                        'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}', "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "person.json").read_text())
     scores = report["held_out"]
-    assert set(scores) == {"copy_source", "mean_train_image", "nearest_train_frame", "base", "base_lf_only", "full"}
+    assert set(scores) == {"copy_source", "mean_train_image", "nearest_train_frame", "base", "base_lf_only", "full",
+                           "no-gan"}
     frames = {s["frames"] for s in scores.values()}
     assert len(frames) == 1 and frames.pop() >= 3
     for s in scores.values():
         assert 0 < s["lpips"] < 1 and 0 < s["ssim"] <= 1 and np.isfinite(s["psnr"])
-    assert report["steps"] == {"base": 1, "enhancer": 1}
+    assert report["steps"] == {"base": 1, "enhancer": 1, "no-gan": 1}
+    assert set(report["identity"]) >= {"real_frames_to_each_other", "base", "full", "no-gan"}
     assert any("copying the source" in label for label in report["targets"])
     assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()
     assert (tmp_path / "out" / "person_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
