@@ -1,4 +1,4 @@
-"""Configuration: presets, derived values (SPEC §2), validation and the JSON round trip."""
+"""Configuration: presets, derived values (reference §2), validation and the JSON round trip."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def test_medium_derived_values_match_the_released_code():
     cfg = preset("medium")
     assert cfg.num_generator_blocks == 6
     assert cfg.pose_dim == 136
-    assert cfg.embedder_encoder_channels == (64, 128, 256, 512, 512, 512)  # SPEC §2.2
+    assert cfg.embedder_encoder_channels == (64, 128, 256, 512, 512, 512)  # reference §2.2
     assert cfg.embed_channels == (512, 512, 512, 256, 128, 64)
-    assert cfg.texture_channels == (512, 512, 512, 256, 128, 64)  # SPEC §2.3
-    assert cfg.inference_channels == (256, 256, 256, 128, 64, 32)  # SPEC §2.5
-    assert cfg.projector_hidden == (512, 512, 512, 512, 256, 128)  # SPEC §2.6
+    assert cfg.texture_channels == (512, 512, 512, 256, 128, 64)  # reference §2.3
+    assert cfg.inference_channels == (256, 256, 256, 128, 64, 32)  # reference §2.5
+    assert cfg.projector_hidden == (512, 512, 512, 512, 256, 128)  # reference §2.6
     assert cfg.eps == 1e-7 and cfg.bn_momentum == 1.0 and cfg.spectral_norm
 
 

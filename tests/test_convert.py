@@ -1,4 +1,4 @@
-"""The released-checkpoint converter (SPEC §7): export → released files → convert_official → from_pretrained."""
+"""Released-checkpoint converter (reference §7): export → released files → convert_official → from_pretrained."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _discriminator(config, seed=0):
 
 def write_runs(root: Path, states: dict[str, dict[str, torch.Tensor]], main_epoch=2225, enh_epoch=1225,
                prefix: str = "") -> Path:
-    """The release layout of SPEC §7.1."""
+    """The release layout of reference §7.1."""
     main = root / "runs" / MAIN / "checkpoints"
     enh = root / "runs" / ENHANCER / "checkpoints"
     main.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def _assert_outputs_match(ours: dict, ref: dict, tol=1e-4):
 
 # ---------------------------------------------------------------------------------------------- export
 def test_export_key_patterns(released, tiny_config):
-    """SPEC §7.3 key names (tiny: 4 generator blocks, enhancer 1 down + 2 bottleneck + 1 up)."""
+    """reference §7.3 key names (tiny: 4 generator blocks, enhancer 1 down + 2 bottleneck + 1 up)."""
     _, _, states = released
     assert set(states) == set(BASE) | {"texture_enhancer", "discriminator"}
     emb = states["identity_embedder"]
@@ -206,7 +206,7 @@ def test_convert_states_in_memory_equals_files(converted, released):
 
 
 def test_spectral_norm_is_folded_with_stored_vectors(converted, released):
-    """W = weight_orig / (uᵀ W_orig v) with the stored u, v; no new power iteration, no SVD (SPEC §7.2)."""
+    """W = weight_orig / (uᵀ W_orig v) with the stored u, v; no new power iteration, no SVD (reference §7.2)."""
     conv, _, _ = converted
     _, _, states = released
     kp = states["keypoints_embedder"]

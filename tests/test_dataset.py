@@ -1,4 +1,4 @@
-"""The dataset over the authors' layout (SPEC §1, docs/data-format.md), on small trees written by the tests."""
+"""The dataset over the authors' layout (reference §1, docs/data-format.md), on small trees written by the tests."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_index_sorted_videos_and_frames_and_skips(tree, caplog):
 
 
 def test_sort_is_by_path_parts(tmp_path):
-    """'a' < 'a-b' as path parts although 'a/…' > 'a-b/…' as strings (SPEC §1.1: sorted as path objects)."""
+    """'a' < 'a-b' as path parts although 'a/…' > 'a-b/…' as strings (reference §1.1: sorted as path objects)."""
     rng = np.random.default_rng(0)
     for rel in ("p/v/a-b/00000", "p/v/a/00001", "p/v/a/00000"):
         write_frame(tmp_path, "train", rel, rng)
@@ -131,11 +131,11 @@ def test_sample_shapes_ranges_and_reading_follow_spec(tree):
     assert sample.source_masks.min() >= 0 and sample.source_masks.max() <= 1
     assert sample.source_masks.max() == 1 and sample.source_masks.min() == 0
     corner = sample.source_stickmen[:, :, 0, 0]
-    torch.testing.assert_close(corner, torch.full_like(corner, 2 / 255 - 1))  # canvas filled with 1 (SPEC §1.5)
+    torch.testing.assert_close(corner, torch.full_like(corner, 2 / 255 - 1))  # canvas filled with 1 (reference §1.5)
     # the four frames are distinct
     assert len(set(sample.source_frames + sample.target_frames)) == 4
 
-    # reading one frame exactly as SPEC §1.2: PIL bicubic, [-1, 1]; keypoints / width; mask bicubic [0, 1]
+    # reading one frame exactly as reference §1.2: PIL bicubic, [-1, 1]; keypoints / width; mask bicubic [0, 1]
     rel = f"{sample.video}/{sample.source_frames[0]}"
     with Image.open(tree / "imgs" / "train" / f"{rel}.jpg") as im:
         expected = np.asarray(im.convert("RGB").resize((S, S), Image.BICUBIC), np.float32) / 255

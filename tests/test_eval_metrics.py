@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §3.4, paper §4): PSNR/SSIM against scikit-image, LPIPS, ArcFace CSIM and its
+"""Evaluation metrics (reference §3.4, paper §4): PSNR/SSIM against scikit-image, LPIPS, ArcFace CSIM and its
 alignment, NME. No downloads: foreign weight files are random state dicts written by the tests, except the tiny
 LPIPS linear weights shipped in the ``lpips`` wheel, used when installed.
 """

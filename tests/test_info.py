@@ -1,4 +1,4 @@
-"""``bilayer info``: parameter counts (SPEC §7.4) and MACs per frame (paper Table 2, SPEC §8.1)."""
+"""``bilayer info``: parameter counts (reference §7.4) and MACs per frame (paper Table 2, reference §8.1)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ NETWORKS = (
     "identity_embedder", "texture_generator", "keypoints_embedder", "inference_generator", "discriminator",
     "texture_enhancer",
 )
-# SPEC §7.4 / §2 (the released networks at 256 px, medium). The released embedder also holds the dead conv2/skip
+# reference §7.4 / §2 (the released networks at 256 px, medium). The released embedder also holds the dead conv2/skip
 # of its last decoder block (45,184 parameters), which we omit: still within 0.5 %.
-SPEC_PARAMS = {
+REFERENCE_PARAMS = {
     "identity_embedder": 31_442_304,
     "texture_generator": 55_664_993,
     "keypoints_embedder": 1_219_328,
@@ -63,7 +63,7 @@ def _module_counts(config) -> dict[str, int]:
 def _check_medium_report(report: dict) -> None:
     assert report["preset"] == "medium" and report["image_size"] == 256
     assert set(report["networks"]) == set(NETWORKS)
-    for name, expected in SPEC_PARAMS.items():
+    for name, expected in REFERENCE_PARAMS.items():
         got = report["networks"][name]["params"]
         assert isinstance(got, int)
         assert abs(got - expected) <= 0.005 * expected, f"{name}: {got:,} vs {expected:,}"
@@ -84,7 +84,7 @@ def test_small_and_large_macs_within_3_percent_of_paper(capsys, name):
     macs = report["macs_per_frame"]
     assert abs(macs - PAPER_MACS[name]) <= 0.03 * PAPER_MACS[name], f"{name}: {macs / 1e9:.3f} G"
     # Only the inference generator (and hence the keypoint MLP output) differs from medium.
-    assert abs(report["networks"]["texture_generator"]["params"] - SPEC_PARAMS["texture_generator"]) <= 0.005 * SPEC_PARAMS["texture_generator"]
+    assert abs(report["networks"]["texture_generator"]["params"] - REFERENCE_PARAMS["texture_generator"]) <= 0.005 * REFERENCE_PARAMS["texture_generator"]
 
 
 def test_macs_scale_with_resolution(capsys):
@@ -96,12 +96,12 @@ def test_macs_scale_with_resolution(capsys):
 
 def test_parameter_counts_from_modules_medium():
     counts = _module_counts(preset("medium"))
-    for name, expected in SPEC_PARAMS.items():
+    for name, expected in REFERENCE_PARAMS.items():
         assert abs(counts[name] - expected) <= 0.005 * expected, f"{name}: {counts[name]:,} vs {expected:,}"
     # Exact where nothing is omitted.
     for name in ("texture_generator", "keypoints_embedder", "inference_generator", "discriminator", "texture_enhancer"):
-        assert counts[name] == SPEC_PARAMS[name], name
-    assert SPEC_PARAMS["identity_embedder"] - counts["identity_embedder"] == 64 * 64 * 9 + 64 + 128 * 64 + 64
+        assert counts[name] == REFERENCE_PARAMS[name], name
+    assert REFERENCE_PARAMS["identity_embedder"] - counts["identity_embedder"] == 64 * 64 * 9 + 64 + 128 * 64 + 64
 
 
 def test_tiny_counts_match_the_modules(capsys):

@@ -1,6 +1,6 @@
-"""Loss terms against values computed by hand (NumPy) on tiny tensors (paper eq. 2–14, SPEC §3).
+"""Loss terms against values computed by hand (NumPy) on tiny tensors (paper eq. 2–14, reference §3).
 
-Expected numbers are never produced by the code under test: NumPy re-derives every formula from SPEC §3.
+Expected numbers are never produced by the code under test: NumPy re-derives every formula from reference §3.
 """
 
 from __future__ import annotations
@@ -425,7 +425,7 @@ def test_objective_optional_terms():
     obj = GeneratorObjective(LossWeights(vggface=0.0, warp=WarpSchedule(0.0)), "paper", perceptual_layers=1)
     terms = _with_image(_terms(pixel_terms=False))
     _, named, _, _ = obj(terms, RecordingDiscriminator(), iteration=0)
-    # no pixel terms, no VGGFace; the switched-off warp regulariser is still logged, as 0 (as released, SPEC §3.2)
+    # no pixel terms, no VGGFace; the switched-off warp regulariser is still logged, as 0 (as released, reference §3.2)
     assert set(named) == {"G_ADV", "G_FM", "G_VGG19", "G_WPR"} and float(named["G_WPR"].detach()) == 0.0
     terms = _with_image(_terms(delta_uv=False))
     _, named, _, _ = obj(terms, RecordingDiscriminator(), iteration=0)

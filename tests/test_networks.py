@@ -232,7 +232,7 @@ def test_enhancer_guiding_gradient_under_no_grad(tiny_model, inputs, tiny_config
 
 
 def test_guiding_gradient_matches_sse_formula(tiny_model, inputs):
-    """First step: g = ∂/∂Y ½Σ(x_s − mask(LF_s + warp(Y, uv_s)))² at Y = the base texture (SPEC §5.3)."""
+    """First step: g = ∂/∂Y ½Σ(x_s − mask(LF_s + warp(Y, uv_s)))² at Y = the base texture (reference §5.3)."""
     from bilayer.models.texture_enhancer import apply_mask, warp
 
     src, src_kp, masks, _ = inputs

@@ -1,4 +1,4 @@
-"""Rendering semantics (SPEC §2.8): uv = identity grid + Δuv, HF = warp(texture, uv), image = LF + HF, masks."""
+"""Rendering semantics (reference §2.8): uv = identity grid + Δuv, HF = warp(texture, uv), image = LF + HF, masks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spectral normalisation (SPEC §2.7): released arithmetic, power iteration in train mode only, exact removal."""
+"""Spectral normalisation (reference §2.7): released arithmetic, power iteration in train mode only, exact removal."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_remove_keeps_eval_outputs(tiny_model, inputs):
 
 
 def test_remove_does_not_run_a_power_iteration_even_in_train_mode(tiny_model):
-    """remove_spectral_norm folds with the *stored* u, v (SPEC §6.1): the folded weight is W/uᵀWv."""
+    """remove_spectral_norm folds with the *stored* u, v (reference §6.1): the folded weight is W/uᵀWv."""
     model = tiny_model.train()
     layer = model.keypoints_embedder.layers[1]
     sn = layer.parametrizations["weight"][0]
@@ -175,7 +175,7 @@ def test_remove_is_a_no_op_without_spectral_norm(tiny_config, inputs):
 
 def test_two_train_forwards_before_backward(tiny_config):
     """The discriminator runs twice per iteration before one backward: the in-place u/v update must not break
-    autograd (SPEC §2.9)."""
+    autograd (reference §2.9)."""
     torch.manual_seed(0)
     disc = Discriminator.from_config(tiny_config).train()
     assert has_spectral_norm(disc)

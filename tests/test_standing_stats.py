@@ -1,4 +1,4 @@
-"""Standing BatchNorm statistics (SPEC §4.6): the average of per-batch statistics over N batches."""
+"""Standing BatchNorm statistics (reference §4.6): the average of per-batch statistics over N batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stickman drawing (SPEC §1.5): part colours, drawing order, open/closed polylines, canvas value, thickness."""
+"""Stickman drawing (reference §1.5): part colours, drawing order, open/closed polylines, canvas value, thickness."""
 
 from __future__ import annotations
 

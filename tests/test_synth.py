@@ -159,7 +159,7 @@ def test_left_right_symmetry_at_zero_yaw_and_roll():
 
 
 def test_framing_follows_the_crop_protocol():
-    """Landmark box about half the image, centred 1/12 below the image centre (SPEC §6.2), give or take the
+    """Landmark box about half the image, centred 1/12 below the image centre (reference §6.2), give or take the
     per-video framing jitter."""
     for person in range(3):
         r = SynthRenderer(identity_params(8, person), scene_params(8, person, 0), 128)

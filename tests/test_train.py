@@ -1,5 +1,5 @@
 """Training: sampler, checkpoints, non-finite losses, the `bilayer train` CLI for both stages, and an exact resume
-after SIGKILL (SPEC §4–5). Everything runs on CPU on a tiny SynthHeads dataset (64 px, 4 + 1 identities)."""
+after SIGKILL (reference §4–5). Everything runs on CPU on a tiny SynthHeads dataset (64 px, 4 + 1 identities)."""
 
 from __future__ import annotations
 
@@ -953,7 +953,7 @@ def test_enhancer_stage_cli_smoke(enhancer_run, base_run):
 
 
 def test_enhancer_discriminator_starts_from_the_base_run(enhancer_run, base_run):
-    """SPEC §5.1: D is initialised from the base run; after two Adam steps (lr 2e-4, each moving a parameter by
+    """reference §5.1: D is initialised from the base run; after two Adam steps (lr 2e-4, each moving a parameter by
     about lr at most) it is still within 1e-3."""
     assert_ok(enhancer_run[0])
     base = trainable_tensors(base_run[1] / "model" / "discriminator.safetensors")

@@ -77,7 +77,7 @@ def _pyramid(num_channels: int, max_channels: int, num: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    """Identity embedder E (SPEC §2.2)."""
+    """Identity embedder E (reference §2.2)."""
 
     num_channels: int = 64
     max_channels: int = 512
@@ -87,7 +87,7 @@ class EmbedderConfig:
 
 @dataclass(frozen=True)
 class TextureGeneratorConfig:
-    """Texture generator G_tex with its projector (SPEC §2.3, §2.6)."""
+    """Texture generator G_tex with its projector (reference §2.3, §2.6)."""
 
     num_channels: int = 64
     max_channels: int = 512
@@ -97,18 +97,18 @@ class TextureGeneratorConfig:
 
 @dataclass(frozen=True)
 class KeypointsEmbedderConfig:
-    """Keypoints embedder: the per-frame MLP on 136 normalised coordinates (SPEC §2.4)."""
+    """Keypoints embedder: the per-frame MLP on 136 normalised coordinates (reference §2.4)."""
 
     hidden_channels: int = 256
     num_layers: int = 4
     # 0: raw coordinates (the paper). N > 0: sin/cos of coordinate * pi * 2^i for i < N (the released script
-    # turns this on with N = 4 by an argparse quirk, SPEC §2.4).
+    # turns this on with N = 4 by an argparse quirk, reference §2.4).
     num_harmonics: int = 0
 
 
 @dataclass(frozen=True)
 class InferenceGeneratorConfig:
-    """Inference generator G with its projector (SPEC §2.5, §2.6); the per-frame network."""
+    """Inference generator G with its projector (reference §2.5, §2.6); the per-frame network."""
 
     num_channels: int = 32
     max_channels: int = 256
@@ -119,7 +119,7 @@ class InferenceGeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """Conditional relativistic PatchGAN discriminator (SPEC §2.9)."""
+    """Conditional relativistic PatchGAN discriminator (reference §2.9)."""
 
     num_channels: int = 64
     max_channels: int = 512
@@ -129,7 +129,7 @@ class DiscriminatorConfig:
 
 @dataclass(frozen=True)
 class EnhancerConfig:
-    """Texture enhancer G_upd and its unrolled learned gradient descent (paper §3.3, SPEC §2.10, §5.3)."""
+    """Texture enhancer G_upd and its unrolled learned gradient descent (paper §3.3, reference §2.10, §5.3)."""
 
     num_channels: int = 64
     max_channels: int = 128
@@ -146,7 +146,7 @@ class BilayerConfig(JsonConfig):
     image_size: int = 256
     num_keypoints: int = 68
     eps: float = 1e-7  # every normalisation and the spectral norm (released code)
-    bn_momentum: float = 1.0  # released code: running stats = last batch; standing stats fix them (SPEC §4.4)
+    bn_momentum: float = 1.0  # released code: running stats = last batch; standing stats fix them (reference §4.4)
     spectral_norm: bool = True
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     texture: TextureGeneratorConfig = field(default_factory=TextureGeneratorConfig)
@@ -182,7 +182,7 @@ class BilayerConfig(JsonConfig):
 
     @property
     def projector_hidden(self) -> tuple[int, ...]:
-        """Hidden widths of the projector MLPs: min(num_channels * 2^(K-k), max_channels) (SPEC §2.6)."""
+        """Hidden widths of the projector MLPs: min(num_channels * 2^(K-k), max_channels) (reference §2.6)."""
         e, k_total = self.embedder, self.num_generator_blocks
         return tuple(min(e.num_channels * 2 ** (k_total - k), e.max_channels) for k in range(k_total))
 

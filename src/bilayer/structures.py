@@ -25,7 +25,7 @@ class AdaptiveParams:
         return (norm.gamma if isinstance(norm, AdaptiveAffine) else norm.gamma.weight).shape[0]
 
     def named_tensors(self, prefix: str = "params") -> list[tuple[str, torch.Tensor]]:
-        """(field path, tensor) pairs in a fixed order (the projector's assignment order, SPEC §2.6), e.g.
+        """(field path, tensor) pairs in a fixed order (the projector's assignment order, reference §2.6), e.g.
         ``params.blocks.0.norm2.gamma``, ``params.final_norm.beta``."""
         out: list[tuple[str, torch.Tensor]] = []
 
@@ -99,5 +99,5 @@ class Render:
     mask_logits: torch.Tensor
 
     def masked(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The image on a black (-1) background: image·m + (-1)·(1 - m) (SPEC §2.8)."""
+        """The image on a black (-1) background: image·m + (-1)·(1 - m) (reference §2.8)."""
         return apply_mask(self.image, self.mask if mask is None else mask)

@@ -1,9 +1,9 @@
-"""Load the authors' released checkpoints (SPEC §7) into our model.
+"""Load the authors' released checkpoints (reference §7) into our model.
 
 The released files are ``<epoch>_<network>.pth``: flat state dicts of the code's network wrappers, with
 spectral-normalised layers stored as ``weight_orig``, ``weight_u``, ``weight_v`` (or, from PyTorch 1.0, a
 normalised ``weight`` buffer). We read them with ``torch.load(weights_only=True)`` (never unpickling code),
-fold spectral norm from the stored vectors (no new power iteration: SPEC §6.1 step 4), infer the
+fold spectral norm from the stored vectors (no new power iteration: reference §6.1 step 4), infer the
 configuration from tensor shapes, translate the names to ours, and check that every tensor is accounted for.
 """
 
@@ -105,7 +105,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------ name translation
 def _block_layout(norm: bool, up: bool, down: bool, efficient: bool) -> dict[str, str]:
-    """Sub-module indices of the released residual block (SPEC §2.1) → our attribute names."""
+    """Sub-module indices of the released residual block (reference §2.1) → our attribute names."""
     conv1 = (1 if norm else 0) + 1 + (1 if up and not efficient else 0)
     layout = {f"block_feats.{conv1}": "conv1", f"block.{1 if up and efficient else 0}": "conv2"}
     layout[f"skip.{1 if up else 0}"] = "skip"

@@ -1,12 +1,12 @@
-"""The training and evaluation dataset over the authors' directory layout (SPEC §1, docs/data-format.md).
+"""The training and evaluation dataset over the authors' directory layout (reference §1, docs/data-format.md).
 
 ``ROOT/{imgs,keypoints,segs}/SPLIT/PERSON/VIDEO/SEQ/FRAME.{jpg,npy,png}``. One item is one video
 (PERSON/VIDEO) — or, with the paper's test protocol, one (video, 1-FPS target) pair. An item yields a
 ``Sample``: n source frames and t target frames, each with its image in [-1, 1], its 136 normalised keypoints,
-its mask in [0, 1] and its stickman (SPEC §1.5). ``collate`` stacks samples into a ``SampleBatch`` (B, n, …).
+its mask in [0, 1] and its stickman (reference §1.5). ``collate`` stacks samples into a ``SampleBatch`` (B, n, …).
 
 Everything the released loader did is kept (PIL bicubic resizing, keypoints divided by the image width,
-sorted frame stems, the Weyl sampler as ``sampling="reference"``); its crashes (SPEC §1.6) are absent, its
+sorted frame stems, the Weyl sampler as ``sampling="reference"``); its crashes (reference §1.6) are absent, its
 frame choice is reproducible, corrupt frames are replaced and counted, and format errors fail with a sentence.
 """
 
@@ -54,7 +54,7 @@ class _UnreadableVideo(Exception):
 
 # ============================================================================================ keypoints
 def normalize_keypoints(keypoints, width: float):
-    """Pixel keypoints (..., K ≥ 68, 2 or 3) of an image ``width`` px wide → (..., 136) in [-1, 1] (SPEC §1.2).
+    """Pixel keypoints (..., K ≥ 68, 2 or 3) of a ``width``-px-wide image → (..., 136) in [-1, 1] (reference §1.2).
 
     The first 68 rows are kept, z is dropped, x **and y** are divided by the width (the released code does this
     for non-square images too), then (p − 0.5)·2, flattened as [x0, y0, x1, y1, …]. Works on numpy and torch.
@@ -107,9 +107,9 @@ def flip_images(images: torch.Tensor) -> torch.Tensor:
 class Sample:
     """One dataset item: n source and t target frames of one video.
 
-    source_images (n, 3, H, W) in [-1, 1]; source_keypoints (n, 136) in [-1, 1] (SPEC §1.2);
+    source_images (n, 3, H, W) in [-1, 1]; source_keypoints (n, 136) in [-1, 1] (reference §1.2);
     source_masks (n, 1, H, W) in [0, 1], or None when the dataset reads no masks; source_stickmen (n, 3, H, W)
-    in [-1, 1] (background −0.992, SPEC §1.5); the same for the t targets. ``index`` is the video's index in
+    in [-1, 1] (background −0.992, reference §1.5); the same for the t targets. ``index`` is the video's index in
     ``dataset.videos``; ``video`` its PERSON/VIDEO name; ``*_frames`` the SEQ/FRAME stems actually read (after
     any corrupt-frame replacement); ``flipped`` whether the flip augmentation was applied.
     """
@@ -196,7 +196,7 @@ def collate(samples: Sequence[Sample]) -> SampleBatch:
 
 # ============================================================================================ one file
 def read_image(path: Path, size: int) -> tuple[torch.Tensor, int]:
-    """An image as (3, size, size) float in [-1, 1] (PIL, bicubic, as SPEC §1.2) and its original width."""
+    """An image as (3, size, size) float in [-1, 1] (PIL, bicubic, as reference §1.2) and its original width."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -259,7 +259,7 @@ def _check_mask_mode(path: Path, im: Image.Image) -> None:
 
 
 def read_mask(path: Path, size: int) -> torch.Tensor:
-    """A mask as (1, size, size) float in [0, 1], resized bicubic (SPEC §1.2); it must be single-channel."""
+    """A mask as (1, size, size) float in [0, 1], resized bicubic (reference §1.2); it must be single-channel."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -286,7 +286,7 @@ def read_mask(path: Path, size: int) -> torch.Tensor:
 # ============================================================================================ index
 @dataclass(frozen=True)
 class Video:
-    """One video: its PERSON/VIDEO name and its usable frames, sorted (SPEC §1.1).
+    """One video: its PERSON/VIDEO name and its usable frames, sorted (reference §1.1).
 
     ``frames`` are SEQ/FRAME stems; ``image_suffixes`` the image file's suffix for each frame."""
 
@@ -604,7 +604,7 @@ class VideoDataset(Dataset):
             return list(fixed)
         if self.sampling == "random":
             return random_indices(length, count, generator or item_generator(self.seed, self.epoch, item))
-        if self.split == "test":  # released test phase: cur reset to 0 for every item (SPEC §1.3)
+        if self.split == "test":  # released test phase: cur reset to 0 for every item (reference §1.3)
             return weyl_indices(0.0, length, count)[0]
         indices, self.weyl_cur = weyl_indices(self.weyl_cur, length, count)
         return indices

@@ -1,7 +1,7 @@
 """A canonical frontal 68-point face (iBUG order) and simple pose/expression edits of it.
 
 Coordinates are normalised to [-1, 1] in the crop, with the landmark box about half the crop wide and its
-centre 1/12 of the crop below the crop centre (the reference crop protocol, SPEC §6.2).
+centre 1/12 of the crop below the crop centre (the reference crop protocol, reference §6.2).
 """
 
 from __future__ import annotations

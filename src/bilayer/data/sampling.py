@@ -1,4 +1,4 @@
-"""Which frames of a video one dataset item uses (SPEC §1.3 and the paper's test protocol).
+"""Which frames of a video one dataset item uses (reference §1.3 and the paper's test protocol).
 
 Three modes, all returning indices into a video's sorted frame list (the first ``num_sources`` are the source
 frames, the rest are the targets):
@@ -21,7 +21,7 @@ import torch
 
 SAMPLING_MODES = ("random", "reference", "test")
 
-# The Weyl increment: √5 mod 1 ≈ 0.2360679 (SPEC §1.3).
+# The Weyl increment: √5 mod 1 ≈ 0.2360679 (reference §1.3).
 WEYL_STEP = math.sqrt(5.0)
 
 
@@ -44,7 +44,7 @@ def random_indices(length: int, count: int, generator: torch.Generator) -> list[
 
 
 def weyl_indices(cur: float, length: int, count: int) -> tuple[list[int], float]:
-    """The released sampler (SPEC §1.3): for each frame, index = round(cur·(L−1)), then cur ← (cur + √5) mod 1.
+    """Released sampler (reference §1.3): per frame, index = round(cur·(L−1)), then cur ← (cur + √5) mod 1.
 
     Returns the indices and the advanced ``cur``. Indices may repeat when the video is very short (as in the
     released code); ``round`` is Python's (half to even).

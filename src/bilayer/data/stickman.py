@@ -1,4 +1,4 @@
-"""Stickman ("landmark image") drawing for the 68-point iBUG layout, exactly as SPEC §1.5.
+"""Stickman ("landmark image") drawing for the 68-point iBUG layout, exactly as reference §1.5.
 
 Parts are drawn in a fixed order as OpenCV polylines without anti-aliasing on a canvas filled with the value 1
 (so the background maps to -0.992, not -1, like the released code), then mapped to [-1, 1].

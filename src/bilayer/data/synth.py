@@ -13,7 +13,7 @@ only the texture can reproduce. SynthHeads renders exactly that, deterministical
   ``synth_body``), shaded per pixel (``synth_render``).
 
 It produces, per frame, the RGB image, the 68 iBUG keypoints (jaw points on the visible cheek contour, as a
-2-D detector places them) and the person mask, in the reference dataset layout (SPEC §1.1)::
+2-D detector places them) and the person mask, in the reference dataset layout (reference §1.1)::
 
     ROOT/imgs/{train,test}/idNNNNN/vidNNN/seqNNN/NNNNNN.jpg        RGB, JPEG quality 95
     ROOT/keypoints/{train,test}/idNNNNN/vidNNN/seqNNN/NNNNNN.npy   float32 (68, 2), pixels of the saved image

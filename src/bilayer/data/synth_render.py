@@ -4,7 +4,7 @@ shades every pixel and returns (image, keypoints, mask).
 Camera: a pinhole at ``scene.camera_distance`` head units in front of the head, looking down -z. The focal
 length and principal point are chosen once per (identity, scene) so that the neutral frontal face's 68
 landmarks span ``scene.extent`` of the image and are centred at ``scene.centre`` — the same framing the
-reference crop protocol produces (landmark box half the crop, its centre 1/12 below the crop centre; SPEC
+reference crop protocol produces (landmark box half the crop, its centre 1/12 below the crop centre; reference
 §6.2). The image is rendered ``supersample`` times larger and averaged down (anti-aliasing, soft mask edges).
 
 Shading: a key light with wrap-around diffuse (softens the terminator on skin), a fill light from the other

@@ -1,4 +1,4 @@
-"""CSIM: cosine similarity of ArcFace embeddings (SPEC §3.4, paper §4).
+"""CSIM: cosine similarity of ArcFace embeddings (reference §3.4, paper §4).
 
 The embedder is InsightFace's IR-SE-50 (``Backbone(50, drop_ratio=0.6, mode='ir_se')``), written by hand with the
 state-dict keys of the authors' ``insight_face.pth``. Both images are aligned to the 112×112 ArcFace template with
@@ -20,7 +20,7 @@ from .weights import MetricUnavailable, require_file
 
 ARCFACE_FILE = "insight_face.pth"
 ARCFACE_SIZE = 112
-# Five-point template in 112×112 pixel coordinates (SPEC §3.4): eye (36–41), eye (42–47), nose tip, mouth corners.
+# Five-point template in 112×112 pixels (reference §3.4): eye (36–41), eye (42–47), nose tip, mouth corners.
 ARCFACE_TEMPLATE = np.array(
     [[35.34, 51.70], [76.45, 51.50], [56.03, 71.74], [39.14, 92.37], [73.18, 92.20]], dtype=np.float64
 )
@@ -208,7 +208,7 @@ def align_arcface(images: torch.Tensor, keypoints: np.ndarray | torch.Tensor) ->
 def csim(net: IRSE50, pred: torch.Tensor, target: torch.Tensor, keypoints: np.ndarray | torch.Tensor,
          target_keypoints: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
     """Per-image cosine similarity (N,) of the embeddings of ``pred`` and ``target`` (N, 3, H, W) in [-1, 1], both
-    aligned with the ground-truth target ``keypoints`` (N, 68, 2) in pixels (SPEC §3.4). With ``target_keypoints``,
+    aligned by the ground-truth target ``keypoints`` (N, 68, 2) in px (reference §3.4). With ``target_keypoints``,
     ``target`` is aligned with those instead: cross-person reenactment, where the prediction has the driver's pose
     and the reference (the source) its own."""
     param = next(net.parameters())

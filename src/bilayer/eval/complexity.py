@@ -1,4 +1,4 @@
-"""Parameter and multiply-accumulate (MAC) accounting, as in paper Table 2 and SPEC §8.1.
+"""Parameter and multiply-accumulate (MAC) accounting, as in paper Table 2 and reference §8.1.
 
 MACs are counted by ``torch.utils.flop_counter`` (MACs = FLOPs / 2) on the real modules, built on the meta
 device so no arithmetic runs. What is counted: every convolution and linear / matrix product, including the

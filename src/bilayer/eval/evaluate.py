@@ -276,7 +276,7 @@ def evaluate_video(model, dataset, plan: VideoPlan, metrics: Sequence[Metric], *
             pred_mask, ref_mask = None, None
         elif masking == "gt" and plan.driver is None:
             pred_mask, ref_mask = gt_masks, gt_masks
-        else:  # reference (SPEC §3.4); in cross mode no ground-truth mask fits the prediction, so "gt" is this too
+        else:  # "reference" (reference §3.4); in cross mode no ground-truth mask fits the prediction, "gt" is this too
             ref_mask = gt_masks
         reference = _masked(images, ref_mask)
         n = len(samples)

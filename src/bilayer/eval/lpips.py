@@ -1,4 +1,4 @@
-"""LPIPS v0.1 "net-lin" with a VGG16 or AlexNet backbone, written by hand (SPEC §3.4, paper §4).
+"""LPIPS v0.1 "net-lin" with a VGG16 or AlexNet backbone, written by hand (reference §3.4, paper §4).
 
 The distance: both images scaled to the backbone's input statistics, five ReLU outputs of the ImageNet backbone
 taken, each feature vector divided by its Euclidean norm over channels, the squared difference weighted per

@@ -1,7 +1,7 @@
 """Image metrics on tensors: PSNR and SSIM (paper §4 settings: 11×11 Gaussian window, σ = 1.5).
 
 Images are (N, C, H, W) in [-1, 1]; both metrics work on [0, 1] (data range 1, C1 = 0.01², C2 = 0.03²),
-which fixes the released SSIM's mismatch of range-1 constants on [-1, 1] data (SPEC §3.4). Returns one value
+which fixes the released SSIM's mismatch of range-1 constants on [-1, 1] data (reference §3.4). Returns one value
 per image.
 """
 

@@ -1,4 +1,4 @@
-"""Pose matching: normalised mean error of 68 facial keypoints (SPEC §3.4, paper §4).
+"""Pose matching: normalised mean error of 68 facial keypoints (reference §3.4, paper §4).
 
 The error is the mean Euclidean point distance divided by the inter-ocular distance of the *target* (real)
 keypoints, the eye centres being the means of points 36–41 and 42–47. The paper reports this "multiplied by

@@ -1,4 +1,4 @@
-"""Named evaluation metrics (paper §4, Table 2; SPEC §3.4) and the per-model complexity and timing figures.
+"""Named evaluation metrics (paper §4, Table 2; reference §3.4) and the per-model complexity and timing figures.
 
 A metric is a ``Metric`` subclass registered by name with ``@register_metric``. ``build_metrics(names, ctx)``
 instantiates and prepares the requested ones: a metric whose weights are missing (``MetricUnavailable``) or that

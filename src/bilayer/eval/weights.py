@@ -1,4 +1,4 @@
-"""Where the evaluation metrics find their foreign weight files (LPIPS, CSIM; SPEC §3.4).
+"""Where the evaluation metrics find their foreign weight files (LPIPS, CSIM; reference §3.4).
 
 Metric weights are never downloaded: they are looked up in one directory, ``$BILAYER_WEIGHTS`` or
 ``~/.cache/bilayer/weights`` by default (``$XDG_CACHE_HOME/bilayer/weights`` when that is set), and a metric

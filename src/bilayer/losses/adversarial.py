@@ -1,4 +1,4 @@
-"""Relativistic hinge PatchGAN losses (paper eq. 10–12, SPEC §3).
+"""Relativistic hinge PatchGAN losses (paper eq. 10–12, reference §3).
 
 r, f are score maps (N, 1, S, S); every mean is over the whole tensor (all samples and patches). The losses are
 computed in float32 or wider whatever the scores' precision (under bf16 autocast a mean of bfloat16 hinges keeps three

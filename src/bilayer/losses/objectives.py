@@ -1,8 +1,8 @@
-"""The training objectives: weighted, named loss terms (paper eq. 2–14, SPEC §3).
+"""The training objectives: weighted, named loss terms (paper eq. 2–14, reference §3).
 
 ``GeneratorObjective`` returns (total, {name: value}) for the generator side; ``discriminator_objective`` the
 same for D. Names follow the released logs: G_ADV, G_FM, G_VGG19, G_VGGFace, G_L1, G_BCE, G_WPR, D_ADV.
-Masking (paper §3.4, SPEC §2.8): ground truth and predictions are shown on a black background using the
+Masking (paper §3.4, reference §2.8): ground truth and predictions are shown on a black background using the
 *detached predicted* mask; the perceptual loss sees stop-gradient(LF) + HF, so it trains only the HF path.
 """
 
@@ -56,7 +56,7 @@ class GeneratorObjective(nn.Module):
         self.perceptual_options = (perceptual_layer_weights, perceptual_layers)
         self.vgg19 = PerceptualLoss("vgg19_imagenet", perceptual_layer_weights, perceptual_layers)
         self.vggface = PerceptualLoss("vgg16_face", perceptual_layer_weights, perceptual_layers)
-        self.requires_grad_(False)  # loss networks are frozen (the released code forgot to, SPEC §3.1)
+        self.requires_grad_(False)  # loss networks are frozen (the released code forgot to, reference §3.1)
 
     def use_imagenet_vgg16(self, state: dict[str, torch.Tensor], source: str) -> "GeneratorObjective":
         """Compute the ImageNet term (G_VGG19) with an ImageNet VGG16 instead of the paper's VGG19: the same
@@ -100,8 +100,8 @@ class GeneratorObjective(nn.Module):
         real, fake, fake_lf_detached, lf = self.masked(terms)
         named = {}
         if self.uses_discriminator and gan_scale > 0:
-            # D is frozen by the caller for this pass: gradients reach only the generators (SPEC §2.9 pass 2).
-            # One batch of real and fake so BatchNorm statistics mix both (paper §3.4, SPEC §2.9).
+            # D is frozen by the caller for this pass: gradients reach only the generators (reference §2.9 pass 2).
+            # One batch of real and fake so BatchNorm statistics mix both (paper §3.4, reference §2.9).
             scores, feats = discriminator(torch.cat([real, fake]), torch.cat([terms.target_stickmen] * 2))
             real_scores, fake_scores = scores.chunk(2)
             real_feats, fake_feats = zip(*(f.chunk(2) for f in feats))
@@ -121,7 +121,7 @@ class GeneratorObjective(nn.Module):
 
 
 def discriminator_objective(discriminator, real: torch.Tensor, fake: torch.Tensor, stickmen: torch.Tensor, weight: float):
-    """D_ADV on real and *detached* fake images, one batch so BatchNorm sees both (SPEC §2.9 pass 1)."""
+    """D_ADV on real and *detached* fake images, one batch so BatchNorm sees both (reference §2.9 pass 1)."""
     scores, _ = discriminator(torch.cat([real.detach(), fake.detach()]), torch.cat([stickmen, stickmen]))
     real_scores, fake_scores = scores.chunk(2)
     loss = adversarial.discriminator_loss(real_scores, fake_scores) * weight

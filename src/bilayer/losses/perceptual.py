@@ -1,4 +1,4 @@
-"""Perceptual loss on VGG19 (ImageNet) and VGGFace (VGG16) features (paper eq. 4, SPEC §3.1).
+"""Perceptual loss on VGG19 (ImageNet) and VGGFace (VGG16) features (paper eq. 4, reference §3.1).
 
 Σ_l w_l · mean|φ_l(fake) − φ_l(real)| with the released layer weights (1/32, 1/16, 1/8, 1/4, 1) at relu1_1 …
 relu5_1, average pooling instead of max pooling, and each network's own input normalisation. The paper's

@@ -1,5 +1,5 @@
 """Pixel-wise terms: L1 on the low-frequency layer, BCE on the mask logits, the warping regulariser
-(paper eq. 5, 7, 6/9; SPEC §3.2–3.3)."""
+(paper eq. 5, 7, 6/9; reference §3.2–3.3)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 
 def lf_l1_loss(lf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """mean|LF − x| (both masked by the caller, SPEC §2.8)."""
+    """mean|LF − x| (both masked by the caller, reference §2.8)."""
     return F.l1_loss(lf, target)
 
 

@@ -59,7 +59,7 @@ class TappedFeatures(nn.Module):
 class VGGFeatures(TappedFeatures):
     """The ``features`` stack of a torchvision VGG, cut after ``last_index``, returning the outputs at ``taps``.
 
-    ``avg_pool``: replace every max-pooling by 2×2 average pooling (the released perceptual loss does, SPEC §3.1).
+    ``avg_pool``: replace every max-pooling by 2×2 average pooling (as the released perceptual loss, reference §3.1).
     """
 
     def __init__(self, arch: str, taps: tuple[int, ...], avg_pool: bool = False) -> None:

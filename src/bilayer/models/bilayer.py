@@ -32,7 +32,7 @@ from .texture_generator import TextureGenerator
 
 
 def identity_grid(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Pixel-centre sampling grid (1, H, W, 2), x then y, values −1 + (2i + 1)/H (SPEC §2.8)."""
+    """Pixel-centre sampling grid (1, H, W, 2), x then y, values −1 + (2i + 1)/H (reference §2.8)."""
     coords = (torch.arange(size, device=device, dtype=torch.float64) * 2 + 1) / size - 1
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     return torch.stack([x, y], dim=-1)[None].to(dtype)

@@ -1,4 +1,4 @@
-"""Conditional relativistic PatchGAN discriminator (paper §3.4, SPEC §2.9).
+"""Conditional relativistic PatchGAN discriminator (paper §3.4, reference §2.9).
 
 Consumes an image concatenated with the target stickman, (N, 6, H, W); produces a realism score map
 (N, 1, S, S) (S = 8) and the per-block features used by the feature-matching loss. BatchNorm everywhere

@@ -1,4 +1,4 @@
-"""Identity embedder E (paper §3.1, SPEC §2.2).
+"""Identity embedder E (paper §3.1, reference §2.2).
 
 Consumes the source image (masked to a black background) concatenated with its stickman, (B·n, 6, H, W);
 produces K identity embeddings e_k, each (B, E_k, S, S) (S = 8), averaged over the n source frames.

@@ -1,4 +1,4 @@
-"""Inference generator G (paper §3.1–3.2, SPEC §2.5, §2.8): the per-frame network.
+"""Inference generator G (paper §3.1–3.2, reference §2.5, §2.8): the per-frame network.
 
 Consumes the pose embedding (B·t, C, 4, 4) and the inference adaptive parameters of B identities; produces
 three maps at the image resolution: the warp Δuv (tanh, 2 channels, x then y), the low-frequency layer LF

@@ -1,5 +1,5 @@
-"""Keypoints embedder (paper §3.1, SPEC §2.4): the per-frame MLP turning 136 normalised keypoint coordinates
-into the inference generator's input, (N, 136) → (N, C, 4, 4). Optional harmonic encoding (SPEC §2.4):
+"""Keypoints embedder (paper §3.1, reference §2.4): the per-frame MLP turning 136 normalised keypoint coordinates
+into the inference generator's input, (N, 136) → (N, C, 4, 4). Optional harmonic encoding (reference §2.4):
 all sines of c·π·2^i (coordinate-major, frequency-minor) followed by all cosines."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Adaptive-parameter projectors P_tex and P_inf (paper §3.1 and supplement §A.2, SPEC §2.6).
+"""Adaptive-parameter projectors P_tex and P_inf (paper §3.1 and supplement §A.2, reference §2.6).
 
 Each identity embedding e_k (B, E_k, S, S) is resized by nearest neighbour to s×s (s = 32 for the texture
 generator, 16 for the inference generator), reshaped into ``rows_k`` rows — one per output channel of the
@@ -6,7 +6,7 @@ generator block it drives, each the concatenation of E_k/rows_k adjacent flatten
 several three-layer linear MLPs without non-linearity (a low-rank factorisation). Each MLP's output row holds
 one adaptive layer's weights for that output channel, with the bias in the last column.
 
-Which layer an MLP drives follows the released code, which is shifted relative to the paper's text (SPEC §2.6,
+Which layer an MLP drives follows the released code, which is shifted relative to the paper's text (reference §2.6,
 §8.2 item 6): embedding k drives block k's second norm and skip, and block k+1's first norm (the final norm
 for the last k).
 """

@@ -1,4 +1,4 @@
-"""Texture enhancer G_upd and its unrolled learned gradient descent (paper §3.3, SPEC §2.10, §5.3).
+"""Texture enhancer G_upd and its unrolled learned gradient descent (paper §3.3, reference §2.10, §5.3).
 
 G_upd consumes [texture X_m, guiding gradient g] (B·n, 6, H, W) and produces the update ΔX = tanh(·)
 (B, 3, H, W), averaged over the n source frames inside its bottleneck. The procedure runs M steps:

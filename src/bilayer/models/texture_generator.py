@@ -1,4 +1,4 @@
-"""Texture generator G_tex (paper §3.1, SPEC §2.3).
+"""Texture generator G_tex (paper §3.1, reference §2.3).
 
 Consumes the texture adaptive parameters of B identities (from ``TextureProjector``) and produces the
 pose-independent high-frequency texture (B, 3, H, W) in [-1, 1]. Its input is a learned constant (1, C, 4, 4).

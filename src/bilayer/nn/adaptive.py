@@ -67,7 +67,7 @@ def modulate(x_hat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> to
 
 
 class AdaptiveBatchNorm2d(nn.BatchNorm2d):
-    """AdaBN: BatchNorm without affine parameters, then the predicted per-identity γ, β (SPEC §2.1)."""
+    """AdaBN: BatchNorm without affine parameters, then the predicted per-identity γ, β (reference §2.1)."""
 
     def __init__(self, num_features: int, eps: float = 1e-7, momentum: float = 1.0) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=False)
@@ -77,7 +77,7 @@ class AdaptiveBatchNorm2d(nn.BatchNorm2d):
 
 
 class AdaptiveSpadeBatchNorm2d(nn.BatchNorm2d):
-    """Adaptive SPADE BatchNorm (SPEC §2.1): BN without affine, then per-pixel γ, β mixed from a learned
+    """Adaptive SPADE BatchNorm (reference §2.1): BN without affine, then per-pixel γ, β mixed from a learned
     feature tensor P (1, C, S, S) shared by all identities through per-identity 1×1 convolutions:
     γ = 1 + W_γ·P + b_γ, β = W_β·P + b_β."""
 

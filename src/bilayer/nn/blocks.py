@@ -1,4 +1,4 @@
-"""The pre-activation residual block of the released code (SPEC §2.1), shared by every network.
+"""The pre-activation residual block of the released code (reference §2.1), shared by every network.
 
 Layer order (the released code's):
     h = act(norm1(x)) → [up, unless efficient] → conv1 3×3 → act(norm2(h))          = "features"
@@ -29,7 +29,7 @@ from .adaptive import (
 
 Norm = Literal["none", "bn", "ada_bn", "ada_spade_bn"]
 Resample = Literal["none", "up", "down"]
-NEGATIVE_SLOPE = 0.2  # LeakyReLU slope everywhere (SPEC conventions)
+NEGATIVE_SLOPE = 0.2  # LeakyReLU slope everywhere (as in the released code)
 
 
 def act(x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def warp(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Sample the texture with a grid: bilinear, zero padding, align_corners=False (SPEC §2.8)."""
+    """Sample the texture with a grid: bilinear, zero padding, align_corners=False (reference §2.8)."""
     return F.grid_sample(texture, uv, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -25,5 +25,5 @@ def _(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def apply_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """image·m + (−1)·(1 − m): a black background (SPEC §2.8)."""
+    """image·m + (−1)·(1 − m): a black background (reference §2.8)."""
     return image * mask - (1 - mask)

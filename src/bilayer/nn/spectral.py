@@ -1,4 +1,4 @@
-"""Spectral normalisation of every convolution and linear layer (SPEC §2.7), and its exact removal.
+"""Spectral normalisation of every convolution and linear layer (reference §2.7), and its exact removal.
 
 The released code used PyTorch's original hook-based spectral norm: one power-iteration step per training
 forward (v ← normalize(Wᵀu), u ← normalize(Wv)), σ = uᵀWv from the stored vectors in eval mode, eps 1e-7.
@@ -113,7 +113,7 @@ def has_spectral_norm(root: nn.Module) -> bool:
 def fold_reference_weight(
     weight_orig: torch.Tensor, weight_u: torch.Tensor, weight_v: torch.Tensor
 ) -> torch.Tensor:
-    """The effective weight of a released-code spectral-norm layer from its stored ``u`` and ``v`` (SPEC §7.2)."""
+    """The effective weight of a released-code spectral-norm layer from its stored ``u`` and ``v`` (reference §7.2)."""
     matrix = weight_orig.flatten(1).double()
     sigma = torch.dot(weight_u.double(), matrix @ weight_v.double())
     return (weight_orig.double() / sigma).to(weight_orig.dtype)

@@ -1,4 +1,4 @@
-"""The reference crop protocol (SPEC §6.2) and its temporal stabilisation.
+"""The reference crop protocol (reference §6.2) and its temporal stabilisation.
 
 Reference protocol, per image, from the 68 landmarks in pixels:
 

@@ -1,6 +1,6 @@
 """MediaPipe face mesh (468 or 478 vertices) → the 68 iBUG / 300-W landmarks used by the reference model.
 
-The reference keypoints come from face-alignment's 2-D FAN, which predicts the 68-point iBUG layout (SPEC §1.1,
+The reference keypoints come from face-alignment's 2-D FAN, which predicts the 68-point iBUG layout (reference §1.1,
 §1.5). MediaPipe's face mesh is a dense surface mesh with its own vertex numbering, so each iBUG point is defined
 here as one mesh vertex or the mean of two adjacent vertices. The table was written by hand from the mesh's own
 contours (face oval, eyebrows, eyes, lips, nose) and checked on ``skimage.data.astronaut()``: points sit on the

@@ -1,4 +1,4 @@
-"""The preprocessing pipeline: videos / images → the reference training layout (SPEC §1.1).
+"""The preprocessing pipeline: videos / images → the reference training layout (reference §1.1).
 
 ``ROOT/{imgs,keypoints,segs}/SPLIT/PERSON/VIDEO/SEQ/FRAME.{jpg,npy,png}`` where FRAME is the frame's index in
 the source (zero-padded to 6 digits), imgs are ``size``² RGB JPEGs, keypoints (68, 2) float32 pixel coordinates of

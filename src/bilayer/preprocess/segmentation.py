@@ -1,7 +1,7 @@
 """Segmentation backends: a soft foreground (person) probability map for a crop.
 
 * ``mediapipe`` (default): MediaPipe selfie segmentation (general 256×256 model, shipped in the wheel), run on the
-  saved crop, then eroded once with the reference 5×5 disk kernel (SPEC §6.3: the reference eroded its Graphonomy
+  saved crop, then eroded once with the reference 5×5 disk kernel (reference §6.3: the reference eroded its Graphonomy
   foreground map the same way).
 * ``none``: no masks. The pipeline then writes no ``segs`` folder at all (rather than all-ones masks, which would
   teach the mask head that everything is foreground): train with segmentation turned off.

@@ -1,4 +1,4 @@
-"""Finding the sequences of an input path and naming them PERSON/VIDEO/SEQ (the reference layout, SPEC §1.1)."""
+"""Finding the sequences of an input path and naming them PERSON/VIDEO/SEQ (the reference layout, reference §1.1)."""
 
 from __future__ import annotations
 

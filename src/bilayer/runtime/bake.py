@@ -1,4 +1,4 @@
-"""Baking: one avatar's per-frame network as a plain module (paper §A.3, SPEC §6.4).
+"""Baking: one avatar's per-frame network as a plain module (paper §A.3, reference §6.4).
 
 The avatar's adaptive parameters become ordinary convolutions, every BatchNorm / AdaBN becomes a per-channel
 scale and shift (folded into the preceding convolution where nothing sits between them), spectral norm is

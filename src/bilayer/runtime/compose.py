@@ -1,6 +1,6 @@
 """Output composition: putting a rendered head crop back into the photo, RGBA crops, side-by-side previews.
 
-The avatar renders a ``size`` × ``size`` crop (the reference crop protocol, SPEC §6.2) and a soft person mask. For
+The avatar renders a ``size`` × ``size`` crop (the crop protocol of reference §6.2) and a soft person mask. For
 an output the size of the photo, the crop is mapped back through the inverse of the crop transform and blended
 over the photo with the mask. Two details make the seam invisible:
 

@@ -1,6 +1,6 @@
 """Motion transfer: driving keypoints (68 × 2, pixels) → the keypoints an avatar is rendered from.
 
-The model only ever sees keypoints in the pixel frame of a reference crop (SPEC §6.2), normalised to [-1, 1]. A
+The model only ever sees keypoints in the pixel frame of a reference crop (reference §6.2), normalised to [-1, 1]. A
 driving video therefore goes through the same crop protocol as the training data, with one difference: the
 preprocessing stabilises its crop boxes offline (zero-phase smoothing over the whole sequence), while ``bilayer
 animate`` streams frames, so ``StreamingCropper`` smooths the boxes causally (a One-Euro filter with the same

@@ -33,7 +33,7 @@ the PyTorch forms when it could not.
 
 Numerics: the convolution sums in float32 like oneDNN does (in another order, so results differ by float
 rounding). The warp follows ``F.grid_sample(mode="bilinear", padding_mode="zeros", align_corners=False)``
-(SPEC §2.8): source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the
+(reference §2.8): source index ((u + 1)·W − 1)/2, the four corner weights in PyTorch's order, corners outside the
 texture contributing zero. tanh and σ come from one polynomial expm1 (within 1.5e-7 of float64, also near zero,
 where 2σ(2x) − 1 would lose precision). Frames stay within twice PyTorch's own float32 distance from float64
 (tests/test_native.py); the warp multiplies a rounding difference in Δuv by the texture's gradient times half the

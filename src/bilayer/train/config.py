@@ -3,7 +3,7 @@
 Presets (``TRAIN_PRESETS``):
 * ``synth-quick`` — a small model at 128 px that learns on SynthHeads on a 2-core CPU in minutes;
 * ``paper-base`` / ``paper-enhancer`` — the paper's medium model at 256 px, batch 48 / 32 (paper §4),
-  which the released scripts ran at 40 (SPEC §8.2 item 1);
+  which the released scripts ran at 40 (reference §8.2 item 1);
 * ``tiny`` — the 64-px test preset (two steps, a checkpoint at every step).
 """
 
@@ -49,7 +49,7 @@ class TrainConfig(JsonConfig):
     num_targets: int = 1
     sampling: str = "random"  # "random" (paper) or "reference" (the released Weyl sequence)
     workers: int = 2
-    # optimisation (SPEC §4.2): Adam 2e-4, betas (0.5, 0.999), eps 1e-7, no schedule
+    # optimisation (reference §4.2): Adam 2e-4, betas (0.5, 0.999), eps 1e-7, no schedule
     batch_size: int = 48  # global batch across processes and accumulation steps
     micro_batch: int = 0  # per-process batch per forward; 0 = batch_size / world size (no accumulation)
     lr: float = 2e-4

@@ -1,7 +1,7 @@
-"""The training loop (paper §3.4, SPEC §4–5). Read top to bottom: setup, then one loop whose generator and
+"""The training loop (paper §3.4, reference §4–5). Read top to bottom: setup, then one loop whose generator and
 discriminator phases are written out, then maintenance on a schedule.
 
-One iteration is the released code's simultaneous update (SPEC §4.3): a single backward of the sum of all
+One iteration is the released code's simultaneous update (reference §4.3): a single backward of the sum of all
 generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
 learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
 stage's ``TRAINED`` list. With the adversarial and feature-matching weights both 0 (the synth-quick preset) D is
@@ -238,7 +238,7 @@ def train(
     d_steps = _d_steps(read_safetensors_metadata(d_file).get(D_STEPS_KEY)) if d_from_init else 0
     _check_feature_matching(config, init, d_from_init, d_steps)
     if d_from_init:
-        # The enhancer stage starts D from the base run (SPEC §5.1); so does fine-tuning.
+        # The enhancer stage starts D from the base run (reference §5.1); so does fine-tuning.
         dstate = read_safetensors(d_file)
         check_state(discriminator, dstate, str(d_file), model.config)
         discriminator.load_state_dict(dstate)
@@ -362,7 +362,7 @@ def train(
                         if train_d:
                             no_sync.enter_context(dis_ddp.no_sync())
                     with autocast():
-                        # Generator phase: render the targets, score them with D frozen (pass 2 of SPEC §2.9).
+                        # Generator phase: render the targets, score them with D frozen (pass 2 of reference §2.9).
                         terms = gen_ddp(batch)
                         phases.lap("generator")
                         discriminator.requires_grad_(False)
@@ -376,7 +376,7 @@ def train(
                         loss = (g_loss + d_loss) / accumulate
                         phases.lap("discriminator")
                     finite = finite and bool(torch.isfinite(all_reduce_mean(loss.detach().float(), info)))
-                    loss.backward()  # one backward for both sides: the simultaneous update of SPEC §4.3
+                    loss.backward()  # one backward for both sides: the simultaneous update of reference §4.3
                     phases.lap("backward")
                 for k, v in {**named, **d_named}.items():
                     named_sum[k] = named_sum.get(k, 0.0) + float(v.detach()) / accumulate
@@ -504,7 +504,7 @@ class PhaseTimer:
 
 
 def _standing_stats(model: BilayerModel, dataset: VideoDataset, batch: int, config: TrainConfig, info: DistInfo) -> None:
-    """Average per-batch BN statistics of the generators over N training batches (SPEC §4.6)."""
+    """Average per-batch BN statistics of the generators over N training batches (reference §4.6)."""
     stream = BatchStream(dataset, batch, info.rank, info.world_size, config.seed + 1, config.workers)
 
     def forward(b):

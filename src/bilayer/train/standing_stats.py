@@ -1,4 +1,4 @@
-"""Standing BatchNorm statistics (SPEC §4.6; the paper uses 500 batches).
+"""Standing BatchNorm statistics (reference §4.6; the paper uses 500 batches).
 
 Training runs BN with momentum 1 (running stats = the last batch's), so before every evaluation and checkpoint
 the running statistics are replaced by the *average of per-batch statistics* over N training batches. PyTorch's

@@ -1,4 +1,4 @@
-"""Training image grids in the released code's column order (SPEC §4.9), mapped from [-1, 1] to [0, 1]:
+"""Training image grids in the released code's column order (reference §4.9), mapped from [-1, 1] to [0, 1]:
 source, source stickman, texture, target, prediction, LF, HF, uv (as RGB with B = −1), ground-truth mask,
 predicted mask, target stickman. One row per identity (its first target), at most ``rows`` rows."""
 
