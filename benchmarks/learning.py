@@ -10,7 +10,8 @@
 2. Training: the base model (``bilayer train base --config CONFIG``) for --steps iterations, then the texture
    enhancer (``bilayer train enhancer --init RUN/model``) for --enhancer-steps; each run resumes where it stopped.
    ``--ablation NAME=JSON`` also trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses":
-   {"adversarial": 0, "feature_matching": 0}}'``), scored like the base model.
+   {"adversarial": 0, "feature_matching": 0}}'``, or ``lf-only='{"model": {"texture_layer": false, "enhancer":
+   null}}'`` for a model without the texture layer), scored like the base model.
 3. Self-reenactment on every held-out video: the source is its first frame, the targets every 3rd later frame.
    Scored: the full model (base + enhancer), the base model, its LF layer alone, copying the source image and the
    mean training image, with PSNR, SSIM and LPIPS (VGG16), both images on black by the target's ground-truth mask.

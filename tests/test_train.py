@@ -1118,3 +1118,34 @@ def test_held_out_videos_shorter_than_a_second_are_still_evaluated(synth_root, t
     (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics["step"] == 1 and metrics["target_every"] == 5
     assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+
+
+def test_lf_only_model_trains_without_its_texture_networks_and_renders_the_lf_layer(synth_root, tmp_path):
+    """The LF-only ablation (paper Table 1): texture_layer false makes a zero texture, so every frame is the LF
+    layer; the texture networks are neither run nor trained, and the setting travels with the saved model."""
+    from bilayer.config import ConfigError
+
+    base = fast_config()
+    with pytest.raises(ConfigError, match="has no texture to enhance; set enhancer to null"):
+        base.model.replace(texture_layer=False)
+    with pytest.raises(ConfigError, match="texture_layer is 'no'; expected true or false"):
+        base.model.replace(texture_layer="no", enhancer=None)
+    config = base.replace(model=base.model.replace(texture_layer=False, enhancer=None))
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    run = tmp_path / "run"
+    train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=2, progress=False)
+    model = BilayerModel.from_pretrained(run / "model").eval()
+    assert model.config.texture_layer is False
+    first = read_safetensors(ckpt.latest_checkpoint(run).parent / "step-0000001" / "model.safetensors")
+    last = read_safetensors(ckpt.latest_checkpoint(run) / "model.safetensors")
+    for key in first:
+        if key.startswith(("texture_generator.", "texture_projector.")) and not key.endswith(BN_STATS):
+            assert torch.equal(first[key], last[key]), key
+    assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith("inference_generator."))
+    from bilayer.data.dataset import VideoDataset, collate
+
+    b = collate([VideoDataset(synth_root, "test", 64, 1, 1, "test", fps=5.0)[0]])
+    with torch.no_grad():
+        state = model.personalize(b.source_images, b.source_keypoints, b.source_masks, b.source_stickmen)
+        render = model.render(state, b.target_keypoints)
+    assert not state.texture.any() and torch.equal(render.image, render.lf) and not render.hf.any()

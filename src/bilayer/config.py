@@ -154,6 +154,9 @@ class BilayerConfig(JsonConfig):
     inference: InferenceGeneratorConfig = field(default_factory=InferenceGeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     enhancer: EnhancerConfig | None = field(default_factory=EnhancerConfig)
+    # False: the LF-only ablation of paper Table 1. personalize makes no texture (zeros, so every frame is the LF
+    # layer alone); the texture networks stay in the weights file but are neither run nor trained.
+    texture_layer: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -219,6 +222,11 @@ class BilayerConfig(JsonConfig):
         down = _log2_ratio(self.image_size, d.output_size, "image_size / discriminator.output_size")
         if d.num_blocks < down:
             raise ConfigError(f"discriminator.num_blocks ({d.num_blocks}) must be at least {down} at {self.image_size} px.")
+        if not isinstance(self.texture_layer, bool):
+            raise ConfigError(f"texture_layer is {self.texture_layer!r}; expected true or false.")
+        if not self.texture_layer and self.enhancer is not None:
+            raise ConfigError("a model without the texture layer (texture_layer false) has no texture to enhance; "
+                              "set enhancer to null.")
         if self.enhancer is not None:
             _log2_ratio(self.image_size, self.enhancer.bottleneck_size, "image_size / enhancer.bottleneck_size")
             if self.enhancer.guiding_loss not in ("sse", "l1"):

@@ -121,7 +121,10 @@ class BilayerModel(nn.Module):
         when omitted.
         """
         embeds = self.identity_embeds(source_images, source_keypoints, source_masks, source_stickmen)
-        texture = self.texture_generator(self.texture_projector(embeds))  # (B, 3, H, W)
+        if self.config.texture_layer:
+            texture = self.texture_generator(self.texture_projector(embeds))  # (B, 3, H, W)
+        else:  # the LF-only ablation: no high-frequency layer
+            texture = source_images.new_zeros(source_images.shape[0], 3, *source_images.shape[-2:])
         inference_params = self.inference_projector(embeds)
         return AvatarState(
             texture=texture,

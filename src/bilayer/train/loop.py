@@ -254,6 +254,8 @@ def train(
                  "only scores features for feature matching", d_file)
 
     trained = TRAINED[stage]
+    if not model.config.texture_layer:  # the LF-only ablation: the texture networks are never run
+        trained = tuple(n for n in trained if n not in ("texture_projector", "texture_generator"))
     model.requires_grad_(False)
     for name in trained:
         getattr(model, name).requires_grad_(True)
