@@ -100,7 +100,7 @@ PERSON_VIDEO ?= $(MATERIAL)/franck.mp4
 bench-person: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
 	$(PY) benchmarks/person.py $(PERSON_VIDEO)
 
-# About 160 bad inputs and faults through the command line (a few minutes): benchmarks/results/hostile.json.
+# 211 bad inputs and faults through the command line (a few minutes): benchmarks/results/hostile.json.
 bench-hostile: $(STAMP)
 	$(PY) benchmarks/hostile.py --out benchmarks/results
 

