@@ -56,6 +56,50 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+def parse_ablations(parser: argparse.ArgumentParser, specs: list[str], out: Path) -> dict[str, tuple[Path, dict]]:
+    """--ablation NAME=JSON values → {NAME: (OUT/run-NAME, changes)}; a malformed one is a parser error."""
+    ablations = {}
+    for spec in specs:
+        name, _, changes = spec.partition("=")
+        try:
+            value = json.loads(changes)
+        except ValueError:
+            value = None
+        if not name or not isinstance(value, dict):
+            parser.error(f"--ablation {spec!r} is not NAME=JSON with a JSON object of config changes.")
+        ablations[name] = (out / f"run-{name}", value)
+    return ablations
+
+
+def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablations: dict[str, tuple[Path, dict]],
+                 out: Path, steps: int | None, enhancer_steps: int) -> dict[str, float]:
+    """Base model, enhancer, then a base model per ablation (its config written to OUT/config-NAME.json), each
+    resumed where it stopped; returns the wall seconds of each."""
+    from bilayer.train.config import train_config
+
+    bilayer = [sys.executable, "-m", "bilayer"]
+    step_args = ["--steps", str(steps)] if steps else []
+    common = ["--data", str(data), "--no-progress", "--resume"]
+    seconds = {}
+    t = time.perf_counter()
+    run(bilayer + ["train", "base", "--run", str(base_run), "--config", config] + step_args + common)
+    seconds["base"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
+                   config, "--steps", str(enhancer_steps)] + common)
+    seconds["enhancer"] = time.perf_counter() - t
+    for name, (run_dir, changes) in ablations.items():
+        changed = train_config(config).to_dict()
+        for key, value in changes.items():
+            changed[key] = {**changed[key], **value} if isinstance(value, dict) else value
+        config_file = out / f"config-{name}.json"
+        config_file.write_text(json.dumps(changed, indent=1))
+        t = time.perf_counter()
+        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + step_args + common)
+        seconds[f"ablation {name}"] = time.perf_counter() - t
+    return seconds
+
+
 class Scorer:
     """PSNR, SSIM and LPIPS (VGG16) per candidate, each image on black by the target's ground-truth mask."""
 
@@ -304,14 +348,11 @@ def main() -> None:
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     args = parser.parse_args()
+    ablations = parse_ablations(parser, args.ablation, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     bilayer = [sys.executable, "-m", "bilayer"]
     data = args.data or args.out / "synthheads"
     base_run, enh_run = args.out / "run-base", args.out / "run-enhancer"
-    ablations = {}
-    for spec in args.ablation:
-        name, _, changes = spec.partition("=")
-        ablations[name] = (args.out / f"run-{name}", json.loads(changes))
     t0 = time.perf_counter()
     seconds = {}
     if not args.evaluate_only:
@@ -320,26 +361,8 @@ def main() -> None:
                            str(args.test_identities), "--videos-per-identity", "2", "--frames", str(args.frames),
                            "--size", "128", "--workers", "2", "--seed", "0", "--cross-pairs", str(args.cross_pairs)])
         seconds["data"] = time.perf_counter() - t0
-        steps = ["--steps", str(args.steps)] if args.steps else []
-        common = ["--data", str(data), "--no-progress", "--resume"]
-        t = time.perf_counter()
-        run(bilayer + ["train", "base", "--run", str(base_run), "--config", args.config] + steps + common)
-        seconds["base"] = time.perf_counter() - t
-        t = time.perf_counter()
-        run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
-                       args.config, "--steps", str(args.enhancer_steps)] + common)
-        seconds["enhancer"] = time.perf_counter() - t
-        for name, (run_dir, changes) in ablations.items():
-            from bilayer.train.config import train_config
-
-            config = train_config(args.config).to_dict()
-            for key, value in changes.items():
-                config[key] = {**config[key], **value} if isinstance(value, dict) else value
-            config_file = args.out / f"config-{name}.json"
-            config_file.write_text(json.dumps(config, indent=1))
-            t = time.perf_counter()
-            run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + steps + common)
-            seconds[f"ablation {name}"] = time.perf_counter() - t
+        seconds |= train_stages(args.config, data, base_run, enh_run, ablations, args.out, args.steps,
+                                args.enhancer_steps)
 
     torch.set_grad_enabled(False)
     base = load(base_run)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from learning import Scorer, load, picture_grid, plot, to_uint8  # noqa: E402
+from learning import Scorer, load, parse_ablations, picture_grid, plot, run, to_uint8, train_stages  # noqa: E402
 
 from bilayer.data.dataset import normalize_keypoints, read_image, read_keypoints, read_mask  # noqa: E402
 from bilayer.data.stickman import draw_stickmen  # noqa: E402
@@ -45,11 +44,6 @@ from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.nn.image import apply_mask  # noqa: E402
 
 CHUNK = 16  # target frames rendered at once
-
-
-def run(cmd: list[str]) -> None:
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def sequence_frames(data: Path, split: str) -> list[tuple[Path, Path, Path]]:
@@ -204,14 +198,11 @@ def main() -> None:
     if not args.video.is_file() and not args.evaluate_only:
         raise SystemExit(f"error: {args.video} is not a file; expected one person's talking-head video.")
     out = args.out or Path("benchmarks/results") / f"person-{args.video.stem}"
+    ablations = parse_ablations(parser, args.ablation, out)
     out.mkdir(parents=True, exist_ok=True)
     data = args.data or out / "data"
     base_run, enh_run = out / "run-base", out / "run-enhancer"
     bilayer = [sys.executable, "-m", "bilayer"]
-    ablations = {}
-    for spec in args.ablation:
-        name, _, changes = spec.partition("=")
-        ablations[name] = (out / f"run-{name}", json.loads(changes))
     seconds = {}
     if not args.evaluate_only:
         t = time.perf_counter()
@@ -221,26 +212,7 @@ def main() -> None:
         seconds["preprocess"] = time.perf_counter() - t
         for split in ("train", "test"):  # fail before training when preprocessing left a split empty
             sequence_frames(data, split)
-        steps = ["--steps", str(args.steps)] if args.steps else []
-        common = ["--data", str(data), "--no-progress", "--resume"]
-        t = time.perf_counter()
-        run(bilayer + ["train", "base", "--run", str(base_run), "--config", args.config] + steps + common)
-        seconds["base"] = time.perf_counter() - t
-        t = time.perf_counter()
-        run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
-                       args.config, "--steps", str(args.enhancer_steps)] + common)
-        seconds["enhancer"] = time.perf_counter() - t
-        for name, (run_dir, changes) in ablations.items():
-            from bilayer.train.config import train_config
-
-            config = train_config(args.config).to_dict()
-            for key, value in changes.items():
-                config[key] = {**config[key], **value} if isinstance(value, dict) else value
-            config_file = out / f"config-{name}.json"
-            config_file.write_text(json.dumps(config, indent=1))
-            t = time.perf_counter()
-            run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + steps + common)
-            seconds[f"ablation {name}"] = time.perf_counter() - t
+        seconds |= train_stages(args.config, data, base_run, enh_run, ablations, out, args.steps, args.enhancer_steps)
 
     torch.set_grad_enabled(False)
     models = ({"base": load(base_run)} | ({"full": load(enh_run)} if (enh_run / "model").exists() else {})

@@ -170,3 +170,13 @@ def test_person_benchmark(tmp_path):
     assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()
     assert (tmp_path / "out" / "person_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert "copy_source" in out
+
+
+def test_person_benchmark_refuses_a_malformed_ablation_before_writing(tmp_path):
+    video = material("carphone_pristine.mp4")
+    for spec in ("no-gan", "no-gan={losses", 'x=[1]'):
+        proc = subprocess.run([sys.executable, str(BENCH / "person.py"), str(video), "--ablation", spec, "--out",
+                               str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "is not NAME=JSON with a JSON object" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

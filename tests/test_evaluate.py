@@ -53,16 +53,23 @@ def files(tmp_path_factory) -> dict:
             "pairs": pairs}
 
 
-def direct_scores(model_dir: Path, data: Path) -> dict[str, float]:
-    """SSIM and PSNR means recomputed here, pair by pair, under the protocol and the reference masking."""
+def direct_scores(model_dir: Path, data: Path, source_split: str | None = None) -> dict[str, float]:
+    """SSIM and PSNR means recomputed here, pair by pair, under the protocol and the reference masking; with
+    ``source_split`` each avatar comes from the first frame of the same-named video in that split."""
     model = BilayerModel.from_pretrained(model_dir).eval()
     dataset = VideoDataset(data, "test", model.config.image_size, 1, 1, "test", fps=25.0)
+    sources, first = dataset, {}
+    if source_split is not None:
+        sources = VideoDataset(data, source_split, model.config.image_size, 1, 1, "test", fps=1.0)
+        for i in range(len(sources)):
+            first.setdefault(sources.videos[sources.item_video(i)].name, i)
     values: dict[str, list[float]] = {"ssim": [], "psnr": []}
     for i in range(len(dataset)):
         b = collate([dataset[i]])
+        s = b if source_split is None else collate([sources[first[dataset.videos[dataset.item_video(i)].name]]])
         with torch.no_grad():
-            state = model.enhance(model.personalize(b.source_images, b.source_keypoints, b.source_masks,
-                                                    b.source_stickmen))
+            state = model.enhance(model.personalize(s.source_images, s.source_keypoints, s.source_masks,
+                                                    s.source_stickmen))
             render = model.render(state, b.target_keypoints)
         pred = apply_mask(render.image[:, 0].clamp(-1, 1), render.mask[:, 0])
         target = apply_mask(b.target_images[:, 0], b.target_masks[:, 0])
@@ -380,27 +387,15 @@ def test_source_split_makes_each_avatar_from_the_same_video_in_another_split(fil
     assert report["settings"]["source_split"] == "early"
     assert "the first frame of the same video in 'early' is the source" in (tmp_path / "eval" / "results.md").read_text()
 
-    model = BilayerModel.from_pretrained(files["a"]).eval()
-    sources = VideoDataset(data, "early", 64, 1, 1, "test", fps=1.0)
-    targets = VideoDataset(data, "test", 64, 1, 1, "test", fps=25.0)
-    first = {}
-    for i in range(len(sources)):
-        first.setdefault(sources.videos[sources.item_video(i)].name, i)
-    values = []
-    for i in range(len(targets)):
-        s = collate([sources[first[targets.videos[targets.item_video(i)].name]]])
-        assert s.source_frames[0][0].endswith("/000010")
-        t = collate([targets[i]])
-        with torch.no_grad():
-            state = model.enhance(model.personalize(s.source_images, s.source_keypoints, s.source_masks,
-                                                    s.source_stickmen))
-            render = model.render(state, t.target_keypoints)
-        pred = apply_mask(render.image[:, 0].clamp(-1, 1), render.mask[:, 0])
-        values.append(float(psnr(pred, apply_mask(t.target_images[:, 0], t.target_masks[:, 0]))))
-    assert report["models"]["a"]["metrics"]["psnr"]["mean"] == pytest.approx(float(np.mean(values)), abs=1e-3)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "eval" / "videos" / "a").glob("*.json")]
+    assert len(records) == 4
+    assert all(r["settings"]["source"].startswith(f"early/{r['video']}/") and
+               r["settings"]["source"].endswith("/000010") for r in records)
+    direct = direct_scores(files["a"], data, source_split="early")["psnr"]
+    assert report["models"]["a"]["metrics"]["psnr"]["mean"] == pytest.approx(direct, abs=1e-3)
     plain = evaluate([files["a"]], data, tmp_path / "plain", metrics=["psnr"], weights_dir=files["weights"],
                      progress=False, timing=False)
-    assert plain["models"]["a"]["metrics"]["psnr"]["mean"] != pytest.approx(np.mean(values), abs=1e-3)
+    assert plain["models"]["a"]["metrics"]["psnr"]["mean"] != pytest.approx(direct, abs=1e-3)
 
     base = ["evaluate", "--model", str(files["a"]), "--data", str(data), "--out", str(tmp_path / "o"), "--no-progress",
             "--no-timing", "--metrics", "psnr", "--weights-dir", str(files["weights"])]
