@@ -77,8 +77,7 @@ def build_workspace(root: Path) -> dict[str, Path]:
     import torch
 
     from bilayer import BilayerModel, preset
-    from bilayer.data.synth import identity_params, scene_params, sequence_trajectory
-    from bilayer.data.synth_render import SynthRenderer
+    from bilayer.synth import SynthRenderer, identity_params, scene_params, sequence_trajectory
     from bilayer.runtime.videoio import VideoWriter
 
     w: dict[str, Path] = {}

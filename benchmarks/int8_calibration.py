@@ -43,7 +43,8 @@ def render_all(render, poses: torch.Tensor, batch: int = 8) -> torch.Tensor:
 
 def main() -> None:
     from bilayer import BilayerModel
-    from bilayer.demo import ASSET_MODEL, SOURCE_PERSON, _person
+    from bilayer.demo import ASSET_MODEL, DATA_SEED, SOURCE_PERSON
+    from bilayer.synth import render_sequence
     from bilayer.runtime.animate import CALIBRATION_POSES, DriverPoses, calibration_poses
     from bilayer.runtime.avatar import Avatar
     from bilayer.runtime.driver import open_driver
@@ -58,7 +59,7 @@ def main() -> None:
 
     model = BilayerModel.from_pretrained(args.model).eval()
     size = model.config.image_size
-    images, keypoints, masks = _person(SOURCE_PERSON, 1, size)
+    images, keypoints, masks = render_sequence(DATA_SEED, SOURCE_PERSON, 1, size)
     avatar = Avatar.create(model, images[0], keypoints=keypoints[0], mask=masks[0] / 255.0, crop=False)
     eager = avatar.renderer(model, "eager")
     results = []
@@ -72,7 +73,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bilayer-int8-calibration-") as tmp:
         for person in args.drivers:
-            frames, track, _ = _person(person, args.frames, size)
+            frames, track, _ = render_sequence(DATA_SEED, person, args.frames, size)
             path = Path(tmp) / f"driver{person}.npy"
             np.save(path, track)
             with open_driver(path, smoothing=False) as driver:

@@ -176,7 +176,7 @@ def _frame(path_image: Path, path_kp: Path, path_mask: Path, size: int):
 def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: bool = True) -> dict:
     """Person A's avatar (made from A in B's first pose) driven by B with relative motion, scored against A
     performing B's motion; with ``identity``, the dlib similarity of each result to A's and to B's frame."""
-    from bilayer.data.synth import cross_pairs
+    from bilayer.synth import cross_pairs
 
     size = next(iter(models.values())).config.image_size
     embedder = None

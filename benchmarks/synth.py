@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from bilayer.data.synth import JPEG_QUALITY, SynthRenderer, identity_params, scene_params, sequence_trajectory
+    from bilayer.synth import JPEG_QUALITY, SynthRenderer, identity_params, scene_params, sequence_trajectory
     from bilayer.hardware import cpu_name
     from bilayer.io import encode_image, encode_npy
 

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -67,7 +66,7 @@ print("ARM-RESULT " + json.dumps({"records": records, "metrics": metrics, "secon
 
 def synth_data(size: int, identities: int, frames: int) -> Path:
     """A SynthHeads set in the cache (made once; reused by later runs)."""
-    from bilayer.data.synth import generate
+    from bilayer.synth import generate
 
     root = cache_home() / "benchmarks" / f"synth-{size}px-{identities}id-{frames}f"
     if not (root / "synth.json").is_file():

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bilayer.data.synth import identity_params, render_frame, scene_params, sequence_trajectory
+from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
 from bilayer.preprocess.smoothing import OneEuroParams
 from bilayer.runtime.driver import Driver, DriverError, DriverFrame, load_keypoint_sequence, open_driver
 

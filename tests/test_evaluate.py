@@ -38,7 +38,7 @@ def _no_imagenet_networks(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict:
-    from bilayer.data.synth import generate
+    from bilayer.synth import generate
 
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "synth"

@@ -212,7 +212,7 @@ def test_synth_interrupted_with_ctrl_c_removes_its_temporaries_at_once(tmp_path)
 
 
 def test_dataset_skips_sequences_without_a_finished_record_and_counts_them(tmp_path, caplog):
-    from bilayer.data.synth import generate
+    from bilayer.synth import generate
 
     root = tmp_path / "synth"
     generate(root, identities=2, videos_per_identity=1, frames=4, size=64, test_identities=0, sequences_per_video=2,
@@ -315,7 +315,7 @@ def test_synth_refuses_a_run_larger_than_the_free_disk_space(tmp_path, capsys):
 
 
 def test_synth_refuses_a_run_needing_more_memory_than_is_available(tmp_path):
-    from bilayer.data.synth import available_memory, worker_memory
+    from bilayer.synth.dataset import available_memory, worker_memory
 
     available = available_memory()
     if available is None:
@@ -331,7 +331,7 @@ def test_synth_refuses_a_run_needing_more_memory_than_is_available(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- foreign folders
 def test_a_folder_bilayer_did_not_write_is_refused_and_left_as_it_was(tmp_path, capsys):
-    from bilayer.data.synth import generate
+    from bilayer.synth import generate
     from bilayer.outputs import OutputError
     from bilayer.preprocess import PreprocessError, preprocess
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bilayer.data.dataset import normalize_keypoints
-from bilayer.data.synth import identity_params, render_frame, scene_params, sequence_trajectory
+from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
 from bilayer.preprocess.crop import crop_box, keypoints_to_crop
 from bilayer.runtime.motion import (
     MotionTransfer,

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bilayer.data import synth
-from bilayer.data.synth import (FrameParams, SynthRenderer, generate, identity_params, render_frame, sample_identity,
+from bilayer.synth import dataset as synth
+from bilayer.synth import (FrameParams, SynthRenderer, generate, identity_params, render_frame, sample_identity,
                                 sample_trajectory, scene_params)
 
 SIZE = 64
@@ -467,7 +467,7 @@ def test_the_training_loader_ignores_the_cross_folder(sharded):
 def test_cross_pairs_resume_and_an_interrupted_pair_leaves_nothing_half_written(sharded, tmp_path, monkeypatch):
     import shutil
 
-    from bilayer.outputs import _HOST
+    from bilayer.io import _HOST
 
     whole = sharded[0] / "whole"
     root = tmp_path / "again"

@@ -48,7 +48,7 @@ def synth_dataset(tmp_path_factory) -> Path:
     (the folder is shared by every test module that calls this)."""
     root = tmp_path_factory.getbasetemp() / "synthheads-64"
     if not (root / "synth.json").is_file():
-        from bilayer.data.synth import generate
+        from bilayer.synth import generate
 
         shutil.rmtree(root, ignore_errors=True)
         generate(root, identities=5, videos_per_identity=2, frames=12, size=64, seed=0, progress=False)

@@ -3,6 +3,6 @@
 from .config import PRESETS, BilayerConfig, ConfigError, preset
 from .models.bilayer import BilayerModel
 from .structures import AdaptiveParams, AvatarState, Render
+from .version import __version__
 
-__all__ = ["PRESETS", "BilayerConfig", "ConfigError", "preset", "BilayerModel", "AdaptiveParams", "AvatarState", "Render"]
-__version__ = "0.1.0"
+__all__ = ["PRESETS", "BilayerConfig", "ConfigError", "preset", "BilayerModel", "AdaptiveParams", "AvatarState", "Render", "__version__"]

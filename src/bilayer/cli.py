@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synth import command
+    from .synth.dataset import command
     from .outputs import Outputs
 
     Outputs().folder("--out", args.out, "synth").check()
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    from .data.synth import configure_parser as synth_parser
+    from .synth.dataset import configure_parser as synth_parser
 
     p = sub.add_parser("synth", help="generate SynthHeads: procedural talking-head videos with keypoints and masks")
     synth_parser(p)

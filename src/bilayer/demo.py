@@ -49,18 +49,9 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def _person(person: int, frames: int, size: int, video: int = 0):
-    """One SynthHeads sequence: lists of RGB frames, (68, 2) keypoints and masks."""
-    from .data.synth import identity_params, scene_params, sequence_trajectory
-    from .data.synth_render import SynthRenderer
-
-    renderer = SynthRenderer(identity_params(DATA_SEED, person), scene_params(DATA_SEED, person, video), size)
-    out = [renderer.render(f) for f in sequence_trajectory(DATA_SEED, person, video, 0, frames)]
-    return [o[0] for o in out], np.stack([o[1] for o in out]).astype(np.float32), [o[2] for o in out]
-
-
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
     from .data.dataset import normalize_keypoints
+    from .synth import render_sequence
     from .runtime.animate import animate, render_workers
     from .runtime.driver import open_driver
     from .runtime.motion import MotionTransfer
@@ -71,11 +62,11 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
     claim_folder(out_dir, "demo")
 
     # the avatar: the first frame of a held-out person
-    src_frames, src_kps, src_masks = _person(SOURCE_PERSON, 40, size)
+    src_frames, src_kps, src_masks = render_sequence(DATA_SEED, SOURCE_PERSON, 40, size)
     avatar = Avatar.create(model, src_frames[0], keypoints=src_kps[0], mask=src_masks[0] / 255.0, crop=False)
 
     # the driver: another held-out person talking, written as a real video with its keypoint track
-    drv_frames, drv_kps, _ = _person(DRIVER_PERSON, frames, size)
+    drv_frames, drv_kps, _ = render_sequence(DATA_SEED, DRIVER_PERSON, frames, size)
     driver_path, kp_path = out_dir / "driver.mp4", out_dir / "driver_keypoints.npy"
     with VideoWriter(driver_path, 25.0, (size, size)) as w:
         for f in drv_frames:

@@ -1,5 +1,5 @@
 """Atomic file writing: a temporary file in the target folder, then ``os.replace`` (never a half-written output);
-and the project's cache folder."""
+the temporaries' names, and the sweeping of what killed writers left; and the project's cache folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import functools
 import io
 import json
 import os
+import re
+import shutil
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,13 +31,72 @@ def cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bilayer"
 
 
+# temporaries of writers, and sweeping what killed writers left
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}\.(?:partial|old|tmp)")
+
+
+def partial_name(name: str, suffix: str = "", tag: str = "partial") -> str:
+    """A hidden temporary name for ``name`` in the same folder: ``.NAME.HOST-PID-TOKEN.partial[SUFFIX]``; the
+    host and process id let ``sweep_stale`` tell a dead writer's leftovers from a running one's."""
+    return f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{tag}{suffix}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporaries that writers on this host which no longer run left in ``folder`` (for ``name`` only,
+    when given): half-written files and folders of killed runs. A folder swap interrupted between its two renames
+    (``NAME`` missing, ``.NAME….old`` present) is undone instead. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if m is None or (name is not None and m["name"] != name):
+            continue
+        if m["host"] != _HOST or _alive(int(m["pid"])):
+            continue
+        target = folder / m["name"]
+        if entry.name.endswith(".old") and not target.exists():
+            with contextlib.suppress(OSError):
+                os.replace(entry, target)
+                continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` with the user's umask for every folder it creates (never 0700)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o777)
+    return path
+
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file name beside ``path`` for a writer to fill; on success it gets the usual permissions and
     is renamed to ``path``, on any exception it is removed (``path`` stays as it was). Temporaries that a killed
-    writer left for the same name are removed first (``outputs.sweep_stale``)."""
-    from .outputs import make_folder, partial_name, sweep_stale
-
+    writer left for the same name are removed first (``sweep_stale``)."""
     path = Path(path)
     make_folder(path.parent)
     sweep_stale(path.parent, path.name)

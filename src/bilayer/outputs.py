@@ -23,15 +23,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
-import socket
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import current_umask
+from .io import current_umask, make_folder, partial_name, sweep_stale, write_json_atomic
+from .version import __version__
 
 MARKER = ".bilayer-folder.json"
 
@@ -161,66 +159,6 @@ def writable_folder(folder: Path) -> bool:
     return True
 
 
-# ===================================================================================== temporaries, sweeping
-_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}\.(?:partial|old|tmp)")
-
-
-def partial_name(name: str, suffix: str = "", tag: str = "partial") -> str:
-    """A hidden temporary name for ``name`` in the same folder: ``.NAME.HOST-PID-TOKEN.partial[SUFFIX]``; the
-    host and process id let ``sweep_stale`` tell a dead writer's leftovers from a running one's."""
-    return f".{name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.{tag}{suffix}"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove the temporaries that writers on this host which no longer run left in ``folder`` (for ``name`` only,
-    when given): half-written files and folders of killed runs. A folder swap interrupted between its two renames
-    (``NAME`` missing, ``.NAME….old`` present) is undone instead. Returns what was removed."""
-    folder = Path(folder)
-    removed = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _TEMP.match(entry.name)
-        if m is None or (name is not None and m["name"] != name):
-            continue
-        if m["host"] != _HOST or _alive(int(m["pid"])):
-            continue
-        target = folder / m["name"]
-        if entry.name.endswith(".old") and not target.exists():
-            with contextlib.suppress(OSError):
-                os.replace(entry, target)
-                continue
-        with contextlib.suppress(OSError):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(entry)
-    return removed
-
-
-def make_folder(path: str | os.PathLike) -> Path:
-    """``mkdir -p`` with the user's umask for every folder it creates (never 0700)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=0o777)
-    return path
-
-
 def _staging_folder(path: Path) -> Path:
     staging = path.with_name(partial_name(path.name))
     staging.mkdir(mode=0o777)
@@ -274,15 +212,11 @@ def claim_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = "
     make_folder(path)
     marker = _read_marker(path)
     if marker is None or (marker["kind"] != kind.name and marker["kind"] not in kind.shares_with):
-        from .io import write_json_atomic
-
         write_json_atomic(path / MARKER, {"kind": kind.name, "written_by": _version()})
     return path
 
 
 def _version() -> str:
-    from . import __version__
-
     return f"bilayer {__version__}"
 
 
@@ -324,8 +258,6 @@ def atomic_folder(path: str | os.PathLike, kind: str | FolderKind, label: str = 
     try:
         yield staging
         files = sorted(e.name for e in staging.iterdir())
-        from .io import write_json_atomic
-
         write_json_atomic(staging / MARKER, {"kind": kind.name, "files": files, "written_by": _version()})
         if path.exists():
             _carry_over(path, staging, kind)

@@ -83,12 +83,3 @@ def command(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else summary.report())
     return 0 if summary.ok else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bilayer.preprocess ARGS``: the same as ``bilayer preprocess ARGS`` (same errors and exit codes)."""
-    import sys
-
-    from ..cli import main as bilayer_main
-
-    return bilayer_main(["preprocess", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,4 @@
-"""SynthHeads: a procedural talking-head video dataset, rendered from scratch in NumPy (no OpenGL, no models).
+"""The SynthHeads dataset writer: a procedural talking-head video dataset, rendered from scratch in NumPy (no OpenGL, no models).
 
 What it is for: the bi-layer model needs videos of people whose appearance depends on pose (so the
 low-frequency layer and the warp have something to learn) and who carry identity-specific fine detail that
@@ -9,8 +9,8 @@ only the texture can reproduce. SynthHeads renders exactly that, deterministical
 - **videos** — a background (flat, gradient or a soft textured room), lighting and clothes per video;
 - **frames** — a smooth random performance: head yaw ±40°, pitch ±20°, roll ±15°, small translation and
   scale, speech-like jaw motion, smiles, blinks, brow raises and gaze saccades, rendered with shading and
-  self-occlusion by a z-buffer rasteriser (``synth_raster``) over grid meshes (``synth_head``,
-  ``synth_body``), shaded per pixel (``synth_render``).
+  self-occlusion by a z-buffer rasteriser (``synth.raster``) over grid meshes (``synth.head``,
+  ``synth.body``), shaded per pixel (``synth.render``).
 
 It produces, per frame, the RGB image, the 68 iBUG keypoints (jaw points on the visible cheek contour, as a
 2-D detector places them) and the person mask, in the reference dataset layout (reference §1.1)::
@@ -89,10 +89,10 @@ import numpy as np
 from ..io import encode_image, encode_npy, write_image_atomic, write_json_atomic
 from ..outputs import claim_folder, make_folder, replace_folder, staging_folder, sweep_stale
 from ..shard import check_shard
-from .sequences import TREES, SequenceWriter
-from .synth_params import (FPS, FrameParams, IdentityParams, SceneParams, sample_identity, sample_scene,
+from ..data.sequences import TREES, SequenceWriter
+from .params import (FPS, FrameParams, IdentityParams, SceneParams, sample_identity, sample_scene,
                            sample_trajectory)
-from .synth_render import SynthRenderer, render_frame
+from .render import SynthRenderer, render_frame
 
 __all__ = [
     "MAX_FRAMES", "MAX_IDENTITIES", "MAX_SEQUENCES_PER_VIDEO", "MAX_SHARDS", "MAX_SIZE", "MAX_VIDEOS_PER_IDENTITY",
@@ -696,7 +696,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
                 ctx = multiprocessing.get_context("spawn")
             processes = min(workers, n_jobs)
             # A worker gets a person's consecutive sequences together (at most ``group`` of them, so that all
-            # workers stay busy), and builds the person's head model once for them (``synth_render.head_model``).
+            # workers stay busy), and builds the person's head model once for them (``synth.render.head_model``).
             group = max(1, min(_MAX_GROUP, n_jobs // (4 * processes)))
             tasks = _groups(jobs, group)
             # A few tasks queued per worker; on the first error (a full disk) the queued ones are cancelled and the

@@ -13,9 +13,9 @@ import math
 import cv2
 import numpy as np
 
-from .synth_head import _value_noise, smoothstep, to_linear
-from .synth_params import IdentityParams, SceneParams
-from .synth_raster import grid_faces, grid_normals
+from .head import _value_noise, smoothstep, to_linear
+from .params import IdentityParams, SceneParams
+from .raster import grid_faces, grid_normals
 
 NECK_TOP, NECK_BOTTOM = -0.5, -2.1
 

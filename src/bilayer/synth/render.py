@@ -19,10 +19,10 @@ import functools
 import cv2
 import numpy as np
 
-from .synth_body import Neck, Torso, background_image, body_rotation
-from .synth_head import HeadModel, rotation, to_linear
-from .synth_params import FrameParams, IdentityParams, SceneParams, default_scene
-from .synth_raster import rasterize
+from .body import Neck, Torso, background_image, body_rotation
+from .head import HeadModel, rotation, to_linear
+from .params import FrameParams, IdentityParams, SceneParams, default_scene
+from .raster import rasterize
 
 HEAD_PIVOT = np.array([0.0, -0.75, -0.2])  # the head turns about the top of the neck
 

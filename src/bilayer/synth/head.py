@@ -22,8 +22,8 @@ import math
 import cv2
 import numpy as np
 
-from .synth_params import FrameParams, IdentityParams
-from .synth_raster import grid_faces, grid_normals
+from .params import FrameParams, IdentityParams
+from .raster import grid_faces, grid_normals
 
 JAW_MAX_DEGREES = 17.0
 JAW_PIVOT = np.array([0.0, -0.12, -0.15])
