@@ -60,8 +60,10 @@ from bilayer.io import write_json_atomic
 from bilayer.models.bilayer import BilayerModel
 from bilayer.runtime import native
 from bilayer.hardware import CPU_FEATURES, cpu_info
-from bilayer.runtime.backends import BACKENDS, PackedConv2d, jittered_keypoints, make_renderer
-from bilayer.runtime.bake import bake, set_fold_upsampling
+from bilayer.runtime.backends import BACKENDS, jittered_keypoints, make_renderer
+from bilayer.runtime.bake import bake, two_step_upsampling
+from bilayer.runtime.forms import PackedConv2d
+from bilayer.nn.blocks import NEGATIVE_SLOPE
 from bilayer.testing import randomize_buffers
 
 
@@ -160,7 +162,7 @@ def bench_preset(name: str, size: int, backends: list[str]) -> dict:
                                                  min_seconds=1.0, min_runs=3, warmup=1)
         state = model.personalize(src, kp, masks)
     baked = bake(model, state)
-    two_step = set_fold_upsampling(bake(model, state), False)  # what the ONNX export writes by default
+    two_step = two_step_upsampling(baked)  # what the ONNX export writes by default
     executed = {"torch": executed_macs(baked), "onnx": executed_macs(two_step)}
     out["executed_gmacs_per_frame"] = {k: v / 1e9 for k, v in executed.items()}
     frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
@@ -242,9 +244,14 @@ def tail_comparison(baked, frame: torch.Tensor) -> dict:
     fast = make_renderer(baked, "eager")._run  # channels-last, as the eager backend runs it
     with native_withheld():
         plain = make_renderer(baked, "eager")._run  # the heads packed for oneDNN
+    fast, plain = fast.renderer, plain.renderer  # the two wrapped, channels-last renderers
     with torch.inference_mode():
-        main, skip = fast.blocks[-1].parts(fast.trunk(frame))
-        ab = interleaved({"native": lambda: fast.tail(main, skip),
+        h = fast.embed(frame).contiguous(memory_format=torch.channels_last)
+        for block in fast.blocks[:-1]:
+            h = block(h)
+        main, skip = fast.blocks[-1].parts(h)
+        ab = interleaved({"native": lambda: native.heads_tail(main, fast.heads.weight, fast.heads.bias, NEGATIVE_SLOPE,
+                                                              fast.grid, fast.texture, skip),
                           "pytorch": lambda: plain.tail(plain.blocks[-1].join(main, skip))}, seconds=2.0)
     return {"native_ms": ab["native"], "pytorch_ms": ab["pytorch"], "speedup": ab["pytorch"] / ab["native"]}
 
@@ -277,7 +284,8 @@ def conv_layer_bound(renderer, frame: torch.Tensor, runs: int = 15) -> dict:
                 m(x)
                 best = min(best, time.perf_counter() - t0)
             total += best
-    return {"layers": len(convs), "conv_ms": 1000 * total, "max_fps": 1 / total, "native_heads": module.native_tail}
+    return {"layers": len(convs), "conv_ms": 1000 * total, "max_fps": 1 / total,
+            "native_heads": getattr(module, "tail_form", None) == "native"}
 
 
 def stream_throughput(renderer, frame: torch.Tensor, seconds: float = 6.0, block: int = 12) -> dict:

@@ -18,9 +18,9 @@ from bilayer.runtime.backends import (
     auto_backend,
     int8_unavailable,
     jittered_keypoints,
-    low_precision,
     make_renderer,
 )
+from bilayer.runtime.precision import low_precision
 from bilayer.runtime.bake import bake
 
 from .conftest import build_model
@@ -71,21 +71,24 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     torch.testing.assert_close(out[0], reference[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], reference[1], atol=1e-5, rtol=0)
     # every convolution runs on a weight laid out for oneDNN once; each block's conv1 carries its activation
-    from bilayer.runtime.backends import PackedConv2d
+    from bilayer.runtime.forms import FastRenderer, PackedConv2d
 
-    packed = [m for m in r._run.modules() if isinstance(m, PackedConv2d)]
+    assert isinstance(r._run, FastRenderer) and r._run.channels_last
+    run = r._run.renderer
+    packed = [m for m in run.modules() if isinstance(m, PackedConv2d)]
     # (the heads too, unless the native loop runs them: it reads their plain weight)
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
     assert len(packed) == convs - native.available() > 0
-    assert isinstance(r._run.heads, PackedConv2d) != native.available()
-    assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in r._run.blocks)
+    assert isinstance(run.heads, PackedConv2d) != native.available()
+    assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in run.blocks)
     assert {m.transposed for m in packed} == {True, False}
-    assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)  # the caller's module untouched
-    assert not renderer.channels_last  # the caller's module is untouched
+    # the caller's module is untouched: its own layers, layout and activations
+    assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)
+    assert renderer.texture.is_contiguous() and not any(isinstance(m, PackedConv2d) for m in renderer.modules())
     # the heads and tail run natively where the kernel builds (this machine has the compiler; the CI machine too)
-    assert r._run.native_tail == native.available() and not renderer.native_tail
+    assert r._run.tail_form == ("native" if native.available() else "pytorch")
     # channels-last applies to images only: the (1, H, W, 2) grid stays row-major (the warp read it transposed)
-    assert r._run.grid.is_contiguous() and r._run.texture.is_contiguous(memory_format=torch.channels_last)
+    assert run.grid.is_contiguous() and run.texture.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
@@ -94,9 +97,9 @@ def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
     monkeypatch.setattr(native, "available", lambda: False)
     monkeypatch.setattr(native, "compiler", lambda: None)
     r = make_renderer(renderer)
-    from bilayer.runtime.backends import PackedConv2d
+    from bilayer.runtime.forms import PackedConv2d
 
-    assert not r._run.native_tail and isinstance(r._run.heads, PackedConv2d)
+    assert r._run.tail_form == "pytorch" and isinstance(r._run.renderer.heads, PackedConv2d)
     torch.testing.assert_close(r(keypoints)[0], reference[0], atol=1e-5, rtol=0)
     for backend in ("compile", "int8"):
         with pytest.raises(BackendError, match=rf"^{backend} on CPU needs a C\+\+ compiler \(g\+\+ or clang\+\+\) "
@@ -109,7 +112,8 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
     """The body in bfloat16 on packed oneDNN weights (each block's conv1 with its activation fused); the heads,
     tanh, warp, sum and sigmoid in float32: in the native loop (which reads the last block's bfloat16 output)
     where it builds, else a bfloat16 heads convolution cast back to float32 before PyTorch's tail."""
-    from bilayer.runtime.backends import PackedConv2d, _Cast
+    from bilayer.runtime.forms import PackedConv2d
+    from bilayer.runtime.precision import Cast
 
     if not compiler:
         monkeypatch.setattr(native, "available", lambda: False)
@@ -118,15 +122,15 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
     _check_frame(out, keypoints)
     assert psnr(out[0], reference[0]) >= 30
     assert (out[1] - reference[1]).abs().max() < 2e-2
-    module, tail = r._run, native.available()
-    assert module.native_tail == tail and not renderer.native_tail
+    module, tail = r._run.renderer, native.available()
+    assert r._run.tail_form == ("native" if tail else "pytorch")
     packed = [m for m in module.modules() if isinstance(m, PackedConv2d)]
     assert {m.weight.dtype for m in packed} == {torch.bfloat16} and {m.transposed for m in packed} == {True, False}
     assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in module.blocks)
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
     assert len(packed) == convs - tail
     # the keypoint MLP (single-row products, faster in float32 on CPU) stays float32, cast after its last layer
-    assert {p.dtype for p in module.mlp.parameters()} == {torch.float32} and isinstance(module.mlp[-1][1], _Cast)
+    assert {p.dtype for p in module.mlp.parameters()} == {torch.float32} and isinstance(module.mlp[-1][1], Cast)
     if tail:  # the loop computes the heads from their float32 weight
         assert module.heads.weight.dtype == torch.float32
     else:

@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 from bilayer import preset
 from bilayer.config import InferenceGeneratorConfig, KeypointsEmbedderConfig
 from bilayer.nn.adaptive import AdaptiveBatchNorm2d
-from bilayer.runtime.bake import bake
+from bilayer.runtime.bake import SubpixelUpsampleConv2d, bake
 
 from .conftest import build_model
 
@@ -80,35 +80,36 @@ def test_fast_forms_of_the_tail_equal_the_plain_ones():
             self.names.add(func.name())
             return func(*args, **(kwargs or {}))
 
-    forms = {"plain": (False, False), "inductor": (True, False)}
+    from bilayer.runtime.forms import FastRenderer
+
+    forms = {"plain": baked, "inductor": FastRenderer(baked, tail="inductor")}
     if native.available():
-        forms["native"] = (True, True)
+        forms["native"] = FastRenderer(baked, tail="native")
     frames, ops = {}, {}
-    for form, (inductor, native_tail) in forms.items():
-        baked.inductor, baked.native_tail = inductor, native_tail
+    for form, module in forms.items():
         with torch.no_grad(), Ops() as ops[form]:
-            frames[form] = baked(keypoints)
-    baked.inductor = baked.native_tail = False
+            frames[form] = module(keypoints)
     tail = {"bilayer::warp", "bilayer::heads_tail", "aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     if native.available():  # the int8 backend's form: sub-pixel upsampling, whose last phases the loop reads as a view
         from bilayer.runtime.bake import subpixel_upsampling
 
-        subpixel = subpixel_upsampling(copy.deepcopy(baked))
-        subpixel.inductor = subpixel.native_tail = True
-        forms["native, sub-pixel"] = (True, True)
+        subpixel = subpixel_upsampling(baked)
+        forms["native, sub-pixel"] = FastRenderer(subpixel, tail="native")
         with torch.no_grad(), Ops() as ops["native, sub-pixel"]:
-            frames["native, sub-pixel"] = subpixel(keypoints)
+            frames["native, sub-pixel"] = forms["native, sub-pixel"](keypoints)
         assert tail & ops["native, sub-pixel"].names == {"bilayer::heads_tail"}
         with torch.no_grad():  # the loop reads the last sub-pixel convolution's output as it is
             main, _ = subpixel.blocks[-1].parts(subpixel.trunk(keypoints), phases=True)
         assert main.dim() == 6 and main._base is not None  # a view of the convolution's output, not interleaved
-        with torch.no_grad(), pytest.raises(ValueError, match="in parts only with the native loop"):
-            baked.tail(*baked.blocks[-1].parts(baked.trunk(keypoints)))
-    # the flags switch the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh
+    # the wrappers choose the forms: one opaque warp and no tanh, or one native tail, against grid_sample and tanh;
+    # the reference keeps its own
     assert tail & ops["plain"].names == {"aten::tanh", "aten::grid_sampler_2d", "aten::sigmoid"}
     assert tail & ops["inductor"].names == {"bilayer::warp", "aten::sigmoid"}
     if "native" in forms:
         assert tail & ops["native"].names == {"bilayer::heads_tail"}
+    assert not any(isinstance(m, SubpixelUpsampleConv2d) for m in baked.modules())  # the transform copies
+    with pytest.raises(ValueError, match=r"^unknown tail form 'fast'; valid forms: pytorch, inductor, native\.$"):
+        FastRenderer(baked, tail="fast")
     for form in forms:
         for a, b in zip(frames["plain"], frames[form]):
             assert (a - b).abs().max() <= 1e-5  # a 1e-7 change of Δuv moves the sampled texture by its gradient
@@ -131,7 +132,7 @@ def test_upsample_conv_equals_upsampling_then_convolution(shape):
     (every border case of the 2×2 neighbourhoods)."""
     import torch.nn.functional as F
 
-    from bilayer.runtime.bake import SubpixelUpsampleConv2d, UpsampleConv2d
+    from bilayer.runtime.bake import SubpixelUpsampleConv2d, TwoStepUpsampleConv2d, UpsampleConv2d
 
     g = torch.Generator().manual_seed(sum(shape))
     batch, channels, h, w = shape
@@ -141,8 +142,7 @@ def test_upsample_conv_equals_upsampling_then_convolution(shape):
     layer = UpsampleConv2d(weight, bias)
     with torch.no_grad():
         folded = layer(x)
-        layer.fold = False
-        two_step = layer(x)
+        two_step = TwoStepUpsampleConv2d(layer)(x)
     assert folded.shape == expected.shape == (batch, 5, 2 * h, 2 * w)
     assert (folded - expected).abs().max() <= 1e-5 * expected.abs().max()
     assert torch.equal(two_step, expected)
@@ -160,7 +160,7 @@ def test_baked_network_executes_the_expected_macs():
     """executed_macs counts what the baked graph runs: transposed convolutions at 16 MACs per low-resolution
     pixel and channel pair (instead of 9 per upsampled pixel) and the 1×1 skips at the low resolution."""
     from bilayer.eval.complexity import complexity, executed_macs
-    from bilayer.runtime.bake import set_fold_upsampling
+    from bilayer.runtime.bake import two_step_upsampling
 
     model = build_model(CONFIGS["tiny"])
     state, _ = _avatar(model, batch=1)
@@ -178,7 +178,7 @@ def test_baked_network_executes_the_expected_macs():
     heads = 9 * baked.heads.in_channels * 6 * size**2
     assert executed_macs(baked) == expected + heads
     assert complexity(model.config)["macs_per_frame"] == trained + heads  # the network as trained
-    unfolded = set_fold_upsampling(bake(model, state), False)
+    unfolded = two_step_upsampling(baked)
     assert executed_macs(unfolded) == trained + heads - _skip_savings(baked)
 
 

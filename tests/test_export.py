@@ -287,7 +287,8 @@ def test_folded_upsampling_export_matches_pytorch(renderer, targets, tmp_path):
     assert "ConvTranspose" not in default_ops and "Resize" in default_ops
     assert ops.count("ConvTranspose") == len(renderer.blocks)
     assert check_export(path, renderer, targets[0]) <= TOL
-    from bilayer.runtime.bake import UpsampleConv2d
+    from bilayer.runtime.bake import TwoStepUpsampleConv2d, UpsampleConv2d
 
-    folds = [layer.fold for layer in renderer.modules() if isinstance(layer, UpsampleConv2d)]
-    assert len(folds) == len(renderer.blocks) and all(folds)  # the caller's renderer keeps its folded form
+    folded = [layer for layer in renderer.modules() if isinstance(layer, UpsampleConv2d)]
+    assert len(folded) == len(renderer.blocks)  # the caller's renderer keeps its folded form
+    assert not any(isinstance(layer, TwoStepUpsampleConv2d) for layer in renderer.modules())

@@ -172,11 +172,11 @@ def test_the_portable_build_gives_the_same_frames(tmp_path, monkeypatch):
     channels-last transposition, the baseline instruction set's vectors, no fused multiply-add) is as close to
     float64 as the build the backends use here, and reads bfloat16 features as their float32 values."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    portable = native._build(native._FLAG_SETS[2:3])
+    native.build(native.FLAG_SETS[2:3], namespace="bilayer_portable")
+    portable = torch.ops.bilayer_portable.heads_tail
     features, weight, bias, grid, texture = inputs(2, 32, (24, 40), (30, 30), 1, "channels_last", seed=9)
     ours = native.heads_tail(features, weight, bias, SLOPE, grid, texture)
-    monkeypatch.setattr(native, "_library", portable)
-    theirs = native.heads_tail(features, weight, bias, SLOPE, grid, texture)
+    theirs = native.heads_tail(features, weight, bias, SLOPE, grid, texture, op=portable)
     assert not torch.equal(ours[0], theirs[0])  # really another build: its sums round differently
     truth = plain_tail(features, weight, bias, grid, texture)
     budget = 2 * (plain_tail(features, weight, bias, grid, texture, torch.float32)[0].double() - truth[0]).abs().max()
@@ -184,8 +184,8 @@ def test_the_portable_build_gives_the_same_frames(tmp_path, monkeypatch):
         assert (image.double() - truth[0]).abs().max() <= budget + 1e-5
         assert (mask.double() - truth[1]).abs().max() <= 1e-6
     low = features.bfloat16()  # its scalar widening equals reading the widened copy
-    assert all(map(torch.equal, native.heads_tail(low, weight, bias, SLOPE, grid, texture),
-                   native.heads_tail(low.float(), weight, bias, SLOPE, grid, texture)))
+    assert all(map(torch.equal, native.heads_tail(low, weight, bias, SLOPE, grid, texture, op=portable),
+                   native.heads_tail(low.float(), weight, bias, SLOPE, grid, texture, op=portable)))
 
 
 def test_tanh_and_sigmoid_are_accurate_everywhere():
@@ -291,7 +291,7 @@ def test_bad_inputs_are_named():
 
 def test_built_once_then_cached_and_failures_explained(tmp_path):
     """A fresh process builds the library into the cache folder (XDG_CACHE_HOME) and the next one loads it
-    without compiling; with no usable compiler, available() is False and library() says why in one sentence."""
+    without compiling; with no usable compiler, available() is False and operator() says why in one sentence."""
     script = (
         "import os, time\n"
         "from bilayer.runtime import native\n"
@@ -299,7 +299,7 @@ def test_built_once_then_cached_and_failures_explained(tmp_path):
         "print(ok, sorted(p.name for p in native.cache_dir().iterdir()) if native.cache_dir().is_dir() else [])\n"
         "if not ok:\n"
         "    try:\n"
-        "        native.library()\n"
+        "        native.operator()\n"
         "    except RuntimeError as error:\n"
         "        print(error)\n"
     )
@@ -311,10 +311,24 @@ def test_built_once_then_cached_and_failures_explained(tmp_path):
         return out.stdout.strip().splitlines()
 
     first = run()
-    assert first[0].startswith("True ['tail-") and first[0].endswith(".so']")
-    built = next((tmp_path / "bilayer" / "native").glob("tail-*.so"))
+    assert first[0].startswith("True ['tail-") and first[0].endswith("']")
+    built = next((tmp_path / "bilayer" / "native").glob("tail-*/bilayer_heads_tail_*.so"))
     stamp = built.stat().st_mtime_ns
     assert run()[0] == first[0] and built.stat().st_mtime_ns == stamp  # loaded from the cache, not rebuilt
     failed = run(CXX="/bin/false", XDG_CACHE_HOME=str(tmp_path / "other"))
     assert failed[0] == "False []"
     assert failed[1].startswith("the native tail could not be built: ")
+    assert not list((tmp_path / "bilayer" / "native").glob(".*"))  # no temporary build folder left behind
+
+
+def test_the_cache_key_names_the_cpu(monkeypatch):
+    """Builds use -march=native: a cache folder shared by two machines must give each its own build, so the key
+    changes with the CPU's instruction-set flags (and with the flags, compiler and source)."""
+    key = native.build_key("g++", "g++ 12", ["-O3"])
+    assert native.build_key("g++", "g++ 12", ["-O3"]) == key
+    signature = native.cpu_signature()
+    assert "avx" in signature.lower() or "fp" in signature.lower()  # the instruction-set flags are in it
+    monkeypatch.setattr(native, "cpu_signature", lambda: signature.replace("avx", "sse"))
+    assert native.build_key("g++", "g++ 12", ["-O3"]) != key
+    monkeypatch.undo()
+    assert native.build_key("g++", "g++ 12", ["-O2"]) != key and native.build_key("clang++", "g++ 12", ["-O3"]) != key

@@ -6,14 +6,14 @@ shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
     eager    the float32 module under ``torch.inference_mode`` (the reference); on CPU its convolutions run on
              weights laid out for oneDNN once (``PackedConv2d``), with each block's first activation fused.
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
-             (see ``low_precision``); on CPU packed like eager's and with the heads in float32 inside the native
+             (see ``precision.low_precision``); on CPU packed like eager's and with the heads in float32 inside the native
              loop, which reads the body's bfloat16 output. Meant for CPUs with native bfloat16 (AVX512-BF16 /
              AMX; ``hardware.native_bfloat16``) and for GPUs: with AMX 2.2× eager on medium, 3.5× on large. On a CPU
              without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512 Xeon
              without BF16). ~59–61 dB PSNR against float32 on the medium model.
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
     compile  ``torch.compile`` (inductor, with freezing: weights pre-laid-out for oneDNN, activations fused) of
-             the float32 module, with the warp and tanh in forms inductor runs fast (``BakedRenderer.inductor``);
+             the float32 module, with the warp and tanh in forms inductor runs fast (``runtime.forms``);
              the fastest float32 backend on small here (on medium on par with eager), but the first call of each
              new batch size compiles (~15 s).
     onnx     the module exported with ``runtime.export.export_baked`` and run by ONNX Runtime.
@@ -31,12 +31,8 @@ driver is long enough to repay int8's set-up (``AUTO_INT8_FRAMES``) and this mac
 On CPU, eager, bf16, compile and int8 run everything after the last residual block (activation, heads convolution,
 tanh, grid, warp, sum, sigmoid) as one native loop, ``bilayer::heads_tail`` (``runtime/native.py``), when its
 kernel can be built with the machine's C++ compiler (once, then cached); without one they keep PyTorch's
-operations.
-
-Why the warp stays in float32 in the reduced-precision backends: the sampling grid holds absolute coordinates
-in [-1, 1]. bfloat16 has 8 significant bits, so near ±1 it can only represent steps of 2⁻⁸ — half a pixel at
-256 px — and the high-frequency layer would visibly jitter; float16 (11 bits) would still cost a few percent of
-a pixel. Only the network's *output* Δuv is rounded, which is small and smooth, then added to a float32 grid.
+operations. Every backend works on a copy of the baked renderer (``runtime.bake``, the reference form) or wraps
+one in the faster forms of ``runtime.forms``; the caller's renderer is never changed.
 """
 
 from __future__ import annotations
@@ -53,11 +49,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from . import native
 from ..hardware import native_bfloat16
-from .bake import BakedBlock, BakedRenderer, UpsampleConv2d, subpixel_upsampling
+from .bake import BakedRenderer, subpixel_upsampling
+from .forms import FastRenderer, channels_last, packed
+from .precision import low_precision
 
 BACKENDS = ("eager", "bf16", "fp16", "compile", "onnx", "int8")
 
@@ -74,48 +71,6 @@ Frame = tuple[torch.Tensor, torch.Tensor]
 
 class BackendError(ValueError):
     """A backend cannot run here (unknown name, wrong device, missing tool); the message says what to use."""
-
-
-class _Cast(nn.Module):
-    """Cast floating-point activations to ``dtype`` (a graph edge between precisions)."""
-
-    def __init__(self, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype)
-
-    def extra_repr(self) -> str:
-        return str(self.dtype)
-
-
-def low_precision(renderer: BakedRenderer, dtype: torch.dtype, *, float32_heads: bool = False,
-                  float32_mlp: bool = False) -> BakedRenderer:
-    """A copy of ``renderer`` whose MLP, residual blocks and heads run in ``dtype``.
-
-    Two casts are inserted at the edges of that body — before the first linear layer (so a harmonic encoding
-    is still computed in float32) and after the merged heads — so the unchanged ``BakedRenderer.forward``
-    computes tanh, the grid ``identity + Δuv``, the warp of the (float32) texture, ``LF + HF`` and the sigmoid
-    in float32. Inputs and outputs stay float32. ``dtype=torch.float32`` gives an exact copy.
-
-    ``float32_heads``: the heads keep their float32 weights and no cast follows them, for the native heads-and-
-    tail loop (``native.heads_tail``), which reads the last block's bfloat16 output itself and computes the heads
-    in float32; the caller sets ``native_tail``.
-
-    ``float32_mlp``: the keypoint MLP stays float32 and the cast follows its last layer instead. On CPU its
-    single-row products ran 2× faster in float32 than in bfloat16 (0.2 against 0.4 ms on medium, AMX host).
-    """
-    low = copy.deepcopy(renderer).eval()
-    if float32_mlp:
-        low.mlp[-1] = nn.Sequential(low.mlp[-1], _Cast(dtype))
-    else:
-        low.mlp.to(dtype)
-        low.mlp[0] = nn.Sequential(_Cast(dtype), low.mlp[0])
-    low.blocks.to(dtype)
-    if not float32_heads:
-        low.heads = nn.Sequential(low.heads.to(dtype), _Cast(torch.float32))
-    return low
 
 
 class FrameRenderer:
@@ -217,18 +172,15 @@ def make_renderer(
     if backend == "fp16" and device.type != "cuda":
         raise BackendError("fp16 needs a CUDA device; on CPU use bf16.")
     if backend == "eager":
-        module = _packed(_native_tail(_channels_last(copy.deepcopy(renderer).eval().to(device)), device))
-        return FrameRenderer(backend, module, device, pose_dim)
+        return FrameRenderer(backend, _fast(copy.deepcopy(renderer).eval().to(device), device), device, pose_dim)
     if backend in ("bf16", "fp16"):
         dtype = torch.bfloat16 if backend == "bf16" else torch.float16
-        # on CPU: the native heads-and-tail loop (reading bfloat16 features), packed bfloat16 convolutions, as
-        # eager's float32 ones, and a float32 MLP; 1.5–1.7× faster than the plain bfloat16 module on the medium
-        # preset here
-        tail = dtype == torch.bfloat16 and device.type == "cpu" and native.available()
-        module = low_precision(renderer, dtype, float32_heads=tail, float32_mlp=device.type == "cpu")
-        module = _channels_last(module.to(device))
-        module.native_tail = tail
-        return FrameRenderer(backend, _packed(module), device, pose_dim)
+        # on CPU: the native heads-and-tail loop (reading bfloat16 features, with float32 heads), packed bfloat16
+        # convolutions, as eager's float32 ones, and a float32 MLP; 1.5–1.7× faster than the plain bfloat16 module
+        # on the medium preset here
+        tail = dtype == torch.bfloat16 and _native_here(device)
+        module = low_precision(renderer, dtype, float32_heads=tail, float32_mlp=device.type == "cpu").to(device)
+        return FrameRenderer(backend, _fast(module, device, native_tail=tail), device, pose_dim)
     if backend == "compile":
         return FrameRenderer(backend, _compiled(renderer, device), device, pose_dim)
     if backend == "int8":
@@ -236,86 +188,20 @@ def make_renderer(
     return FrameRenderer(backend, _onnx_runner(renderer, device, onnx_path), device, pose_dim)
 
 
-def _channels_last(module: BakedRenderer) -> BakedRenderer:
-    """NHWC weights and activations on CPU, where oneDNN's convolutions are about twice as fast in that layout
-    (results differ from NCHW by float rounding only, ~1e-5)."""
-    if next(module.parameters()).device.type == "cpu":
-        module.to(memory_format=torch.channels_last)
-        module.grid = module.grid.contiguous()  # (1, H, W, 2) is not an image: the warp reads it row-major
-        module.channels_last = True
-    return module
+def _native_here(device: torch.device) -> bool:
+    """Whether the native heads-and-tail loop runs here: on CPU, when its kernel builds (it needs the C++ compiler;
+    built once, then cached). On the small preset's frame it took 2.7 instead of 6.1 ms on 2 threads in slow
+    minutes (benchmarks/render.py's ``tail`` line); whole frames gain 1.13–1.25× (benchmarks/native.py)."""
+    return device.type == "cpu" and native.available()
 
 
-class PackedConv2d(nn.Module):
-    """A float32 or bfloat16 CPU convolution (or the transposed form of an ``UpsampleConv2d``) run by oneDNN on a
-    weight laid out for it once, optionally with the LeakyReLU that follows it fused in (eager and bf16).
-
-    Eager PyTorch hands oneDNN a channels-last weight at every call, and oneDNN re-lays it into its blocked
-    format each time (~1 ms per frame on small, by oneDNN's verbose log). Packing once made whole frames
-    1.04–1.09× faster in alternated timing. Inductor does the same when it freezes a graph (the compile
-    backend, which also fuses the pointwise work and gains more); this is its eager counterpart.
-    The weight is an opaque oneDNN tensor: this module cannot be saved, moved or exported — the baked module it
-    was made from can.
-    """
-
-    def __init__(self, conv: nn.Conv2d, input_size: list[int], negative_slope: float | None = None) -> None:
-        super().__init__()
-        mkldnn = torch.ops.mkldnn
-        self.transposed = isinstance(conv, UpsampleConv2d)
-        self.bias = conv.bias.detach().clone()
-        if self.transposed:  # stride 2, padding 1, 4×4 kernel (see UpsampleConv2d)
-            self.geometry = ([1, 1], [0, 0], [2, 2], [1, 1], 1)
-            self.weight = mkldnn._reorder_convolution_transpose_weight(
-                conv.folded_weight.detach().contiguous(), *self.geometry, input_size)
-        else:
-            self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-            self.weight = mkldnn._reorder_convolution_weight(conv.weight.detach().contiguous(), *self.geometry,
-                                                             input_size)
-        self.attr, self.scalars = ("leaky_relu", [negative_slope]) if negative_slope is not None else ("none", [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.transposed:
-            return torch.ops.mkldnn._convolution_transpose_pointwise(
-                x, self.weight, self.bias, *self.geometry, self.attr, self.scalars, "")
-        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.geometry, self.attr,
-                                                       self.scalars, "")
-
-
-_PACKED_OPS = ("_reorder_convolution_weight", "_reorder_convolution_transpose_weight", "_convolution_pointwise",
-               "_convolution_transpose_pointwise")
-
-
-def _packed(module: BakedRenderer) -> BakedRenderer:
-    """``module`` (channels-last, on CPU) with every convolution of its blocks and heads a ``PackedConv2d``, and
-    each block's conv1 fused with the activation after it. oneDNN picks weight layouts for the input sizes of a
-    batch-1 frame; other batch sizes run on the same weights."""
-    if not (module.channels_last and torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, op)
-            for op in _PACKED_OPS)):
-        return module  # plain convolutions: not on CPU, or this torch build lacks oneDNN's inference ops
-    convs = {name: m for name, m in module.named_modules() if isinstance(m, nn.Conv2d)
-             and (not isinstance(m, UpsampleConv2d) or m.fold) and not (name == "heads" and module.native_tail)}
-    sizes: dict[str, list[int]] = {}
-
-    def record(name: str):
-        def hook(_, args) -> None:  # returns None: the input goes on unchanged
-            sizes.setdefault(name, list(args[0].shape))
-        return hook
-
-    hooks = [m.register_forward_pre_hook(record(name)) for name, m in convs.items()]
-    try:
-        with torch.inference_mode():
-            module(torch.zeros(1, module.pose_dim))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for name, conv in convs.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        fuse = isinstance(parent, BakedBlock) and child == "conv1"
-        setattr(parent, child, PackedConv2d(conv, sizes[name], parent.act1.negative_slope if fuse else None))
-        if fuse:
-            parent.act1 = nn.Identity()
-    return module
+def _fast(module: BakedRenderer, device: torch.device, native_tail: bool | None = None) -> torch.nn.Module:
+    """The eager and low-precision backends' module: on CPU ``module`` channels-last with packed convolutions and
+    the native tail where it builds (``runtime.forms``); elsewhere ``module`` as it is."""
+    if device.type != "cpu":
+        return module
+    tail = _native_here(device) if native_tail is None else native_tail
+    return packed(FastRenderer(channels_last(module), tail="native" if tail else "pytorch", channels_last=True))
 
 
 def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.Tensor], Frame]:
@@ -324,24 +210,16 @@ def _compiled(renderer: BakedRenderer, device: torch.device) -> Callable[[torch.
     # minutes of kernel benchmarking. Dynamic shapes are left automatic: a second batch size recompiles once
     # with a symbolic batch, which then serves every size.
     _need_compiler(device, "compile")
-    module = _inductor_forms(_channels_last(copy.deepcopy(renderer).eval().to(device)), device)
+    module = _compile_forms(copy.deepcopy(renderer).eval().to(device), device)
     return _frozen(torch.compile(module, mode="default"))
 
 
-def _inductor_forms(module: BakedRenderer, device: torch.device) -> BakedRenderer:
-    """``module`` set to the forms of its tail that run fast under inductor (see BakedRenderer): on CPU the
-    native heads-and-tail loop when it can be built here, otherwise the opaque warp and tanh through sigmoid."""
-    module.inductor = True
-    return _native_tail(module, device)
-
-
-def _native_tail(module: BakedRenderer, device: torch.device) -> BakedRenderer:
-    """On CPU, the heads and the tail as one native loop (``runtime.native``) when its kernel can be built here
-    (it needs the C++ compiler; built once, then cached); elsewhere, or without one, oneDNN's convolution and
-    PyTorch's operations. On the small preset's frame they took 2.7 instead of 6.1 ms on 2 threads in slow minutes
-    (benchmarks/render.py's ``tail`` line); whole frames gain 1.13–1.25× (benchmarks/native.py)."""
-    module.native_tail = device.type == "cpu" and native.available()
-    return module
+def _compile_forms(module: BakedRenderer, device: torch.device) -> FastRenderer:
+    """What the compile and int8 backends trace: on CPU ``module`` channels-last with the native heads-and-tail
+    loop where it builds, else the tail in the forms inductor runs fast (``runtime.forms``)."""
+    cpu = device.type == "cpu"
+    return FastRenderer(channels_last(module) if cpu else module,
+                        tail="native" if _native_here(device) else "inductor", channels_last=cpu)
 
 
 def _no_compiler(backend: str) -> str:
@@ -423,10 +301,10 @@ def _int8(renderer: BakedRenderer, device: torch.device, calibration: torch.Tens
     # float32 stays: the keypoint MLP's small linear layers (quantizing them gains nothing) and the heads (Δuv,
     # LF, mask logits), whose quantization put visible noise on the output; keeping both in float32 took the
     # trained synth-quick avatar from 37 to 49 dB PSNR against float32 at no measurable cost
-    for name in [f"mlp.{i}" for i in range(len(renderer.mlp))] + ["heads"]:
+    for name in [f"renderer.mlp.{i}" for i in range(len(renderer.mlp))] + ["renderer.heads"]:
         quantizer.set_module_name_qconfig(name, None)  # matched exactly: the MLP's ModuleList is never called
-    module = _inductor_forms(_channels_last(copy.deepcopy(renderer).eval().to(device)), device)
-    subpixel_upsampling(module)  # plain 2×2 convolutions, which the recipe quantizes (transposed ones it does not)
+    # sub-pixel upsampling: plain 2×2 convolutions, which the recipe quantizes (transposed ones it does not)
+    module = _compile_forms(subpixel_upsampling(renderer).eval().to(device), device)
     # an example batch of 2 with a symbolic batch size: one graph serves every batch size (a size-1 example
     # would be specialised to 1)
     example = calibration[:2] if len(calibration) >= 2 else calibration.repeat(2, 1)

@@ -14,10 +14,14 @@ per frame than the network as trained, see ``executed_macs``):
 - the 1×1 skip convolution runs *before* the skip's upsampling (the two commute), on a quarter of the pixels;
 - the generator's final normalisation is folded into the last block's convolutions.
 
-``bake`` returns a *new* module; the model is not modified.
+``bake`` returns a *new* module; the model is not modified. This module is the reference form of an avatar's
+per-frame network: the backends run copies of it in other layouts and precisions, or wrap it in the faster forms
+of ``runtime.forms``, and every one of them is tested against it.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +30,8 @@ from torch import nn
 from ..models.bilayer import BilayerModel, identity_grid
 from ..nn.adaptive import AdaptiveAffine, AdaptiveBatchNorm2d
 from ..nn.blocks import NEGATIVE_SLOPE, ResBlock
-from ..nn.image import opaque_warp, warp
+from ..nn.image import warp
 from ..structures import AvatarState
-from .native import heads_tail
 
 
 def _affine(norm: nn.BatchNorm2d, params: AdaptiveAffine | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,10 +63,10 @@ class UpsampleConv2d(nn.Conv2d):
     instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer) and no upsampled copy of the
     input; the result equals the two-step form up to float rounding (~1e-6).
 
-    ``fold = False`` runs the two-step form instead, from the 3×3 weight this module keeps (``set_fold_upsampling``
-    switches a whole network). ONNX export uses it: ONNX Runtime's CPU transposed convolution is slower than its
-    upsample + convolution at few channels. The 4×4 kernel is derived once, here: a baked module's weights are
-    not edited afterwards (a dtype or device move converts both alike).
+    It keeps the 3×3 weight too, for its other forms (``two_step_upsampling``: what the ONNX export writes by
+    default, since ONNX Runtime's CPU transposed convolution is slower than its upsample + convolution at few
+    channels; ``subpixel_upsampling``: the int8 backend's). The 4×4 kernel is derived once, here: a baked module's
+    weights are not edited afterwards (a dtype or device move converts both alike).
     """
 
     # transposed-kernel row k (0..3) as a combination of the 3×3 kernel rows (w0, w1, w2)
@@ -79,11 +82,21 @@ class UpsampleConv2d(nn.Conv2d):
         taps = torch.tensor(self._TAPS, dtype=weight.dtype, device=weight.device)
         # (in, out, 4, 4), the layout conv_transpose2d expects
         self.register_buffer("folded_weight", torch.einsum("ki,lj,oxij->xokl", taps, taps, weight).contiguous())
-        self.fold = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fold:
-            return F.conv_transpose2d(x, self.folded_weight, self.bias, stride=2, padding=1)
+        return F.conv_transpose2d(x, self.folded_weight, self.bias, stride=2, padding=1)
+
+
+class TwoStepUpsampleConv2d(nn.Conv2d):
+    """An ``UpsampleConv2d`` in the two steps it stands for: nearest ×2 upsampling, then the 3×3 convolution."""
+
+    def __init__(self, layer: UpsampleConv2d) -> None:
+        super().__init__(layer.in_channels, layer.out_channels, 3, padding=1, device=layer.weight.device,
+                         dtype=layer.weight.dtype)
+        self.weight.data.copy_(layer.weight.detach())
+        self.bias.data.copy_(layer.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -133,23 +146,23 @@ class SubpixelUpsampleConv2d(nn.Module):
         return y[:, :, 1 : 2 * h + 1, 1 : 2 * w + 1]
 
 
-def subpixel_upsampling(module: nn.Module) -> nn.Module:
-    """Replace every ``UpsampleConv2d`` of ``module`` (in place) by its ``SubpixelUpsampleConv2d``; returns
-    ``module``."""
-    for name, layer in list(module.named_modules()):
+def _replace_upsampling(module: nn.Module, form) -> nn.Module:
+    out = copy.deepcopy(module)
+    for name, layer in list(out.named_modules()):
         if isinstance(layer, UpsampleConv2d):
             parent, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent), child, SubpixelUpsampleConv2d(layer))
-    return module
+            setattr(out.get_submodule(parent), child, form(layer))
+    return out
 
 
-def set_fold_upsampling(module: nn.Module, fold: bool) -> nn.Module:
-    """Switch every ``UpsampleConv2d`` in ``module`` between its one-step (``fold``) and two-step forms; returns
-    ``module``."""
-    for layer in module.modules():
-        if isinstance(layer, UpsampleConv2d):
-            layer.fold = fold
-    return module
+def subpixel_upsampling(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``UpsampleConv2d`` in its sub-pixel form (``SubpixelUpsampleConv2d``)."""
+    return _replace_upsampling(module, SubpixelUpsampleConv2d)
+
+
+def two_step_upsampling(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``UpsampleConv2d`` in its two-step form (``TwoStepUpsampleConv2d``)."""
+    return _replace_upsampling(module, TwoStepUpsampleConv2d)
 
 
 class BakedBlock(nn.Module):
@@ -225,29 +238,12 @@ class BakedRenderer(nn.Module):
         size = model.config.image_size
         self.register_buffer("texture", state.texture[index : index + 1].detach().clone())
         self.register_buffer("grid", identity_grid(size))
-        # Channels-last activations: oneDNN's CPU convolutions run ~2× faster in NHWC (see benchmarks/render.py's
-        # ceiling). Backends switch it on together with channels-last weights; export leaves it off.
-        self.channels_last = False
-        # Set by the backends that compile with inductor, whose CPU code for two of the tail's operations is slow:
-        # the warp becomes one opaque operator (nn.image.opaque_warp: inductor's own grid_sample ran 6× slower
-        # than PyTorch's kernel) and tanh is written as 2·sigmoid(2x) - 1 (inductor's tanh ran 3× slower than
-        # that, 1.2 against 0.4 ms per frame at 256 px on one thread; equal within 2e-7). Eager and export keep
-        # the plain forms.
-        self.inductor = False
-        # Set by the eager, bf16, compile and int8 backends on CPU when runtime.native can build its kernel: everything
-        # after the last block (activation, heads convolution, tanh, grid, bilinear sample, sum, sigmoid) as one
-        # parallel native loop, ``bilayer::heads_tail``, instead of oneDNN's convolution and PyTorch's or
-        # inductor's several passes.
-        self.native_tail = False
 
     def forward(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(keypoints)
-        if self.native_tail:  # the native loop sums the last block's two terms as it reads them
-            return self.tail(*self.blocks[-1].parts(h, phases=True))
-        return self.tail(self.blocks[-1](h))
+        return self.tail(self.blocks[-1](self.trunk(keypoints)))
 
-    def trunk(self, keypoints: torch.Tensor) -> torch.Tensor:
-        """Keypoints (B, 136) → the last block's input: the keypoint MLP and every block before the last."""
+    def embed(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """Keypoints (B, 136) → the first block's input (B, C, 4, 4): the harmonic encoding (if any) and the MLP."""
         h = keypoints
         if self.num_harmonics:
             phase = h[:, :, None] * self.frequencies
@@ -256,36 +252,28 @@ class BakedRenderer(nn.Module):
             h = layer(h)
             if i < len(self.mlp) - 1:
                 h = F.leaky_relu(h, NEGATIVE_SLOPE)
-        h = h.view(-1, *self.embed_shape)
-        if self.channels_last:
-            h = h.contiguous(memory_format=torch.channels_last)
+        return h.view(-1, *self.embed_shape)
+
+    def trunk(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """Keypoints (B, 136) → the last block's input: ``embed`` and every block before the last."""
+        h = self.embed(keypoints)
         for block in self.blocks[:-1]:
             h = block(h)
         return h
 
-    def tail(self, features: torch.Tensor, skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def tail(self, features: torch.Tensor, *, bounded=torch.tanh, sample=warp) -> tuple[torch.Tensor, torch.Tensor]:
         """The last block's output (B, C, H, W) → (image, mask): the activation (the final norm is inside the
-        last block), the heads convolution, Δuv and LF through tanh, the texture warped by the identity grid plus
-        Δuv and added to LF, the mask through sigmoid.
-
-        With ``skip`` (the native loop only), the block's output in its two parts (``BakedBlock.parts``), which
-        the loop adds as it reads them. That saves the pass writing the sum (for int8 also the sub-pixel
-        interleave, 0.45–0.55 ms of a small frame under inductor) and the loop's reading it back: small frames
-        1.01–1.05× faster, the same bits."""
-        if self.native_tail:
-            return heads_tail(features, self.heads.weight, self.heads.bias, NEGATIVE_SLOPE, self.grid, self.texture,
-                              skip)
-        if skip is not None:
-            raise ValueError("BakedRenderer.tail takes the block output in parts only with the native loop.")
+        last block), the heads convolution, Δuv and LF through ``bounded`` (tanh), the texture warped by
+        ``sample`` (``nn.image.warp``) at the identity grid plus Δuv and added to LF, the mask through sigmoid.
+        ``bounded`` and ``sample`` take other forms of the same functions (``runtime.forms``)."""
         out = self.heads(F.leaky_relu(features, NEGATIVE_SLOPE))
         # planar (NCHW) before splitting channels: tanh on a channel slice of a channels-last tensor is strided
         # and ran ~40× slower than on a contiguous one (8 ms of a 30-ms frame on the small preset)
         out = out.contiguous()
-        bounded = 2 * torch.sigmoid(2 * out[:, :5]) - 1 if self.inductor else torch.tanh(out[:, :5])
-        delta_uv, lf, logits = bounded[:, :2], bounded[:, 2:5], out[:, 5:6]
+        limited = bounded(out[:, :5])
+        delta_uv, lf, logits = limited[:, :2], limited[:, 2:5], out[:, 5:6]
         uv = self.grid + delta_uv.permute(0, 2, 3, 1)
         texture = self.texture.expand(out.shape[0], -1, -1, -1)
-        sample = opaque_warp if self.inductor else warp
         return lf + sample(texture, uv), torch.sigmoid(logits)
 
 

@@ -30,7 +30,7 @@ a product of two dynamic sizes (N = B·t), which ``torch.export`` cannot express
 ``fp16=True`` stores the weights and runs the convolutional body in float16 — for GPUs and phone NPUs — while
 the inputs and outputs stay float32: a Cast after the input, and the warp (absolute grid coordinates, which
 float16 would round to a few percent of a pixel), the texture and the final composition stay float32 (see
-``backends.low_precision``). ONNX Runtime's CPU provider also loads it (it computes in float32 where it has no
+``precision.low_precision``). ONNX Runtime's CPU provider also loads it (it computes in float32 where it has no
 float16 kernel), which is only useful for checking.
 
 Every file is written atomically: nothing appears at ``path`` unless the whole export succeeded.
@@ -54,8 +54,8 @@ from ..models.bilayer import BilayerModel, identity_grid
 from ..nn.image import warp
 from ..nn.spectral import remove_spectral_norm
 from ..structures import AdaptiveParams, AvatarState
-from .backends import _Cast, low_precision
-from .bake import BakedRenderer, set_fold_upsampling
+from .precision import Cast, low_precision
+from .bake import BakedRenderer, two_step_upsampling
 
 if TYPE_CHECKING:
     import onnx
@@ -93,7 +93,8 @@ def export_baked(
         raise ExportError("export_baked needs the renderer in eval mode; call renderer.eval() first.")
     path = _check_destination(path, opset, dynamo)
     module = (low_precision(renderer, torch.float16) if fp16 else copy.deepcopy(renderer).eval()).cpu()
-    set_fold_upsampling(module, fold_upsampling)
+    if not fold_upsampling:
+        module = two_step_upsampling(module)
     example = (torch.rand(2, renderer.pose_dim) * 1.6 - 0.8,)
     axes = {"keypoints": {0: "batch"}, "image": {0: "batch"}, "mask": {0: "batch"}}
     proto = _export(module, example, ["keypoints"], axes, opset, dynamo)
@@ -110,7 +111,7 @@ class GenericRenderer(nn.Module):
     ``params`` being the tensors of an ``AdaptiveParams`` for B avatars in ``tensors()`` order and N = B·t.
     Built from spectral-norm-free CPU copies of the model's keypoints embedder and inference generator (the
     model is not modified). With ``dtype`` other than float32 the embedder's MLP and the generator run in ``dtype``
-    and the warp and composition in float32, as in ``backends.low_precision``.
+    and the warp and composition in float32, as in ``precision.low_precision``.
     """
 
     def __init__(self, model: BilayerModel, dtype: torch.dtype = torch.float32) -> None:
@@ -130,10 +131,10 @@ class GenericRenderer(nn.Module):
         self.param_names = param_names(self.skeleton)
         if dtype != torch.float32:
             layers = self.keypoints_embedder.layers.to(dtype)  # the harmonic encoding stays float32
-            layers[0] = nn.Sequential(_Cast(dtype), layers[0])
+            layers[0] = nn.Sequential(Cast(dtype), layers[0])
             gen = self.inference_generator.to(dtype)
             for name in ("head_uv", "head_lf", "head_mask"):
-                setattr(gen, name, nn.Sequential(getattr(gen, name), _Cast(torch.float32)))
+                setattr(gen, name, nn.Sequential(getattr(gen, name), Cast(torch.float32)))
 
     def forward(self, keypoints: torch.Tensor, texture: torch.Tensor, *tensors: torch.Tensor):
         if len(tensors) != len(self.param_names):
