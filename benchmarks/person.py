@@ -8,15 +8,15 @@
    a one-second gap) is held out as the test split; the rest is the training split. Skipped when --data exists.
 2. Training: ``bilayer train base --config CONFIG`` then ``bilayer train enhancer --init RUN/model``; each run
    resumes where it stopped, so a run cut short is continued by the same command. ``--ablation NAME=JSON`` also
-   trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses": {"adversarial": 0,
-   "feature_matching": 0}}'``), scored like the base model.
+   trains a base model with the config changed by JSON (e.g. ``gan='{"gan_start": 3000, "losses": {"adversarial":
+   0.5, "feature_matching": 10}}'``: person-quick with the adversarial terms), scored like the base model.
 3. Scoring on every --every-th held-out frame, with the first training frame as the source (the avatar is made
    once from it): the full model (base + enhancer), the base model, its LF layer alone, and three baselines —
    copying the source, the mean training image, and the training frame whose keypoints are nearest to the
    target's (a lookup that needs the whole training video). PSNR, SSIM and LPIPS (VGG16), both images on black by
    the target's ground-truth mask. Identity (dlib's 128-d embedding): the cosine similarity of each result to its
    held-out frame, against the similarity of real frames of the same video to each other (each held-out frame
-   with a training frame).
+   with a random training frame); the source and the nearest training frame are scored the same way.
 4. Writes person.json (every number and which targets are met), person_curve.png and person_grid.jpg (source,
    target, nearest training frame, LF, HF, base, full; each on black by the target's mask, as scored). The pictures show the person in the video: keep them
    local unless the video is yours to publish.
@@ -146,8 +146,12 @@ def score(models: dict, data: Path, every: int, identity: bool, grid_rows: int =
             e_other = embed(train[0][others], train[2][others], train[1][others])
             real = [cosine(a, b) for a, b in zip(e_true, e_other)]
             ident["real_frames_to_each_other"] = float(np.nanmean(real))
-            for name in [n for n in renders if n not in ("lf", "hf")]:
-                e = embed(renders[name], target_mask, target_kp)
+            candidates = {"copy_source": (src_img[None].expand_as(target), src_mask[None].expand_as(target_mask),
+                                          np.broadcast_to(src_kp, target_kp.shape)),
+                          "nearest_train_frame": (train[0][nearest], train[2][nearest], train[1][nearest])}
+            candidates |= {n: (renders[n], target_mask, target_kp) for n in renders if n not in ("lf", "hf")}
+            for name, (images, masks, kps) in candidates.items():  # real frames by their own masks and keypoints
+                e = embed(images, masks, kps)
                 ident[name] = float(np.nanmean([cosine(a, b) for a, b in zip(e, e_true)]))
             ident["frames"] = int(np.isfinite(real).sum())
 
@@ -189,8 +193,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=12, help="frames kept per second (default 12)")
     parser.add_argument("--every", type=int, default=4, help="score every N-th held-out frame (default 4)")
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=JSON",
-                        help="also train a base model with these config changes, e.g. no-gan='{\"losses\": "
-                             "{\"adversarial\": 0, \"feature_matching\": 0}}'")
+                        help="also train a base model with these config changes, e.g. gan='{\"gan_start\": 3000, "
+                             "\"losses\": {\"adversarial\": 0.5, \"feature_matching\": 10}}'")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs under --out as they are")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/person-VIDEONAME")
