@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from bilayer import BilayerModel
-from bilayer.data.dataset import (VideoDataset, collate, normalize_keypoints, read_image, read_keypoints,
-                                  read_mask)
+from bilayer.data.dataset import VideoDataset, collate, read_image, read_keypoints, read_mask
 from bilayer.data.stickman import draw_stickmen
 from bilayer.eval.dlib_identity import cosine
 from bilayer.eval.metrics import psnr, ssim
 from bilayer.io import atomic_path, write_json_atomic
+from bilayer.keypoints import normalize_keypoints
 from bilayer.nn.image import apply_mask
 from bilayer.runtime.motion import MotionTransfer
 
@@ -79,7 +79,7 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
 
     bilayer = [sys.executable, "-m", "bilayer"]
     step_args = ["--steps", str(steps)] if steps else []
-    common = ["--data", str(data), "--no-progress", "--resume"]
+    common = ["--data", str(data), "--no-progress"]
     seconds = {}
     t = time.perf_counter()
     run(bilayer + ["train", "base", "--run", str(base_run), "--config", config] + step_args + common)

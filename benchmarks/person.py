@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learning import Scorer, load, parse_ablations, picture_grid, plot, run, to_uint8, train_stages  # noqa: E402
 
-from bilayer.data.dataset import normalize_keypoints, read_image, read_keypoints, read_mask  # noqa: E402
+from bilayer.data.dataset import read_image, read_keypoints, read_mask  # noqa: E402
+from bilayer.keypoints import normalize_keypoints  # noqa: E402
 from bilayer.data.stickman import draw_stickmen  # noqa: E402
 from bilayer.eval.dlib_identity import cosine  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402

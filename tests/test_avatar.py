@@ -10,7 +10,7 @@ from skimage import data as skdata
 
 from bilayer import preset
 from bilayer.config import KeypointsEmbedderConfig
-from bilayer.data.dataset import normalize_keypoints
+from bilayer.keypoints import normalize_keypoints
 from bilayer.preprocess.crop import crop_box, crop_image, keypoints_to_crop
 from bilayer.runtime.avatar import Avatar, AvatarError, model_fingerprint
 

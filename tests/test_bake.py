@@ -1,7 +1,5 @@
 """Baking an avatar into a plain per-frame module (paper §A.3): same outputs, no adaptive layers, no spectral norm."""
 
-import copy
-
 import pytest
 import torch
 from torch.nn.utils import parametrize

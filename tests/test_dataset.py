@@ -13,21 +13,18 @@ import torch
 from PIL import Image
 
 from bilayer.data.dataset import (
-    IBUG68_FLIP,
     DatasetError,
     Sample,
     SampleBatch,
     VideoDataset,
     collate,
-    denormalize_keypoints,
     flip_images,
-    flip_keypoints,
     make_loader,
-    normalize_keypoints,
 )
 from bilayer.data.face import canonical_keypoints
 from bilayer.data.sampling import WEYL_STEP, evaluation_targets, weyl_indices
 from bilayer.data.stickman import draw_stickmen
+from bilayer.keypoints import IBUG68_FLIP, denormalize_keypoints, flip_keypoints, normalize_keypoints
 
 SIZE = 80  # pixels of the files on disk
 S = 64  # image_size the dataset resizes to

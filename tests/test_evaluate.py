@@ -18,7 +18,8 @@ import torch
 
 from bilayer import BilayerModel, preset
 from bilayer.cli import main
-from bilayer.data.dataset import VideoDataset, collate, denormalize_keypoints
+from bilayer.data.dataset import VideoDataset, collate
+from bilayer.keypoints import denormalize_keypoints
 from bilayer.eval.complexity import complexity
 from bilayer.eval.evaluate import aggregate, dataset_fps, evaluate, model_names
 from bilayer.eval.metrics import psnr, ssim

@@ -9,17 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bilayer.data.dataset import normalize_keypoints
+from bilayer.keypoints import normalize_keypoints
 from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
 from bilayer.preprocess.crop import crop_box, keypoints_to_crop
-from bilayer.runtime.motion import (
-    MotionTransfer,
-    StreamingCropper,
-    crop_keypoints,
-    face_size,
-    interocular_distance,
-    to_model_input,
-)
+from bilayer.keypoints import face_size, interocular_distance
+from bilayer.runtime.motion import MotionTransfer, StreamingCropper, crop_keypoints, to_model_input
 
 SIZE = 128
 JAW, MOUTH = slice(0, 17), slice(48, 68)

@@ -603,7 +603,7 @@ def test_without_gan_terms_the_discriminator_is_never_run_nor_updated(synth_root
 
     # a run with the GAN terms resumes from it: D now runs, learns and is logged
     with_gan = no_gan.replace(losses=LossWeights(vggface=0.0))
-    train("base", with_gan, synth_root, run, resume=True, perceptual=Perceptual(allow_random=True), steps=3,
+    train("base", with_gan, synth_root, run, perceptual=Perceptual(allow_random=True), steps=3,
           progress=False)
     assert calls, "the discriminator did not run once the GAN terms were on"
     assert {"G_ADV", "G_FM", "D_ADV"} <= set(loss_records(run)[3])
@@ -633,7 +633,7 @@ def test_gan_terms_start_late_and_ramp_up(synth_root, tmp_path, monkeypatch):
     train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=2, progress=False)
     assert calls == [], "the discriminator ran before gan_start"
     assert read_safetensors(ckpt.latest_checkpoint(run) / "optim-discriminator.safetensors") == {}
-    train("base", config, synth_root, run, resume=True, perceptual=Perceptual(allow_random=True), steps=4,
+    train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=4,
           progress=False)
     records = {r["step"]: r for r in read_log(run)}
     assert [records[s]["gan_scale"] for s in (1, 2, 3, 4)] == [0, 0, 0.5, 1]
@@ -721,7 +721,7 @@ def test_a_discriminator_that_never_learned_is_refused_for_feature_matching(synt
     trained_d = tmp_path / "gan"
     train("base", gan, synth_root, trained_d, init=str(random_d / "model"), steps=2, **kw)
     assert d_steps(trained_d) == "2"
-    train("base", gan, synth_root, trained_d, resume=True, steps=3, **kw)  # the count survives a resume
+    train("base", gan, synth_root, trained_d, steps=3, **kw)  # the count survives a resume
     assert d_steps(trained_d) == "3"
     train("base", fm_only, synth_root, tmp_path / "fm", init=str(trained_d / "model"), steps=1, **kw)
     assert d_steps(tmp_path / "fm") == "3"  # frozen there: learned nothing more
@@ -741,7 +741,7 @@ def test_a_discriminator_that_never_learned_is_refused_for_feature_matching(synt
     state = json.loads(state_file.read_text())
     assert state[D_STEPS_KEY] == 3
     state_file.write_text(json.dumps({**state, D_STEPS_KEY: "three"}))
-    train("base", gan, synth_root, trained_d, resume=True, steps=4, **kw)
+    train("base", gan, synth_root, trained_d, steps=4, **kw)
     assert d_steps(trained_d) is None
 
 
@@ -801,7 +801,7 @@ def test_resume_without_new_steps_is_a_noop(base_run, tmp_path, capsys, synth_ro
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
     code, out, err = run_main(main, capsys, "train", "base", "--config", str(run / "train_config.json"),
                               "--data", str(synth_root), "--run", str(run), "--perceptual-init", "random",
-                              "--steps", "2", "--resume", "--no-progress")
+                              "--steps", "2", "--no-progress")
     assert code == 0, err
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and "tb" not in p.parts}
     assert after.keys() == before.keys()
@@ -811,7 +811,7 @@ def test_resume_without_new_steps_is_a_noop(base_run, tmp_path, capsys, synth_ro
 
 
 def test_resume_from_a_damaged_checkpoint_is_one_line_error(base_run, tmp_path, capsys, synth_root):
-    """The latest checkpoint's state.json is cut short: --resume stops with one sentence naming the file, before
+    """The latest checkpoint's state.json is cut short: continuing stops with one sentence naming the file, before
     writing anything; deleting that checkpoint folder, as the sentence says, resumes from the one before it."""
     from bilayer.cli import main
 
@@ -823,7 +823,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_error(base_run, tmp_path, 
     state_file.write_text(state_file.read_text()[:40])
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     args = ["train", "base", "--config", "tiny", "--data", str(synth_root), "--run", str(run),
-            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress"]
+            "--perceptual-init", "random", "--steps", "3", "--no-progress"]
     code, _, err = run_main(main, capsys, *args)
     assert code == 2
     line = assert_user_error_text(code, err, f"checkpoint file {state_file} is damaged (not valid JSON",
@@ -841,7 +841,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_error(base_run, tmp_path, 
 
 
 def test_resume_with_another_stage_is_one_line_error(base_run, tmp_path, capsys, synth_root):
-    """`bilayer train enhancer --resume` on a base run stops with one sentence naming the checkpoint and both
+    """`bilayer train enhancer` on a base run folder stops with one sentence naming the checkpoint and both
     stages (not a late optimiser-size mismatch), before writing anything."""
     from bilayer.cli import main
 
@@ -852,13 +852,13 @@ def test_resume_with_another_stage_is_one_line_error(base_run, tmp_path, capsys,
     # the run's own model/ as --init is refused before anything (the run would write its model over it) …
     code, _, err = run_main(main, capsys, "train", "enhancer", "--config", str(run / "train_config.json"),
                             "--data", str(synth_root), "--run", str(run), "--init", str(run / "model"),
-                            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress")
+                            "--perceptual-init", "random", "--steps", "3", "--no-progress")
     assert_user_error_text(code, err, f"--run {run} holds the --init folder {run / 'model'}")
     # … so the base model is taken from a copy: then the checkpoint's stage is what stops the resume
     shutil.copytree(run / "model", tmp_path / "base")
     code, _, err = run_main(main, capsys, "train", "enhancer", "--config", str(run / "train_config.json"),
                             "--data", str(synth_root), "--run", str(run), "--init", str(tmp_path / "base"),
-                            "--perceptual-init", "random", "--steps", "3", "--resume", "--no-progress")
+                            "--perceptual-init", "random", "--steps", "3", "--no-progress")
     latest = run / "checkpoints" / "step-0000002"
     line = assert_user_error_text(code, err)
     assert code == 2
@@ -869,15 +869,29 @@ def test_resume_with_another_stage_is_one_line_error(base_run, tmp_path, capsys,
     assert after == before, "a refused resume wrote to the run folder"
 
 
-def test_existing_run_without_resume_is_one_line_error(base_run, tmp_path, capsys, synth_root):
+def test_an_existing_run_continues_and_restart_starts_over(base_run, tmp_path, capsys, synth_root):
+    """Pointed at a run folder with checkpoints, `bilayer train` continues it from the latest complete one (its log
+    keeps the earlier steps and goes on); `--restart` removes what the earlier run wrote (checkpoints, logs, model)
+    and starts from step 1, leaving a user's own files in the folder alone."""
     from bilayer.cli import main
 
     assert_ok(base_run[0])
-    log_before = (base_run[1] / "log.jsonl").read_text()
-    code, _, err = run_main(main, capsys, "train", "base", "--config", "tiny", "--data", str(synth_root),
-                            "--run", str(base_run[1]), "--perceptual-init", "random", "--steps", "3", "--no-progress")
-    assert_user_error_text(code, err, "already holds checkpoints", "--resume")
-    assert (base_run[1] / "log.jsonl").read_text() == log_before
+    run = tmp_path / "run"
+    shutil.copytree(base_run[1], run)
+    (run / "notes.txt").write_text("mine")
+    args = ["train", "base", "--config", str(run / "train_config.json"), "--data", str(synth_root), "--run", str(run),
+            "--perceptual-init", "random", "--no-progress"]
+    code, out, err = run_main(main, capsys, *args, "--steps", "3")
+    assert code == 0, err
+    assert "finished at step 3" in out
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step-0000003"
+    code, out, err = run_main(main, capsys, *args, "--steps", "1", "--restart")
+    assert code == 0, err
+    assert "finished at step 1" in out
+    assert [r["step"] for r in read_log(run)] == [1]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000001"]
+    assert (run / "notes.txt").read_text() == "mine" and (run / "model" / "model.safetensors").is_file()
 
 
 def test_without_perceptual_files_the_imagenet_vgg16_of_the_registries_is_used(synth_root, tmp_path):
@@ -1013,7 +1027,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(synth_root, tmp_pa
     resume_from = int(listed[-1].name.split("-")[1])
     assert 2 <= resume_from <= killed_at
 
-    resumed = subprocess.run(_train_cmd(config, synth_root, run_b, steps, "--resume"), capture_output=True,
+    resumed = subprocess.run(_train_cmd(config, synth_root, run_b, steps), capture_output=True,
                              text=True, timeout=300, env=env)
     assert_ok(resumed)
     a, b = loss_records(run_a), loss_records(run_b)

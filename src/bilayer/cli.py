@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"--perceptual-weights takes one or two files (VGG19, then VGGFace), got {len(weights)}.")
     vgg19, vggface = (weights + [None, None])[:2]
     perceptual = Perceptual(vgg19, vggface, allow_random=args.perceptual_init == "random")
-    record = train(args.stage, config, args.data, args.run, resume=args.resume, init=args.init,
+    record = train(args.stage, config, args.data, args.run, restart=args.restart, init=args.init,
                    perceptual=perceptual, steps=args.steps, device=args.device, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"finished at step {record.get('step')}; weights in {args.run}/model")
@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run folder (checkpoints, logs, model/): new, empty, or a run bilayer wrote; spell it --run-dir under torchrun, whose own options make --run ambiguous")
     p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in --run")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: remove the checkpoints, logs and model an earlier run left in --run (by default a "
+                        "run folder with checkpoints is continued from its latest complete one)")
     p.add_argument("--init", default=None, help="initial weights (save_pretrained folder); required for the enhancer stage")
     p.add_argument("--perceptual-weights", nargs="+", metavar="FILE", default=None,
                    help="VGG19 [VGGFACE]: torchvision vgg19 ImageNet state dict and vgg16_face_caffe.pth, read with "

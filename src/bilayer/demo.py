@@ -50,7 +50,7 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
 
 
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
-    from .data.dataset import normalize_keypoints
+    from .keypoints import normalize_keypoints
     from .synth import render_sequence
     from .runtime.animate import animate, render_workers
     from .runtime.driver import open_driver

@@ -23,14 +23,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
+from ..keypoints import NUM_KEYPOINTS, flip_keypoints, normalize_keypoints
 from .sampling import SAMPLING_MODES, evaluation_items, item_generator, random_indices, weyl_indices
 from .sequences import finished_sequences, has_records
 from .stickman import draw_stickmen
 
 log = logging.getLogger(__name__)
 
-NUM_KEYPOINTS = 68
-POSE_DIM = 2 * NUM_KEYPOINTS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
 _MAX_WORKER_SLOTS = 256  # counters in shared memory: slot 0 = main process, 1 + worker id otherwise
@@ -52,51 +51,7 @@ class _UnreadableVideo(Exception):
     """No frame of a video can be read."""
 
 
-# ============================================================================================ keypoints
-def normalize_keypoints(keypoints, width: float):
-    """Pixel keypoints (..., K ≥ 68, 2 or 3) of a ``width``-px-wide image → (..., 136) in [-1, 1] (reference §1.2).
-
-    The first 68 rows are kept, z is dropped, x **and y** are divided by the width (the released code does this
-    for non-square images too), then (p − 0.5)·2, flattened as [x0, y0, x1, y1, …]. Works on numpy and torch.
-    """
-    pts = keypoints[..., :NUM_KEYPOINTS, :2] / width
-    pts = (pts - 0.5) * 2
-    return pts.reshape(*pts.shape[:-2], POSE_DIM)
-
-
-def denormalize_keypoints(keypoints, width: float):
-    """The inverse of ``normalize_keypoints``: (..., 136) in [-1, 1] → (..., 68, 2) pixel coordinates."""
-    pts = keypoints.reshape(*keypoints.shape[:-1], NUM_KEYPOINTS, 2)
-    return (pts / 2 + 0.5) * width
-
-
-def _mirror_pairs(*pairs: tuple[int, int]) -> tuple[int, ...]:
-    perm = list(range(NUM_KEYPOINTS))
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return tuple(perm)
-
-
-# The iBUG 68-point left/right permutation: after a horizontal flip, point i of the new face is the mirrored
-# point IBUG68_FLIP[i] of the old one (an involution: applying it twice is the identity).
-IBUG68_FLIP: tuple[int, ...] = _mirror_pairs(
-    *[(i, 16 - i) for i in range(8)],  # jaw 0–16 (8 is the chin)
-    *[(17 + i, 26 - i) for i in range(5)],  # eyebrows 17–21 ↔ 26–22
-    (31, 35), (32, 34),  # nostrils (33 is the nose tip; 27–30 the bridge)
-    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),  # eyes: outer corner 36 ↔ 45, inner 39 ↔ 42
-    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),  # outer lips (51, 57 on the axis)
-    (60, 64), (61, 63), (65, 67),  # inner lips (62, 66 on the axis)
-)
-
-
-def flip_keypoints(keypoints):
-    """Keypoints (..., 136) of a horizontally flipped image: x → −x and the left/right points swap places
-    (``IBUG68_FLIP``). Uses the continuous pixel convention (pixel j covers [j, j+1)), so x → −x exactly."""
-    pts = keypoints.reshape(*keypoints.shape[:-1], NUM_KEYPOINTS, 2)[..., list(IBUG68_FLIP), :]
-    pts[..., 0] = -pts[..., 0]
-    return pts.reshape(keypoints.shape)
-
-
+# ============================================================================================ flips
 def flip_images(images: torch.Tensor) -> torch.Tensor:
     """Images or masks (..., H, W) flipped horizontally."""
     return torch.flip(images, dims=(-1,))

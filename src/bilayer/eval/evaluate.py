@@ -255,7 +255,7 @@ def evaluate_video(model, dataset, plan: VideoPlan, metrics: Sequence[Metric], *
                    batch_size: int, device: torch.device, source_dataset=None) -> dict[str, list[float]]:
     """Per-frame values {metric: [N floats, NaN where not computable]} of one video under the protocol; the
     source item indexes ``source_dataset`` when given, else ``dataset``."""
-    from ..data.dataset import denormalize_keypoints
+    from ..keypoints import denormalize_keypoints
 
     size = model.config.image_size
     source = _source_of(source_dataset if source_dataset is not None else dataset, plan.source_item, device)

@@ -29,11 +29,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..keypoints import MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS
 from ._util import BackendRegistry, quiet_native_logs
 from .errors import MissingWeightsError, PreprocessError, short_reason
 from .index_map import mesh_to_ibug68
 
-NUM_KEYPOINTS = 68
 
 log = logging.getLogger(__name__)
 
@@ -537,10 +537,6 @@ class DlibLandmarks(LandmarkBackend):
 
 
 # ----------------------------------------------------------------------------------------------------- file
-#: Keypoint coordinates beyond ± this many pixels are refused (ten times the width of an 8K frame).
-MAX_KEYPOINT_COORDINATE = 100_000.0
-#: A face whose 68 points span less than this many pixels (the larger of width and height) has no size.
-MIN_FACE_SIZE = 1.0
 
 
 def check_keypoint_rows(keypoints: np.ndarray, where: str, *, no_face: str = "a row of NaN",

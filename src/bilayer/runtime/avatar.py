@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..config import BilayerConfig
-from ..data.dataset import normalize_keypoints
+from ..keypoints import normalize_keypoints
 from ..models.bilayer import BilayerModel
 from ..preprocess.crop import CropBox, crop_box, crop_image, keypoints_to_crop
 from ..structures import AdaptiveParams, AvatarState, Render
@@ -119,7 +119,7 @@ def check_source_keypoints(keypoints: np.ndarray, width: int, height: int, subje
     ``MIN_FACE_SIZE`` pixel whose centre (the middle of the points' bounding box) lies inside the ``width`` ×
     ``height`` photo; else ``AvatarError``, one sentence starting with ``subject`` (e.g. "the keypoints in
     kp.npy")."""
-    from ..preprocess.landmarks import MIN_FACE_SIZE
+    from ..keypoints import MIN_FACE_SIZE
 
     expected = "expected 68 (x, y) landmarks of a face in pixels of that photo"
     kp = np.asarray(keypoints)
@@ -347,7 +347,7 @@ class Avatar:
         a positive size. The tensors are returned in the model's floating-point type, on its device."""
         from safetensors import safe_open
 
-        from ..preprocess.landmarks import MIN_FACE_SIZE
+        from ..keypoints import MIN_FACE_SIZE
         from ..weights import WeightsError
 
         path = Path(path)

@@ -54,12 +54,12 @@ from typing import Any
 import numpy as np
 
 from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
-from ..preprocess.landmarks import (MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS, LandmarkBackend,
-                                    MainFaceTracker, check_keypoint_rows, create_landmark_backend, load_keypoint_file)
+from ..keypoints import MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS, face_size
+from ..preprocess.landmarks import (LandmarkBackend, MainFaceTracker, check_keypoint_rows, create_landmark_backend,
+                                    load_keypoint_file)
 from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
 from ..preprocess.video import (IMAGE_SEQUENCE_FPS, Frame, is_image, iter_frames, list_images, read_image,
                                 sample_video)
-from .motion import face_size
 
 #: Frames searched for a first face before the driver is rejected.
 FACE_SEARCH_FRAMES = 50

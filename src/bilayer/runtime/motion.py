@@ -39,47 +39,18 @@ from typing import Literal
 
 import numpy as np
 
-from ..data.dataset import normalize_keypoints
+from ..keypoints import check_keypoints, face_size, interocular_distance, normalize_keypoints
 from ..preprocess.crop import CropBox, crop_box, keypoints_to_crop
 from ..preprocess.smoothing import BOX_SMOOTHING, OneEuroFilter, OneEuroParams
 
 MOTION_MODES = ("relative", "absolute")
 SCALE_MEASURES = ("extent", "interocular")
 CROP_MODES = ("smooth", "fixed", "none")
-NUM_KEYPOINTS = 68
-
-# iBUG-68 eye contours (right eye of the subject 36–41, left eye 42–47).
-_EYE_A = slice(36, 42)
-_EYE_B = slice(42, 48)
 
 __all__ = [
     "CROP_MODES", "MOTION_MODES", "SCALE_MEASURES", "MotionTransfer", "StreamingCropper", "crop_keypoints",
-    "face_size", "interocular_distance", "to_model_input",
+    "to_model_input",
 ]
-
-
-def _check_keypoints(kp: np.ndarray, name: str = "keypoints") -> np.ndarray:
-    kp = np.asarray(kp, np.float64)
-    if kp.ndim != 2 or kp.shape[0] < NUM_KEYPOINTS or kp.shape[1] not in (2, 3):
-        raise ValueError(f"{name} must have shape (68, 2), got {kp.shape}")
-    kp = kp[:NUM_KEYPOINTS, :2]
-    if not np.isfinite(kp).all():
-        nan, inf = bool(np.isnan(kp).any()), bool(np.isinf(kp).any())
-        raise ValueError(f"{name} hold {'NaN and inf' if nan and inf else 'NaN' if nan else 'inf'}; expected 68 "
-                         "finite points")
-    return kp
-
-
-def face_size(kp: np.ndarray) -> float:
-    """The landmark bounding-box extent of (68, 2) keypoints: max(width, height), in their units."""
-    kp = _check_keypoints(kp)
-    return float((kp.max(0) - kp.min(0)).max())
-
-
-def interocular_distance(kp: np.ndarray) -> float:
-    """The distance between the two eye centres (means of iBUG points 36–41 and 42–47) of (68, 2) keypoints."""
-    kp = _check_keypoints(kp)
-    return float(np.linalg.norm(kp[_EYE_A].mean(0) - kp[_EYE_B].mean(0)))
 
 
 def _measure(kp: np.ndarray, scale_by: str) -> float:
@@ -90,7 +61,7 @@ def crop_keypoints(kp: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """(68, 2) frame-pixel keypoints → pixels of the ``size``-pixel crop ``box`` (float32)."""
     if not (np.isfinite(box.half) and box.half > 0):
         raise ValueError(f"the crop box has half side {box.half}; expected a positive size (a face of no size?)")
-    return keypoints_to_crop(_check_keypoints(kp), box, size)
+    return keypoints_to_crop(check_keypoints(kp), box, size)
 
 
 def to_model_input(kp_crop: np.ndarray, size: int) -> np.ndarray:
@@ -98,7 +69,7 @@ def to_model_input(kp_crop: np.ndarray, size: int) -> np.ndarray:
     (``normalize_keypoints``; values outside [-1, 1] mean points outside the crop and are passed through)."""
     if size <= 0:
         raise ValueError(f"crop size must be positive, got {size}")
-    return np.asarray(normalize_keypoints(_check_keypoints(kp_crop), float(size)), np.float32)
+    return np.asarray(normalize_keypoints(check_keypoints(kp_crop), float(size)), np.float32)
 
 
 class StreamingCropper:
@@ -135,7 +106,7 @@ class StreamingCropper:
         self._last_time: float | None = None
 
     def __call__(self, keypoints: np.ndarray, time: float) -> CropBox:
-        raw = crop_box(_check_keypoints(keypoints))
+        raw = crop_box(check_keypoints(keypoints))
         if self.mode == "none":
             return raw
         if self._first is None:
@@ -179,8 +150,8 @@ class MotionTransfer:
         if mode == "relative":
             if source_kp_crop is None or driver_reference_kp_crop is None:
                 raise ValueError("relative motion needs the source keypoints and the driver's reference keypoints")
-            self.source = _check_keypoints(source_kp_crop, "source keypoints")
-            self.reference = _check_keypoints(driver_reference_kp_crop, "driver reference keypoints")
+            self.source = check_keypoints(source_kp_crop, "source keypoints")
+            self.reference = check_keypoints(driver_reference_kp_crop, "driver reference keypoints")
             driver_size = _measure(self.reference, scale_by)
             if driver_size <= 1e-6:
                 raise ValueError(f"the driver's reference face has no {scale_by} size")
@@ -190,7 +161,7 @@ class MotionTransfer:
         return self.transfer(driver_kp_crop)
 
     def transfer(self, driver_kp_crop: np.ndarray) -> np.ndarray:
-        kp = _check_keypoints(driver_kp_crop, "driver keypoints")
+        kp = check_keypoints(driver_kp_crop, "driver keypoints")
         if self.mode == "absolute":
             return kp.astype(np.float32)
         assert self.source is not None and self.reference is not None

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import resource
+import shutil
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
 from ..nn.image import apply_mask, warp
 from ..nn.spectral import PowerIterationSnapshot
-from ..outputs import check_folder, claim_folder
+from ..outputs import FOLDER_KINDS, check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
 from .config import TrainConfig, gan_scale
@@ -190,20 +191,39 @@ def _memory_mb(info: DistInfo) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _clear_run(run_dir: Path) -> None:
+    """Remove the entries a training run writes (``outputs.FOLDER_KINDS["run"]``) from ``run_dir``; anything else
+    in the folder (a user's notes) stays."""
+    kind = FOLDER_KINDS["run"]
+    if not run_dir.is_dir():
+        return
+    for entry in run_dir.iterdir():
+        if kind.owns(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    log.info("--restart: removed the checkpoints, logs and model of the earlier run in %s", run_dir)
+
+
 def train(
     stage: str,
     config: TrainConfig,
     data_root: str | Path,
     run_dir: str | Path,
     *,
-    resume: bool = False,
+    restart: bool = False,
     init: str | None = None,
     perceptual: Perceptual | None = None,
     steps: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train ``stage`` ("base" or "enhancer") until ``steps`` iterations in total; returns the last log record."""
+    """Train ``stage`` ("base" or "enhancer") until ``steps`` iterations in total; returns the last log record.
+
+    A run folder that already holds checkpoints is continued from its latest complete one (the same model,
+    optimiser, data order and step count; already at ``steps``, nothing changes). ``restart``: remove what an
+    earlier run wrote into the folder (checkpoints, logs, images, model) and start from scratch instead."""
     # ------------------------------------------------------------------------------------------- setup
     if stage not in TRAINED:
         raise TrainingError(f"unknown stage {stage!r}; expected 'base' or 'enhancer'.")
@@ -221,11 +241,12 @@ def train(
             f"{info.world_size} process(es); change --batch-size or --micro-batch."
         )
     accumulate = config.batch_size // (micro * info.world_size)
+    if restart:
+        if info.is_main:
+            _clear_run(run_dir)
+        if info.world_size > 1:
+            torch.distributed.barrier()
     latest = ckpt.latest_checkpoint(run_dir)
-    if latest is not None and not resume:
-        raise TrainingError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --run.")
-    if resume and latest is None:
-        log.info("no checkpoint in %s yet; starting from scratch", run_dir)
     torch.manual_seed(config.seed)  # same on every rank: random perceptual VGGs must agree (DDP syncs the rest)
 
     model = _build_model(stage, config, init)
@@ -304,12 +325,13 @@ def train(
                                  config.sampling, seed=config.seed + 1, validate=False, repeats=repeats)
 
     step, nonfinite = 0, 0
-    if resume and latest is not None:
+    if latest is not None:
         saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers,
                                      stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
         d_steps = _d_steps(saved.get(D_STEPS_KEY))  # absent from checkpoints written before the count was kept
-        log.info("resumed from %s (step %d)", latest, step)
+        log.info("continuing %s from its latest complete checkpoint, %s (step %d); --restart starts over", run_dir,
+                 latest.name, step)
     stream.seek(step * accumulate)
 
     writer = None
