@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bilayer import BilayerModel
-from bilayer.data.dataset import VideoDataset, collate, read_image, read_keypoints, read_mask
+from bilayer.data.dataset import VideoDataset, read_image, read_keypoints, read_mask
 from bilayer.data.stickman import draw_stickmen
 from bilayer.eval.dlib_identity import cosine
 from bilayer.eval.metrics import psnr, ssim
@@ -46,6 +46,7 @@ from bilayer.io import atomic_path, write_json_atomic
 from bilayer.keypoints import normalize_keypoints
 from bilayer.nn.image import apply_mask
 from bilayer.runtime.motion import MotionTransfer
+from bilayer.structures import collate
 
 LOSS_KEYS = ("G_L1", "G_VGG19", "G_FM", "G_ADV", "D_ADV")
 TARGET_EVERY = 3  # self-reenactment: every 3rd frame after the source

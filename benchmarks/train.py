@@ -114,7 +114,8 @@ def count_flops(preset: str, data: Path, batch: int, overrides: dict) -> dict:
     """FLOPs of one iteration (generator forward, losses, backward) of this checkout's training, counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from bilayer.data.dataset import VideoDataset, collate
+    from bilayer.data.dataset import VideoDataset
+    from bilayer.structures import collate
     from bilayer.losses.objectives import GeneratorObjective
     from bilayer.models.bilayer import BilayerModel
     from bilayer.models.discriminator import Discriminator

@@ -14,16 +14,14 @@ from PIL import Image
 
 from bilayer.data.dataset import (
     DatasetError,
-    Sample,
-    SampleBatch,
     VideoDataset,
-    collate,
     flip_images,
-    make_loader,
 )
 from bilayer.data.face import canonical_keypoints
 from bilayer.data.sampling import WEYL_STEP, evaluation_targets, weyl_indices
 from bilayer.data.stickman import draw_stickmen
+from bilayer.structures import Sample, SampleBatch, collate
+from bilayer.train.data import BatchStream
 from bilayer.keypoints import IBUG68_FLIP, denormalize_keypoints, flip_keypoints, normalize_keypoints
 
 SIZE = 80  # pixels of the files on disk
@@ -368,31 +366,32 @@ def test_collate_shapes(tree):
     assert unmasked.source_masks is None and unmasked.target_masks is None and unmasked.batch == 1
 
 
+def stream(root, workers, batch=2, seed=11, rank=0, world_size=1, **kwargs) -> BatchStream:
+    """The training loop's batches (``train.data.BatchStream``, the one path from a dataset to batches)."""
+    return BatchStream(dataset(root, **kwargs), batch, rank, world_size, seed, workers)
+
+
 def test_loader_with_two_workers_matches_one_process(tree):
-    kwargs = dict(split="train", image_size=S, num_sources=1, num_targets=2, batch_size=2, sampling="random", seed=11)
-    single = make_loader(tree, workers=0, **kwargs)
-    multi = make_loader(tree, workers=2, **kwargs)
-    assert len(single) == len(multi) == 3
-    for epoch in (0, 1):
-        single.set_epoch(epoch)
-        multi.set_epoch(epoch)
-        a, b = list(single), list(multi)
-        assert [x.index.tolist() for x in a] == [x.index.tolist() for x in b]
-        for x, y in zip(a, b):
-            assert isinstance(y, SampleBatch) and y.target_images.shape == (2, 2, 3, S, S)
-            torch.testing.assert_close(x.target_images, y.target_images, rtol=0, atol=0)
-            assert x.target_frames == y.target_frames
-        if epoch == 0:
-            first = [x.index.tolist() for x in a]
-    assert [x.index.tolist() for x in a] != first  # reshuffled in epoch 1
+    kw = dict(num_sources=1, num_targets=2, sampling="random", seed=11)
+    single, multi = stream(tree, 0, **kw), stream(tree, 2, **kw)
+    per_epoch = single.sampler.batches_per_epoch
+    assert per_epoch == multi.sampler.batches_per_epoch == 3
+    a = [next(single) for _ in range(2 * per_epoch)]
+    b = [next(multi) for _ in range(2 * per_epoch)]
+    assert [x.index.tolist() for x in a] == [x.index.tolist() for x in b]
+    for x, y in zip(a, b):
+        assert isinstance(y, SampleBatch) and y.target_images.shape == (2, 2, 3, S, S)
+        torch.testing.assert_close(x.target_images, y.target_images, rtol=0, atol=0)
+        assert x.target_frames == y.target_frames
+    assert [x.index.tolist() for x in a[per_epoch:]] != [x.index.tolist() for x in a[:per_epoch]]  # reshuffled
 
 
 def test_reference_sampling_in_workers(tree):
     """Each worker advances its own Weyl state, started per (worker, epoch) rather than one start for all."""
-    loader = make_loader(tree, "train", S, 1, 1, batch_size=1, workers=2, sampling="reference", seed=2)
-    batches = list(loader)
+    s = stream(tree, 2, batch=1, seed=2, num_sources=1, num_targets=1, sampling="reference")
+    batches = [next(s) for _ in range(s.sampler.batches_per_epoch)]
     assert len(batches) == 7 and sorted(b.index.item() for b in batches) == list(range(7))  # id99/short too
-    ds = loader.dataset
+    ds = s.loader.dataset
     starts = {ds.weyl_cur}
     for epoch in (1, 2):
         ds.set_epoch(epoch)
@@ -405,18 +404,18 @@ def test_loader_counts_corrupt_frames_from_workers(tmp_path):
     for p in range(2):
         for v in range(2):
             (root / "imgs" / "train" / f"id{p:02d}" / f"vid{v}" / "00001" / "00000.jpg").write_bytes(b"")
-    loader = make_loader(root, "train", S, 1, 1, batch_size=2, workers=2, sampling="test", seed=0, drop_last=False,
-                         fps=2)  # every item has frame 0 as its source
-    batches = list(loader)
-    assert sum(b.batch for b in batches) == len(loader.dataset) == 8
-    assert loader.dataset.replaced_frames == 8
+    # every item has frame 0 as its source
+    s = stream(root, 2, seed=0, num_sources=1, num_targets=1, sampling="test", fps=2)
+    batches = [next(s) for _ in range(s.sampler.batches_per_epoch)]
+    assert sum(b.batch for b in batches) == len(s.loader.dataset) == 8
+    assert s.loader.dataset.replaced_frames == 8
 
 
 def test_distributed_ranks_partition_the_items(tree):
-    ranks = [make_loader(tree, "train", S, 1, 1, batch_size=1, seed=4, rank=r, world_size=2) for r in range(2)]
-    seen = [sorted(i for b in loader for i in b.index.tolist()) for loader in ranks]
+    ranks = [stream(tree, 0, batch=1, seed=4, rank=r, world_size=2, num_sources=1, num_targets=1) for r in range(2)]
+    seen = [sorted(next(s).index.item() for _ in range(s.sampler.batches_per_epoch)) for s in ranks]
     assert len(seen[0]) == len(seen[1]) == 3 and not set(seen[0]) & set(seen[1])
-    with pytest.raises(DatasetError, match="fewer than one batch"):
-        make_loader(tree, "train", S, 1, 1, batch_size=4, world_size=2, rank=1)
-    with pytest.raises(DatasetError, match="rank"):
-        make_loader(tree, "train", S, 1, 1, rank=2, world_size=2)
+    with pytest.raises(DatasetError, match="fewer than one global batch"):
+        stream(tree, 0, batch=4, rank=1, world_size=2, num_sources=1, num_targets=1)
+
+

@@ -18,7 +18,8 @@ import torch
 
 from bilayer import BilayerModel, preset
 from bilayer.cli import main
-from bilayer.data.dataset import VideoDataset, collate
+from bilayer.data.dataset import VideoDataset
+from bilayer.structures import collate
 from bilayer.keypoints import denormalize_keypoints
 from bilayer.eval.complexity import complexity
 from bilayer.eval.evaluate import aggregate, dataset_fps, evaluate, model_names

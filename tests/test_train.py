@@ -1156,7 +1156,8 @@ def test_lf_only_model_trains_without_its_texture_networks_and_renders_the_lf_la
         if key.startswith(("texture_generator.", "texture_projector.")) and not key.endswith(BN_STATS):
             assert torch.equal(first[key], last[key]), key
     assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith("inference_generator."))
-    from bilayer.data.dataset import VideoDataset, collate
+    from bilayer.data.dataset import VideoDataset
+    from bilayer.structures import collate
 
     b = collate([VideoDataset(synth_root, "test", 64, 1, 1, "test", fps=5.0)[0]])
     with torch.no_grad():

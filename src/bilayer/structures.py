@@ -1,7 +1,9 @@
-"""Typed tensor bundles passed between the networks (no string-keyed dicts; DESIGN principle 1)."""
+"""Typed tensor bundles passed between the networks and through training (no string-keyed dicts): adaptive
+parameters, an avatar's state, a render, and the dataset's samples and batches."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -101,3 +103,94 @@ class Render:
     def masked(self, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The image on a black (-1) background: image·m + (-1)·(1 - m) (reference §2.8)."""
         return apply_mask(self.image, self.mask if mask is None else mask)
+
+
+@dataclass
+class Sample:
+    """One dataset item: n source and t target frames of one video.
+
+    source_images (n, 3, H, W) in [-1, 1]; source_keypoints (n, 136) in [-1, 1] (reference §1.2);
+    source_masks (n, 1, H, W) in [0, 1], or None when the dataset reads no masks; source_stickmen (n, 3, H, W)
+    in [-1, 1] (background −0.992, reference §1.5); the same for the t targets. ``index`` is the video's index in
+    ``dataset.videos``; ``video`` its PERSON/VIDEO name; ``*_frames`` the SEQ/FRAME stems actually read (after
+    any corrupt-frame replacement); ``flipped`` whether the flip augmentation was applied.
+    """
+
+    source_images: torch.Tensor
+    source_keypoints: torch.Tensor
+    source_masks: torch.Tensor | None
+    source_stickmen: torch.Tensor
+    target_images: torch.Tensor
+    target_keypoints: torch.Tensor
+    target_masks: torch.Tensor | None
+    target_stickmen: torch.Tensor
+    index: int
+    video: str
+    source_frames: tuple[str, ...]
+    target_frames: tuple[str, ...]
+    flipped: bool = False
+
+
+_TENSOR_FIELDS = (
+    "source_images", "source_keypoints", "source_masks", "source_stickmen",
+    "target_images", "target_keypoints", "target_masks", "target_stickmen",
+)
+
+
+@dataclass
+class SampleBatch:
+    """B samples stacked by ``collate``: every tensor of ``Sample`` gains a leading batch dimension,
+    e.g. source_images (B, n, 3, H, W), target_keypoints (B, t, 136); index (B,) long; flipped (B,) bool."""
+
+    source_images: torch.Tensor
+    source_keypoints: torch.Tensor
+    source_masks: torch.Tensor | None
+    source_stickmen: torch.Tensor
+    target_images: torch.Tensor
+    target_keypoints: torch.Tensor
+    target_masks: torch.Tensor | None
+    target_stickmen: torch.Tensor
+    index: torch.Tensor
+    video: list[str]
+    source_frames: list[tuple[str, ...]]
+    target_frames: list[tuple[str, ...]]
+    flipped: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.source_images.shape[0]
+
+    def _map(self, fn) -> "SampleBatch":
+        changed = {name: fn(getattr(self, name)) for name in (*_TENSOR_FIELDS, "index", "flipped")
+                   if getattr(self, name) is not None}
+        return SampleBatch(**{**self.__dict__, **changed})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "SampleBatch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "SampleBatch":
+        """Called by ``DataLoader(pin_memory=True)``."""
+        return self._map(lambda t: t.pin_memory())
+
+
+def collate(samples: Sequence[Sample]) -> SampleBatch:
+    """Stack samples into a ``SampleBatch`` (pass as ``DataLoader(collate_fn=collate)``)."""
+    if not samples:
+        raise ValueError("collate needs at least one sample.")
+    stacked: dict[str, torch.Tensor | None] = {}
+    for name in _TENSOR_FIELDS:
+        values = [getattr(s, name) for s in samples]
+        if all(v is None for v in values):
+            stacked[name] = None
+        elif any(v is None for v in values):
+            raise ValueError(f"cannot collate samples where only some have {name}.")
+        else:
+            stacked[name] = torch.stack(values)
+    return SampleBatch(
+        **stacked,
+        index=torch.tensor([s.index for s in samples], dtype=torch.long),
+        video=[s.video for s in samples],
+        source_frames=[s.source_frames for s in samples],
+        target_frames=[s.target_frames for s in samples],
+        flipped=torch.tensor([s.flipped for s in samples], dtype=torch.bool),
+    )

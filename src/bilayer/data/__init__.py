@@ -1,18 +1,9 @@
-"""Data: stickman drawing, the training dataset, SynthHeads (procedural videos) and the canonical face."""
+"""Data: the training dataset (its sampling modes and sequence records), stickman drawing and the canonical face."""
 
-from .dataset import (
-    DatasetError,
-    Sample,
-    SampleBatch,
-    VideoDataset,
-    VideoLoader,
-    collate,
-    flip_images,
-    make_loader,
-)
+from .dataset import DatasetError, VideoDataset, flip_images
 from .stickman import draw_stickmen, keypoints_to_pixels
 
 __all__ = [
-    "DatasetError", "Sample", "SampleBatch", "VideoDataset", "VideoLoader", "collate", "flip_images", "make_loader",
+    "DatasetError", "VideoDataset", "flip_images",
     "draw_stickmen", "keypoints_to_pixels",
 ]

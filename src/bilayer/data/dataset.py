@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from ..keypoints import NUM_KEYPOINTS, flip_keypoints, normalize_keypoints
+from ..structures import Sample
 from .sampling import SAMPLING_MODES, evaluation_items, item_generator, random_indices, weyl_indices
 from .sequences import finished_sequences, has_records
 from .stickman import draw_stickmen
@@ -55,98 +56,6 @@ class _UnreadableVideo(Exception):
 def flip_images(images: torch.Tensor) -> torch.Tensor:
     """Images or masks (..., H, W) flipped horizontally."""
     return torch.flip(images, dims=(-1,))
-
-
-# ============================================================================================ bundles
-@dataclass
-class Sample:
-    """One dataset item: n source and t target frames of one video.
-
-    source_images (n, 3, H, W) in [-1, 1]; source_keypoints (n, 136) in [-1, 1] (reference §1.2);
-    source_masks (n, 1, H, W) in [0, 1], or None when the dataset reads no masks; source_stickmen (n, 3, H, W)
-    in [-1, 1] (background −0.992, reference §1.5); the same for the t targets. ``index`` is the video's index in
-    ``dataset.videos``; ``video`` its PERSON/VIDEO name; ``*_frames`` the SEQ/FRAME stems actually read (after
-    any corrupt-frame replacement); ``flipped`` whether the flip augmentation was applied.
-    """
-
-    source_images: torch.Tensor
-    source_keypoints: torch.Tensor
-    source_masks: torch.Tensor | None
-    source_stickmen: torch.Tensor
-    target_images: torch.Tensor
-    target_keypoints: torch.Tensor
-    target_masks: torch.Tensor | None
-    target_stickmen: torch.Tensor
-    index: int
-    video: str
-    source_frames: tuple[str, ...]
-    target_frames: tuple[str, ...]
-    flipped: bool = False
-
-
-_TENSOR_FIELDS = (
-    "source_images", "source_keypoints", "source_masks", "source_stickmen",
-    "target_images", "target_keypoints", "target_masks", "target_stickmen",
-)
-
-
-@dataclass
-class SampleBatch:
-    """B samples stacked by ``collate``: every tensor of ``Sample`` gains a leading batch dimension,
-    e.g. source_images (B, n, 3, H, W), target_keypoints (B, t, 136); index (B,) long; flipped (B,) bool."""
-
-    source_images: torch.Tensor
-    source_keypoints: torch.Tensor
-    source_masks: torch.Tensor | None
-    source_stickmen: torch.Tensor
-    target_images: torch.Tensor
-    target_keypoints: torch.Tensor
-    target_masks: torch.Tensor | None
-    target_stickmen: torch.Tensor
-    index: torch.Tensor
-    video: list[str]
-    source_frames: list[tuple[str, ...]]
-    target_frames: list[tuple[str, ...]]
-    flipped: torch.Tensor
-
-    @property
-    def batch(self) -> int:
-        return self.source_images.shape[0]
-
-    def _map(self, fn) -> "SampleBatch":
-        changed = {name: fn(getattr(self, name)) for name in (*_TENSOR_FIELDS, "index", "flipped")
-                   if getattr(self, name) is not None}
-        return SampleBatch(**{**self.__dict__, **changed})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "SampleBatch":
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> "SampleBatch":
-        """Called by ``DataLoader(pin_memory=True)``."""
-        return self._map(lambda t: t.pin_memory())
-
-
-def collate(samples: Sequence[Sample]) -> SampleBatch:
-    """Stack samples into a ``SampleBatch`` (pass as ``DataLoader(collate_fn=collate)``)."""
-    if not samples:
-        raise ValueError("collate needs at least one sample.")
-    stacked: dict[str, torch.Tensor | None] = {}
-    for name in _TENSOR_FIELDS:
-        values = [getattr(s, name) for s in samples]
-        if all(v is None for v in values):
-            stacked[name] = None
-        elif any(v is None for v in values):
-            raise ValueError(f"cannot collate samples where only some have {name}.")
-        else:
-            stacked[name] = torch.stack(values)
-    return SampleBatch(
-        **stacked,
-        index=torch.tensor([s.index for s in samples], dtype=torch.long),
-        video=[s.video for s in samples],
-        source_frames=[s.source_frames for s in samples],
-        target_frames=[s.target_frames for s in samples],
-        flipped=torch.tensor([s.flipped for s in samples], dtype=torch.bool),
-    )
 
 
 # ============================================================================================ one file
@@ -652,59 +561,3 @@ class VideoDataset(Dataset):
         return (f"VideoDataset({str(self.root)!r}, split={self.split!r}, videos={len(self.videos)}, "
                 f"items={len(self)}, image_size={self.image_size}, n={self.num_sources}, t={self.num_targets}, "
                 f"sampling={self.sampling!r})")
-
-
-# ============================================================================================ loader
-class VideoLoader(DataLoader):
-    """A DataLoader whose ``set_epoch`` reaches both the sampler (shuffling) and the dataset (frame choice)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
-
-
-def make_loader(
-    root: str | os.PathLike,
-    split: str = "train",
-    image_size: int = 256,
-    num_sources: int = 1,
-    num_targets: int = 1,
-    batch_size: int = 1,
-    workers: int = 0,
-    sampling: str = "random",
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool = True,
-    *,
-    use_masks: bool = True,
-    flip_probability: float = 0.0,
-    fps: float | Mapping[str, float] = 25.0,
-    shuffle: bool | None = None,
-    pin_memory: bool = False,
-) -> VideoLoader:
-    """A ``VideoLoader`` yielding ``SampleBatch``es for process ``rank`` of ``world_size``.
-
-    ``batch_size`` is per process (the released script's 40 over 8 GPUs is ``batch_size=5``). Items are split
-    over processes by a ``DistributedSampler`` (also with one process, so shuffling is the same code path),
-    shuffled with ``seed`` + epoch unless ``shuffle=False`` (default: shuffle the train split except with the
-    ``test`` protocol). Call ``loader.set_epoch(epoch)`` before every epoch.
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise DatasetError(f"rank must be in [0, world_size) with world_size ≥ 1, got rank {rank} of {world_size}.")
-    if batch_size < 1 or workers < 0:
-        raise DatasetError(f"batch_size must be ≥ 1 and workers ≥ 0, got {batch_size} and {workers}.")
-    dataset = VideoDataset(root, split, image_size, num_sources, num_targets, sampling, seed,
-                           use_masks=use_masks, flip_probability=flip_probability, fps=fps)
-    if shuffle is None:
-        shuffle = split == "train" and sampling != "test"
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last)
-    if drop_last and len(sampler) < batch_size:
-        raise DatasetError(
-            f"the {len(dataset)} items under {Path(root) / 'imgs' / split} give {len(sampler)} per process, fewer "
-            f"than one batch of {batch_size}; lower batch_size or pass drop_last=False."
-        )
-    return VideoLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                       drop_last=drop_last, pin_memory=pin_memory, persistent_workers=False)

@@ -2,8 +2,9 @@
 
 Resuming in the middle of an epoch must give exactly the batches the uninterrupted run would have seen, so the
 order depends only on (seed, epoch) and the sampler can start at any batch of an epoch. The loader itself is
-``bilayer.data.VideoLoader`` (what ``make_loader`` returns); only the sampler differs from ``make_loader``'s
-``DistributedSampler``, which can neither interleave accumulation steps with processes nor start mid-epoch.
+a ``DataLoader`` (``VideoLoader``) whose ``set_epoch`` reaches the dataset too; the sampler is this module's own,
+since PyTorch's ``DistributedSampler`` can neither interleave accumulation steps with processes nor start
+mid-epoch. This is the one path from a dataset to training batches.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from ..data.dataset import DatasetError, VideoDataset, VideoLoader, collate
+from ..data.dataset import DatasetError, VideoDataset
+from ..structures import collate
 
 
 SMALL_DATASET_STEPS = 100  # global batches per epoch for a dataset of fewer videos than one batch
@@ -75,6 +77,15 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start) * self.micro
+
+
+class VideoLoader(DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches both the sampler (shuffling) and the dataset (frame choice)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
 
 
 class BatchStream:

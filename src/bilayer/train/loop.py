@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..data.dataset import SampleBatch, VideoDataset, collate
+from ..data.dataset import VideoDataset
 from ..eval.metrics import psnr, ssim
 from ..io import write_bytes_atomic, write_json_atomic
 from ..losses.objectives import GeneratorObjective, GeneratorTerms, discriminator_objective
@@ -36,6 +36,7 @@ from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
 from ..nn.image import apply_mask, warp
 from ..nn.spectral import PowerIterationSnapshot
+from ..structures import SampleBatch, collate
 from ..outputs import FOLDER_KINDS, check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
