@@ -121,6 +121,7 @@ def count_flops(preset: str, data: Path, batch: int, overrides: dict) -> dict:
     from bilayer.models.discriminator import Discriminator
     from bilayer.train import train_config
     from bilayer.train.loop import GeneratorStep, discriminator_objective
+    from bilayer.train.policy import STAGES
 
     config = train_config(preset).replace(**overrides)
     model = BilayerModel(config.model).train()
@@ -129,7 +130,7 @@ def count_flops(preset: str, data: Path, batch: int, overrides: dict) -> dict:
     dataset = VideoDataset(data, "train", config.model.image_size, config.num_sources, config.num_targets)
     b = collate([dataset[i] for i in range(batch)])
     with FlopCounterMode(display=False) as counter:
-        terms = GeneratorStep(model, "base")(b)
+        terms = GeneratorStep(model, STAGES["base"])(b)
         generator = counter.get_total_flops()
         loss, _, real, fake = objective(terms, disc, 0)
         if disc is not None and config.losses.adversarial:

@@ -29,7 +29,8 @@ from bilayer.train import checkpoint as ckpt
 from bilayer.train.config import TRAIN_PRESETS, TrainConfig
 from bilayer.train.data import BatchStream, EpochSampler, video_repeats
 from bilayer.data.sampling import item_generator
-from bilayer.train.loop import D_STEPS_KEY, GeneratorStep
+from bilayer.train.loop import GeneratorStep
+from bilayer.train.policy import D_STEPS_KEY
 from bilayer.weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained, write_safetensors
 
 from .conftest import _SUBPROCESS_ENV, assert_user_error, assert_user_error_text, randomize_buffers, run_main, run_module
@@ -617,7 +618,7 @@ def test_without_gan_terms_the_discriminator_is_never_run_nor_updated(synth_root
 def test_gan_terms_start_late_and_ramp_up(synth_root, tmp_path, monkeypatch):
     """gan_start / gan_ramp: before gan_start D is neither run nor stepped and G_ADV, G_FM, D_ADV are absent; then
     the two generator terms are scaled by a linear ramp (logged as gan_scale) while D learns at discriminator_lr."""
-    from bilayer.train.config import gan_scale
+    from bilayer.train.policy import gan_scale
 
     ramp = TrainConfig(gan_start=3, gan_ramp=4)
     assert [gan_scale(ramp, i) for i in range(9)] == [0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]

@@ -107,7 +107,7 @@ class TrainConfig(JsonConfig):
             _expect(name, value, _is_number(value) and value >= 0, "a number ≥ 0")
         _expect("losses.warp.every", warp.every, _is_integer(warp.every) and warp.every >= 0, "an integer ≥ 0")
         # Feature matching with the adversarial weight at 0 is valid here: it needs a trained discriminator from
-        # --init, which only the training loop can see (``loop._check_feature_matching``).
+        # --init, which only the training loop can see (``policy.check_feature_matching``).
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -133,16 +133,6 @@ class TrainConfig(JsonConfig):
             return cls.from_dict(data)
         except (ConfigError, TypeError) as exc:  # TypeError: a value of the wrong JSON type, e.g. "lr": "fast"
             raise ConfigError(f"training config {path}: {exc}") from None
-
-
-def gan_scale(config: TrainConfig, iteration: int) -> float:
-    """The factor on the adversarial and feature-matching weights at ``iteration`` (0-based): 0 before
-    ``gan_start``, then rising linearly to 1 over ``gan_ramp`` iterations."""
-    if iteration < config.gan_start:
-        return 0.0
-    if config.gan_ramp <= 0:
-        return 1.0
-    return min(1.0, (iteration - config.gan_start + 1) / config.gan_ramp)
 
 
 def _synth_quick() -> TrainConfig:

@@ -3,12 +3,13 @@ discriminator phases are written out, then maintenance on a schedule.
 
 One iteration is the released code's simultaneous update (reference §4.3): a single backward of the sum of all
 generator terms and D's adversarial term. D learns only from D_ADV (its pass sees detached fakes); the generators
-learn from every G term while D is frozen for the pass that scores them. Which networks train is data: the
-stage's ``TRAINED`` list. With the adversarial and feature-matching weights both 0 (the synth-quick preset) D is
-neither run nor updated; it is still built, loaded and saved, so a later run with those terms can resume. With
-the adversarial weight 0 and feature matching on, D does not learn at all: it must be a trained one from --init
-(``discriminator.safetensors``), and it stays frozen in eval mode, only scoring features for G_FM; without one the
-run is refused, since G_FM would match the features of a random network.
+learn from every G term while D is frozen for the pass that scores them. Which networks train, and whether D runs
+and learns, is data (``train.policy``: ``Stage``, ``DiscriminatorPolicy``). With the adversarial and
+feature-matching weights both 0 (the synth-quick preset) D is neither run nor updated; it is still built, loaded
+and saved, so a later run with those terms can continue from it. With the adversarial weight 0 and feature matching
+on, D does not learn at all: it must be a trained one from --init (``discriminator.safetensors``), and it stays
+frozen in eval mode, only scoring features for G_FM; without one the run is refused, since G_FM would match the
+features of a random network.
 """
 
 from __future__ import annotations
@@ -34,27 +35,21 @@ from ..io import write_bytes_atomic, write_json_atomic
 from ..losses.objectives import GeneratorObjective, GeneratorTerms, discriminator_objective
 from ..models.bilayer import BilayerModel
 from ..models.discriminator import Discriminator
-from ..nn.image import apply_mask, warp
+from ..nn.image import apply_mask
 from ..nn.spectral import PowerIterationSnapshot
 from ..structures import SampleBatch, collate
 from ..outputs import FOLDER_KINDS, check_folder, claim_folder
 from ..weights import check_state, read_safetensors, read_safetensors_metadata, save_pretrained
 from . import checkpoint as ckpt
-from .config import TrainConfig, gan_scale
+from .config import TrainConfig
 from .data import BatchStream, video_repeats
+from .policy import (D_STEPS_KEY, DiscriminatorPolicy, PolicyError, Stage, check_feature_matching, d_steps,
+                     stage as stage_policy)
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
 
 log = logging.getLogger("bilayer.train")
-
-# Which networks each stage trains (the discriminator trains in both).
-TRAINED = {
-    "base": ("identity_embedder", "texture_projector", "texture_generator", "keypoints_embedder",
-             "inference_projector", "inference_generator"),
-    "enhancer": ("texture_enhancer",),
-}
-
 
 class TrainingError(RuntimeError):
     """The run cannot go on (e.g. repeated non-finite losses); the message says why and what to try."""
@@ -73,34 +68,29 @@ class Perceptual:
 class GeneratorStep(nn.Module):
     """The generator side of one iteration as a single forward, so DDP sees one call per iteration."""
 
-    def __init__(self, model: BilayerModel, stage: str) -> None:
+    def __init__(self, model: BilayerModel, stage: Stage) -> None:
         super().__init__()
         self.model, self.stage = model, stage
 
     def forward(self, batch: SampleBatch) -> GeneratorTerms:
         m = self.model
         flat = lambda x: x.flatten(0, 1)  # noqa: E731  (B, t, …) → (B·t, …)
-        if self.stage == "base":
+        if self.stage.name == "base":
             state = m.personalize(batch.source_images, batch.source_keypoints, batch.source_masks, batch.source_stickmen)
             render = m.render(state, batch.target_keypoints)
             delta_uv = flat(render.uv) - m.grid
             hf, lf, image, texture = render.hf, render.lf, render.image, state.texture
-        else:  # enhancer: base networks frozen in eval mode; only the unrolled updater gets gradients
+        else:  # enhancer: the model's own enhance and render; the base networks are frozen (no parameter of
+            # theirs takes gradients), so only the enhancer's unrolled updates build a graph
             with torch.no_grad():
                 state = m.personalize(batch.source_images, batch.source_keypoints, batch.source_masks, batch.source_stickmen)
-                render = m.render_layers(state.inference_params, batch.target_keypoints)
-                source = m.render_layers(state.inference_params, batch.source_keypoints)
-            texture = m.texture_enhancer.unroll(
-                state.texture, batch.source_images, source.uv, source.lf, source.mask,
-                m.config.enhancer.steps, m.config.enhancer.guiding_loss,
-            )
-            t = batch.target_keypoints.shape[1]
-            hf = warp(texture.repeat_interleave(t, dim=0), flat(render.uv)).view_as(render.lf)
-            lf, image, delta_uv = render.lf, render.lf + hf, None
+            state = m.enhance(state)
+            render = m.render(state, batch.target_keypoints)
+            hf, lf, image, texture, delta_uv = render.hf, render.lf, render.image, state.texture, None
         return GeneratorTerms(
             target_images=flat(batch.target_images), target_masks=flat(batch.target_masks),
             target_stickmen=flat(batch.target_stickmen), image=flat(image), lf=flat(lf), hf=flat(hf),
-            mask_logits=flat(render.mask_logits), delta_uv=delta_uv, pixel_terms=self.stage == "base",
+            mask_logits=flat(render.mask_logits), delta_uv=delta_uv, pixel_terms=self.stage.pixel_terms,
             uv=flat(render.uv).detach(), texture=texture.detach(),
         )
 
@@ -122,42 +112,6 @@ def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerMo
     if init is not None:
         model.load_state_dict(BilayerModel.from_pretrained(init).state_dict())
     return model
-
-
-#: metadata of a saved ``discriminator.safetensors``: how many steps its discriminator has learned for, over all the
-#: runs it came through (absent: unknown, e.g. converted released weights, which are trained)
-D_STEPS_KEY = "discriminator_trained_steps"
-
-
-def _d_steps(value) -> int | None:
-    """A stored trained-steps count (a whole number ≥ 0, as an int in state.json or a string in safetensors
-    metadata), or None when it is absent or damaged: unknown, which counts as trained and is never counted up."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value >= 0 else None
-    return int(value) if isinstance(value, str) and value.isdigit() else None
-
-
-def _check_feature_matching(config: TrainConfig, init: str | None, d_from_init: bool,
-                            d_steps: int | None = None) -> None:
-    """Feature matching with the adversarial weight at 0 needs a trained discriminator from ``init``: D learns only
-    from D_ADV, so otherwise G_FM would match the features of a random network. ``d_steps``: how long the --init
-    discriminator learned (0: saved by runs without the adversarial term, still random; None: unknown, trusted)."""
-    losses = config.losses
-    if losses.feature_matching == 0 or losses.adversarial > 0:
-        return
-    if not d_from_init:
-        where = "no --init is given" if init is None else f"--init {init} holds no discriminator.safetensors"
-        where += " to start it from a trained one"
-    elif d_steps == 0:
-        where = f"the discriminator in --init {init} never learned either (its runs had losses.adversarial 0)"
-    else:
-        return
-    raise TrainingError(
-        f"losses.feature_matching is {losses.feature_matching} but losses.adversarial is {losses.adversarial}, so "
-        f"the discriminator is not trained, and {where}; pass --init with a model folder holding a trained "
-        "discriminator (e.g. a base run's model/), set losses.adversarial above 0, or set losses.feature_matching "
-        "to 0."
-    )
 
 
 def _load_perceptual(objective: GeneratorObjective, perceptual: Perceptual) -> str:
@@ -226,8 +180,10 @@ def train(
     optimiser, data order and step count; already at ``steps``, nothing changes). ``restart``: remove what an
     earlier run wrote into the folder (checkpoints, logs, images, model) and start from scratch instead."""
     # ------------------------------------------------------------------------------------------- setup
-    if stage not in TRAINED:
-        raise TrainingError(f"unknown stage {stage!r}; expected 'base' or 'enhancer'.")
+    try:
+        policy = stage_policy(stage)
+    except PolicyError as error:
+        raise TrainingError(str(error)) from None
     run_dir = Path(run_dir)
     info = setup(device)
     total_steps = config.steps if steps is None else steps
@@ -257,8 +213,11 @@ def train(
     d_file = Path(init) / "discriminator.safetensors" if init is not None else None
     d_from_init = d_file is not None and d_file.is_file()
     # a discriminator built here starts untrained
-    d_steps = _d_steps(read_safetensors_metadata(d_file).get(D_STEPS_KEY)) if d_from_init else 0
-    _check_feature_matching(config, init, d_from_init, d_steps)
+    d_trained = d_steps(read_safetensors_metadata(d_file).get(D_STEPS_KEY)) if d_from_init else 0
+    try:
+        check_feature_matching(config, init, d_from_init, d_trained)
+    except PolicyError as error:
+        raise TrainingError(str(error)) from None
     if d_from_init:
         # The enhancer stage starts D from the base run (reference §5.1); so does fine-tuning.
         dstate = read_safetensors(d_file)
@@ -266,8 +225,8 @@ def train(
         discriminator.load_state_dict(dstate)
     objective = GeneratorObjective(config.losses, config.perceptual_layer_weights, config.perceptual_layers)
     perceptual_init = _load_perceptual(objective, perceptual or Perceptual())
-    use_d = objective.uses_discriminator  # D is run (for G_ADV / G_FM) …
-    train_d = use_d and config.losses.adversarial > 0  # … and learns, from D_ADV only
+    d_policy = DiscriminatorPolicy.from_config(config)
+    use_d, train_d = d_policy.runs, d_policy.learns
     if not use_d:
         log.info("adversarial and feature-matching weights are both 0: the discriminator is not run or updated "
                  "(its weights are still saved)")
@@ -275,18 +234,17 @@ def train(
         log.info("the adversarial weight is 0: the discriminator from %s is frozen (eval mode, not updated) and "
                  "only scores features for feature matching", d_file)
 
-    trained = TRAINED[stage]
-    if not model.config.texture_layer:  # the LF-only ablation: the texture networks are never run
-        trained = tuple(n for n in trained if n not in ("texture_projector", "texture_generator"))
+    trained = policy.trained_networks(model.config)
     model.requires_grad_(False)
     for name in trained:
         getattr(model, name).requires_grad_(True)
     discriminator.requires_grad_(train_d)
     if not train_d:  # a frozen D: BatchNorm uses its stored statistics, spectral norm its stored vectors
         discriminator.eval()
-    if stage == "enhancer":
+    if policy.frozen_in_eval:
         model.eval()
-        model.texture_enhancer.train()
+        for name in trained:
+            getattr(model, name).train()
     if info.device.type == "cuda" and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
@@ -306,7 +264,7 @@ def train(
         "discriminator": _adam(discriminator.parameters(), config, info.device, config.discriminator_lr or config.lr),
     }
     stepped = optimizers if train_d else {"generator": optimizers["generator"]}
-    step_module = GeneratorStep(model, stage)
+    step_module = GeneratorStep(model, policy)
     gen_ddp = DDP(step_module) if info.enabled else step_module
     dis_ddp = DDP(discriminator) if info.enabled and train_d else discriminator
     spectral_roots = [model, discriminator] if train_d else [model]
@@ -330,7 +288,7 @@ def train(
         saved = ckpt.load_checkpoint(latest, {"model": model, "discriminator": discriminator}, optimizers,
                                      stage=stage)
         step, nonfinite = saved["step"], saved.get("nonfinite", 0)
-        d_steps = _d_steps(saved.get(D_STEPS_KEY))  # absent from checkpoints written before the count was kept
+        d_trained = d_steps(saved.get(D_STEPS_KEY))  # absent from checkpoints written before the count was kept
         log.info("continuing %s from its latest complete checkpoint, %s (step %d); --restart starts over", run_dir,
                  latest.name, step)
     stream.seek(step * accumulate)
@@ -371,7 +329,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
             named_sum: dict[str, float] = {}
             finite = True
-            gan = gan_scale(config, step)  # 0 before gan_start: D is neither run nor updated
+            gan = d_policy.scale(config, step)  # 0 before gan_start: D is neither run nor updated
             for micro_step in range(accumulate):
                 phases.lap("optimizer")
                 batch = next(stream).to(info.device)
@@ -411,8 +369,8 @@ def train(
                 for opt in stepped.values():
                     opt.step()
                 phases.lap("optimizer")
-                if train_d and gan > 0 and d_steps is not None:
-                    d_steps += 1
+                if train_d and gan > 0 and d_trained is not None:
+                    d_trained += 1
             else:  # skip the update, keep the count (never silently poison the weights)
                 nonfinite += 1
                 log.warning("step %d: non-finite loss (%s); update skipped (%d in a row)", step, named_sum, nonfinite)
@@ -453,10 +411,10 @@ def train(
             # After a skipped (non-finite) step only the final checkpoint is still written.
             due_eval = finite and config.eval_every and step % config.eval_every == 0
             due_ckpt = (finite and step % config.checkpoint_every == 0) or step == total_steps
-            if (due_eval or due_ckpt) and stage == "base":
+            if (due_eval or due_ckpt) and policy.standing_stats:
                 _standing_stats(model, stats_dataset, micro, config, info)
             if due_eval:
-                metrics = evaluate(model, data_root, config, info, enhance=stage == "enhancer")
+                metrics = evaluate(model, data_root, config, info, enhance="texture_enhancer" in trained)
                 if info.is_main and metrics:
                     record.update(metrics)
                     with (run_dir / "metrics.jsonl").open("a") as f:
@@ -466,8 +424,8 @@ def train(
                             writer.add_scalar(f"test/{k}", v, step)
             if due_ckpt and info.is_main:
                 ckpt.save_checkpoint(run_dir, step, {"model": model, "discriminator": discriminator}, optimizers,
-                                     {"nonfinite": nonfinite, "stage": stage, D_STEPS_KEY: d_steps})
-                d_meta = {} if d_steps is None else {D_STEPS_KEY: str(d_steps)}
+                                     {"nonfinite": nonfinite, "stage": stage, D_STEPS_KEY: d_trained})
+                d_meta = {} if d_trained is None else {D_STEPS_KEY: str(d_trained)}
                 save_pretrained(model, run_dir / "model", {"discriminator": discriminator}, {"discriminator": d_meta})
     finally:
         if bar is not None:
