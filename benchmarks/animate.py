@@ -36,7 +36,7 @@ from bilayer.io import write_json_atomic
 def make_media(root: Path, size: int, frames: int, repeat: int) -> dict:
     from bilayer.demo import DATA_SEED
     from bilayer.synth import render_sequence
-    from bilayer.runtime.videoio import VideoWriter
+    from bilayer.animate.videoio import VideoWriter
 
     src, src_kp, src_mask = render_sequence(DATA_SEED, 25, 1, size)
     drv, drv_kp, _ = render_sequence(DATA_SEED, 28, frames, size)
@@ -62,9 +62,9 @@ def child(args: argparse.Namespace) -> None:
     """One animation in this process; prints a JSON line with the report and the peak memory."""
     import torch
 
-    from bilayer.runtime.animate import animate, render_workers
+    from bilayer.animate.pipeline import render_workers, stream
     from bilayer.runtime.avatar import Avatar
-    from bilayer.runtime.driver import open_driver
+    from bilayer.animate.driver import open_driver
 
     sys.path.insert(0, str(Path(__file__).parent))
     from render import calibrated_model
@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
         per_worker = torch.get_num_threads()
         renderer = avatar.renderer(model, args.backend)
         renderer.warmup(1)
-        report = animate(avatar, renderer, driver, root / f"out-{args.length}.mp4", side=True, progress=False,
+        report = stream(avatar, renderer, driver, root / f"out-{args.length}.mp4", side=True, progress=False,
                          workers=workers)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_mb, "threads": threads,

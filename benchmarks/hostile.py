@@ -78,7 +78,7 @@ def build_workspace(root: Path) -> dict[str, Path]:
 
     from bilayer import BilayerModel, preset
     from bilayer.synth import SynthRenderer, identity_params, scene_params, sequence_trajectory
-    from bilayer.runtime.videoio import VideoWriter
+    from bilayer.animate.videoio import VideoWriter
 
     w: dict[str, Path] = {}
     inp = root / "in"

@@ -45,10 +45,10 @@ def main() -> None:
     from bilayer import BilayerModel
     from bilayer.demo import ASSET_MODEL, DATA_SEED, SOURCE_PERSON
     from bilayer.synth import render_sequence
-    from bilayer.runtime.animate import CALIBRATION_POSES, DriverPoses, calibration_poses
+    from bilayer.animate.pipeline import CALIBRATION_POSES, DriverPoses, calibration_poses
     from bilayer.runtime.avatar import Avatar
-    from bilayer.runtime.driver import open_driver
-    from bilayer.runtime.videoio import VideoWriter
+    from bilayer.animate.driver import open_driver
+    from bilayer.animate.videoio import VideoWriter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ASSET_MODEL, help="a save_pretrained folder")

@@ -45,7 +45,7 @@ from bilayer.eval.metrics import psnr, ssim
 from bilayer.io import atomic_path, write_json_atomic
 from bilayer.keypoints import normalize_keypoints
 from bilayer.nn.image import apply_mask
-from bilayer.runtime.motion import MotionTransfer
+from bilayer.animate.motion import MotionTransfer
 from bilayer.structures import collate
 
 LOSS_KEYS = ("G_L1", "G_VGG19", "G_FM", "G_ADV", "D_ADV")

@@ -4,6 +4,7 @@ tracking, a lost-face stretch), H.264 output read back with PyAV."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,9 +15,9 @@ import torch
 from skimage import data as skdata
 
 from bilayer import preset
-from bilayer.runtime.animate import animate, render_workers
+from bilayer.animate.pipeline import render_workers, stream
 from bilayer.runtime.avatar import Avatar
-from bilayer.runtime.driver import open_driver
+from bilayer.animate.driver import open_driver
 
 from .conftest import assert_user_error, assert_user_error_text, build_model, run_cli, run_main
 from .test_driver import BLANK, blank_out, render_person
@@ -66,7 +67,7 @@ def test_animate_api_side_by_side_with_audio(files, tmp_path):
     model = BilayerModel.from_pretrained(files["model"]).eval()
     avatar = Avatar.create(model, skdata.astronaut())
     with open_driver(files["driver"]) as driver:
-        report = animate(avatar, avatar.renderer(model), driver, tmp_path / "out.mp4", side=True, progress=False)
+        report = stream(avatar, avatar.renderer(model), driver, tmp_path / "out.mp4", side=True, progress=False)
         assert driver.lost == len(BLANK)
     assert report.frames == 20 and report.lost == len(BLANK) and report.audio
     frames, has_audio, fps = read_video(tmp_path / "out.mp4")
@@ -79,7 +80,7 @@ def test_animate_api_side_by_side_with_audio(files, tmp_path):
         driver0 = next(c.decode(video=0)).to_ndarray(format="rgb24")
     left = cv2.resize(driver0, (64, 64), interpolation=cv2.INTER_AREA)
     assert np.abs(frames[0][:, :64].astype(float) - left).mean() < 6
-    from bilayer.runtime.compose import to_mask, to_uint8
+    from bilayer.animate.compose import to_mask, to_uint8
 
     image, mask = avatar.renderer(model)(torch.from_numpy(avatar.source_keypoints_normalized)[None])
     m = to_mask(mask[0])[..., None]
@@ -105,7 +106,7 @@ def test_relative_motion_of_the_driver_reference_is_the_source_pose(files, tmp_p
     kps = np.nan_to_num(files["kps"][:3])
     np.save(tmp_path / "kps.npy", kps)
     with open_driver(tmp_path / "kps.npy", smoothing=False) as driver:
-        animate(avatar, spy, driver, tmp_path / "rel.mp4", progress=False)
+        stream(avatar, spy, driver, tmp_path / "rel.mp4", progress=False)
     torch.testing.assert_close(seen[0][0], torch.from_numpy(avatar.source_keypoints_normalized), atol=1e-5, rtol=0)
     assert not torch.allclose(seen[1], seen[0])
 
@@ -145,7 +146,7 @@ def test_parallel_workers_render_concurrently_in_driver_order(files, tmp_path):
     outputs = {}
     for workers in (1, 3):
         with open_driver(tmp_path / "kps.npy") as driver:
-            report = animate(avatar, slow, driver, tmp_path / f"w{workers}", alpha=True, progress=False,
+            report = stream(avatar, slow, driver, tmp_path / f"w{workers}", alpha=True, progress=False,
                              workers=workers)
         assert report.frames == 9 and report.workers == workers and report.to_dict()["workers"] == workers
         outputs[workers] = _png_frames(tmp_path / f"w{workers}")
@@ -165,17 +166,17 @@ def test_parallel_workers_render_concurrently_in_driver_order(files, tmp_path):
         return renderer(kp)
 
     with open_driver(tmp_path / "kps.npy") as driver, pytest.raises(RuntimeError, match="on purpose"):
-        animate(avatar, failing, driver, tmp_path / "failed.mp4", progress=False, workers=2)
+        stream(avatar, failing, driver, tmp_path / "failed.mp4", progress=False, workers=2)
     assert not (tmp_path / "failed.mp4").exists()
     with open_driver(tmp_path / "kps.npy") as driver, pytest.raises(ValueError, match="workers is 0"):
-        animate(avatar, renderer, driver, tmp_path / "zero.mp4", progress=False, workers=0)
+        stream(avatar, renderer, driver, tmp_path / "zero.mp4", progress=False, workers=0)
 
 
 def test_a_failing_driver_stops_the_run_instead_of_hanging(files, tmp_path):
     """A reader error (here a driver whose decoding fails at its first frame, before the render loop has seen any)
     reaches the caller; the render loop does not wait for frames that will never come."""
     from bilayer import BilayerModel
-    from bilayer.runtime.driver import Driver
+    from bilayer.animate.driver import Driver
 
     class Failing(Driver):
         def __iter__(self):
@@ -190,7 +191,7 @@ def test_a_failing_driver_stops_the_run_instead_of_hanging(files, tmp_path):
     driver = open_driver(tmp_path / "kps.npy")
     driver.__class__ = Failing
     with driver, pytest.raises(OSError, match="on purpose"):
-        animate(avatar, avatar.renderer(model), driver, tmp_path / "o.mp4", progress=False, workers=2)
+        stream(avatar, avatar.renderer(model), driver, tmp_path / "o.mp4", progress=False, workers=2)
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -365,7 +366,7 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     first and last faces included, frames without a face skipped), and over a video whose faces are tracked while
     it plays (frames sought across it)."""
     from bilayer import BilayerModel
-    from bilayer.runtime.animate import calibration_poses
+    from bilayer.animate.pipeline import calibration_poses
 
     model = BilayerModel.from_pretrained(files["model"]).eval()
     avatar = Avatar.create(model, skdata.astronaut())
@@ -379,7 +380,7 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     np.save(tmp_path / "kps.npy", files["kps"])  # 20 frames, NaN where the face is lost (BLANK)
     with open_driver(tmp_path / "kps.npy", smoothing=False) as driver:
         poses = calibration_poses(avatar, driver, count=8)
-        animate(avatar, recording, driver, tmp_path / "a", alpha=True, progress=False)
+        stream(avatar, recording, driver, tmp_path / "a", alpha=True, progress=False)
     rendered = np.concatenate(seen)
     faces = [i for i in range(20) if i not in BLANK]
     picked = [faces[round(j * (len(faces) - 1) / 7)] for j in range(8)]
@@ -403,7 +404,7 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     with open_driver(video, landmarks="file", smoothing=False) as driver:
         assert driver.known_keypoints() is None
         poses = calibration_poses(avatar, driver, count=8)
-        animate(avatar, recording, driver, tmp_path / "b", alpha=True, progress=False)
+        stream(avatar, recording, driver, tmp_path / "b", alpha=True, progress=False)
     spread = [round(j * 19 / 7) for j in range(8)]  # 0, 3, 5, 8, 11, 14, 16, 19
     picked = [i for i in spread if i not in BLANK]  # 0, 3, 5, 8, 11, 14, 16: grey frames have no face
     assert picked[-1] == 16 and len(picked) == 7
@@ -414,7 +415,7 @@ def test_calibration_poses_are_what_animate_renders(files, tmp_path):
     with open_driver(files["driver"]) as driver:
         assert driver.known_keypoints() is None
         poses = calibration_poses(avatar, driver, count=8)
-        animate(avatar, recording, driver, tmp_path / "c", alpha=True, progress=False)
+        stream(avatar, recording, driver, tmp_path / "c", alpha=True, progress=False)
     assert len(poses) == len(picked)
     difference = np.abs(poses - np.concatenate(seen)[picked]).mean(1)  # per frame, in the model's [-1, 1] units
     assert difference[0] < 1e-6 and difference.max() < 0.08 and difference.mean() < 0.03, difference
@@ -493,3 +494,31 @@ def test_random_weight_demo_and_demo_errors(tmp_path, capsys):
     code, _, err = cli(capsys, "demo", "--frames", "1", "--out", tmp_path / "d")
     assert_user_error_text(code, err, "--frames is 1")
     assert not (tmp_path / "d").exists()
+
+
+def test_animate_options_api_is_the_command(files, tmp_path, capsys):
+    """``animate(AnimateOptions(...))`` is what `bilayer animate` runs: the same frames from the same options, the
+    report written where asked, and the same one-sentence refusals before any work."""
+    from bilayer.animate import AnimateOptions, AnimationReport, animate
+    from bilayer.outputs import OutputError
+
+    np.save(tmp_path / "drive.npy", files["kps"][:6])
+    options = AnimateOptions(model=str(files["model"]), source=str(files["photo"]), driver=str(tmp_path / "drive.npy"),
+                             out=str(tmp_path / "api.mp4"), backend="eager", segmentation="none", progress=False,
+                             report=str(tmp_path / "api.json"), workers=1, enhance=False)
+    report = animate(options)
+    assert isinstance(report, AnimationReport) and report.frames == 6
+    assert json.loads((tmp_path / "api.json").read_text())["frames"] == 6
+    code, _, err = cli(capsys, "animate", "--model", files["model"], "--source", files["photo"], "--driver",
+                       tmp_path / "drive.npy", "--out", tmp_path / "cli.mp4", "--backend", "eager", "--segmentation",
+                       "none", "--workers", "1", "--no-enhance", "--no-progress")
+    assert code == 0, err
+    api, cli_frames = read_video(tmp_path / "api.mp4")[0], read_video(tmp_path / "cli.mp4")[0]
+    assert len(api) == len(cli_frames) == 6 and all(np.array_equal(a, b) for a, b in zip(api, cli_frames))
+    refused = dataclasses.replace(options, alpha=True, paste_back=True, out=str(tmp_path / "never.mov"), report=None)
+    with pytest.raises(OutputError, match=r"^--alpha writes the crop with its mask; it cannot be combined with"):
+        animate(refused)
+    before = files["driver"].read_bytes()
+    with pytest.raises(OutputError, match="--out"):  # the output onto an input
+        animate(dataclasses.replace(options, driver=str(files["driver"]), out=str(files["driver"]), report=None))
+    assert not (tmp_path / "never.mov").exists() and files["driver"].read_bytes() == before

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bilayer.preprocess.crop import CropBox, crop_image
-from bilayer.runtime.compose import (
+from bilayer.animate.compose import (
     crop_to_photo_matrix,
     feather_mask,
     pad_even,

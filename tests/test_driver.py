@@ -16,7 +16,7 @@ import pytest
 
 from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
 from bilayer.preprocess.smoothing import OneEuroParams
-from bilayer.runtime.driver import Driver, DriverError, DriverFrame, load_keypoint_sequence, open_driver
+from bilayer.animate.driver import Driver, DriverError, DriverFrame, load_keypoint_sequence, open_driver
 
 from .test_videoio import make_video
 

@@ -168,7 +168,7 @@ def test_driver_frame_rate_nan_is_called_nan(files, tmp_path, capsys):
 
 
 def test_video_and_api_frame_rates_are_bounded_too(files, tmp_path, capsys):
-    from bilayer.runtime.driver import Driver, DriverError
+    from bilayer.animate.driver import Driver, DriverError
 
     from .test_videoio import make_video
 

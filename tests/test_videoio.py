@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bilayer.preprocess.errors import VideoReadError
-from bilayer.runtime.videoio import OutputError, VideoWriter, check_output_path, output_kind
+from bilayer.animate.videoio import OutputError, VideoWriter, check_output_path, output_kind
 
 av = pytest.importorskip("av")
 

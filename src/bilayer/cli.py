@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     runtime_commands(sub)
 
+    from .animate.cli import configure_animate
+
+    configure_animate(sub.add_parser("animate", help="animate a photo (or avatar) with a driving video"))
+
     from .eval.cli import configure_parser as evaluate_parser
 
     evaluate_parser(sub.add_parser("evaluate", help="the paper's test protocol: LPIPS, SSIM, CSIM, NME, GMACs and timings → Table 2"))

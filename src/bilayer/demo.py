@@ -27,7 +27,7 @@ from .io import write_image_atomic
 from .models.bilayer import BilayerModel
 from .outputs import claim_folder
 from .runtime.avatar import Avatar
-from .runtime.compose import to_uint8
+from .animate.compose import to_uint8
 
 ASSET_MODEL = Path(__file__).resolve().parents[2] / "assets" / "synth-quick"
 # SynthHeads people of the asset's training data (seed 0, 30 people): 24–29 are its held-out test split.
@@ -52,10 +52,10 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
 def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100, progress: bool = True) -> dict:
     from .keypoints import normalize_keypoints
     from .synth import render_sequence
-    from .runtime.animate import animate, render_workers
-    from .runtime.driver import open_driver
-    from .runtime.motion import MotionTransfer
-    from .runtime.videoio import VideoWriter
+    from .animate.pipeline import render_workers, stream
+    from .animate.driver import open_driver
+    from .animate.motion import MotionTransfer
+    from .animate.videoio import VideoWriter
 
     model = BilayerModel.from_pretrained(model_dir).eval()
     size = model.config.image_size
@@ -73,7 +73,7 @@ def trained_demo(out_dir: Path, model_dir: Path = ASSET_MODEL, frames: int = 100
             w.write(f)
     np.save(kp_path, drv_kps)
     with render_workers(None) as workers, open_driver(driver_path, keypoints=kp_path) as driver:
-        report = animate(avatar, avatar.renderer(model, "eager"), driver, out_dir / "animation.mp4", side=True,
+        report = stream(avatar, avatar.renderer(model, "eager"), driver, out_dir / "animation.mp4", side=True,
                          progress=progress, workers=workers)
 
     # the overview: self-reenactment (targets: later frames of the source person) and cross-reenactment

@@ -301,7 +301,7 @@ class Avatar:
     def calibration(self, poses=None) -> torch.Tensor:
         """int8's calibration keypoints (N, 136): this avatar's own in jittered poses (``jittered_keypoints``),
         followed by ``poses`` (M, 136) when given: ``bilayer animate`` gives the driver's
-        (``runtime.animate.calibration_poses``), which keeps its wide expressions from being clipped."""
+        (``animate.pipeline.calibration_poses``), which keeps its wide expressions from being clipped."""
         from .backends import jittered_keypoints
 
         own = jittered_keypoints(self.source_keypoints_normalized)
@@ -435,3 +435,42 @@ class Avatar:
             base_texture=None if self.base_texture is None else self.base_texture.to(device),
         )
 
+
+def landmark_context(name: str, weights_dir: str | Path | None = None):
+    """A context giving the landmark backend for a photo and a driving video: ``name`` itself, or with
+    ``weights_dir`` a face-alignment or dlib backend reading its weights there (closed when the context ends)."""
+    import contextlib
+
+    if weights_dir is None or name == "mediapipe":
+        return contextlib.nullcontext(name)
+    from ..preprocess.landmarks import create_landmark_backend
+
+    return create_landmark_backend(name, weights_dir=weights_dir)
+
+
+def avatar_from(model: BilayerModel, *, source: str | Path | None = None, avatar: str | Path | None = None,
+                source_keypoints: str | Path | None = None, source_mask: str | Path | None = None,
+                source_is_crop: bool = False, landmarks="mediapipe", segmentation: str = "mediapipe",
+                enhance: bool = True) -> tuple["Avatar", np.ndarray | None]:
+    """The avatar saved in ``avatar`` (an ``.avatar`` file), or made now from the photo ``source``, and that photo
+    (None for a saved avatar). ``landmarks``: a backend name or object (``landmark_context``)."""
+    if avatar:
+        if source:
+            raise AvatarError("give either --source PHOTO or --avatar FILE, not both.")
+        return Avatar.load(avatar, model), None
+    if not source:
+        raise AvatarError("give --source PHOTO (or --avatar FILE made by `bilayer avatar`).")
+    photo = read_photo(source)
+    mask = None
+    if source_mask:
+        from ..preprocess.errors import VideoReadError
+        from ..preprocess.video import read_image
+
+        try:
+            mask = read_image(source_mask)[..., 0].astype("float32") / 255.0
+        except VideoReadError as exc:
+            raise AvatarError(f"{str(exc).rstrip('. ')}; expected the crop's mask as a grey-scale PNG.") from None
+    # the keypoint file is read and checked by Avatar.create, which names it in its errors
+    made = Avatar.create(model, photo, keypoints=source_keypoints, mask=mask, landmarks=landmarks,
+                         segmentation=segmentation, enhance=enhance, crop=not source_is_crop, name=str(source))
+    return made, photo

@@ -1,4 +1,5 @@
-"""``bilayer avatar``, ``bilayer animate`` and ``bilayer export``: options → one call each.
+"""``bilayer avatar`` and ``bilayer export``: options → one call each; the model and avatar options that
+``bilayer animate`` (``animate.cli``) shares.
 
 Every input is checked before work starts (model, photo, driver, output path), so a mistake costs one sentence
 and no half-written file.
@@ -7,8 +8,6 @@ and no half-written file.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sys
 from pathlib import Path
 
 #: Landmark backends for a photo and a driving video (``--landmarks``).
@@ -21,7 +20,7 @@ def runtime_errors() -> tuple[type[BaseException], ...]:
     from ..outputs import OutputError
     from .avatar import AvatarError
     from .backends import BackendError
-    from .driver import DriverError
+    from ..animate.driver import DriverError
     from .export import ExportError
 
     return (AvatarError, BackendError, DriverError, ExportError, OutputError)
@@ -45,47 +44,26 @@ def _load_model(path: str):
 
 
 def _landmarks(args: argparse.Namespace):
-    """A context giving ``--landmarks``: the backend name, or with ``--landmark-weights`` a face-alignment or dlib
-    backend reading its weights there (closed when the context ends)."""
-    if args.landmark_weights is None or args.landmarks == "mediapipe":
-        return contextlib.nullcontext(args.landmarks)
-    from ..preprocess.landmarks import create_landmark_backend
+    from .avatar import landmark_context
 
-    return create_landmark_backend(args.landmarks, weights_dir=args.landmark_weights)
+    return landmark_context(args.landmarks, args.landmark_weights)
 
 
 def _avatar_for(args: argparse.Namespace, model, landmarks):
     """The avatar from --avatar (a saved file) or made now from --source (``landmarks``: from ``_landmarks``)."""
-    from .avatar import Avatar, AvatarError, read_photo
+    from .avatar import avatar_from
 
-    if getattr(args, "avatar", None):
-        if getattr(args, "source", None):
-            raise AvatarError("give either --source PHOTO or --avatar FILE, not both.")
-        return Avatar.load(args.avatar, model), None
-    if not getattr(args, "source", None):
-        raise AvatarError("give --source PHOTO (or --avatar FILE made by `bilayer avatar`).")
-    photo = read_photo(args.source)
-    kp = args.source_keypoints  # read and checked by Avatar.create, which names the file in its errors
-    crop = not args.source_is_crop
-    mask = None
-    if args.source_mask:
-        from ..preprocess.errors import VideoReadError
-        from ..preprocess.video import read_image
-
-        try:
-            mask = read_image(args.source_mask)[..., 0].astype("float32") / 255.0
-        except VideoReadError as exc:
-            raise AvatarError(f"{str(exc).rstrip('. ')}; expected the crop's mask as a grey-scale PNG.") from None
-    avatar = Avatar.create(model, photo, keypoints=kp, mask=mask, landmarks=landmarks, segmentation=args.segmentation,
-                           enhance=not args.no_enhance, crop=crop, name=str(args.source))
-    return avatar, photo
+    return avatar_from(model, source=getattr(args, "source", None), avatar=getattr(args, "avatar", None),
+                       source_keypoints=args.source_keypoints, source_mask=args.source_mask,
+                       source_is_crop=args.source_is_crop, landmarks=landmarks, segmentation=args.segmentation,
+                       enhance=not args.no_enhance)
 
 
-def _add_model_option(p: argparse.ArgumentParser) -> None:
+def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
 
 
-def _add_avatar_options(p: argparse.ArgumentParser) -> None:
+def add_avatar_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-keypoints", default=None, help="the photo's 68 landmarks (.npy, (68, 2) pixels) instead of detecting them")
     p.add_argument("--source-mask", default=None, help="the crop's foreground mask (PNG) instead of segmenting it")
     p.add_argument("--source-is-crop", action="store_true",
@@ -114,116 +92,14 @@ def cmd_avatar(args: argparse.Namespace) -> int:
 
 
 def configure_avatar(p: argparse.ArgumentParser) -> None:
-    _add_model_option(p)
+    add_model_option(p)
     p.add_argument("--source", required=True, help="the photo (JPEG/PNG) with one face")
     p.add_argument("--out", required=True, help="avatar file to write (.avatar, safetensors)")
-    _add_avatar_options(p)
+    add_avatar_options(p)
     p.set_defaults(func=cmd_avatar)
 
 
 # --------------------------------------------------------------------------------------------- animate
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
-    return value
-
-
-def cmd_animate(args: argparse.Namespace) -> int:
-    from .animate import animate, render_workers
-    from .avatar import AvatarError
-    from .driver import open_driver
-    from ..outputs import OutputError
-    from .videoio import check_output_path, output_kind
-
-    plan = _plan(args).other("--out", args.out, folder=output_kind(args.out, args.alpha) == "frames")
-    plan.file("--report", args.report, (".json",), "a JSON file").check()
-    check_output_path(args.out, alpha=args.alpha)
-    if args.alpha and (args.paste_back or args.side_by_side):
-        raise OutputError("--alpha writes the crop with its mask; it cannot be combined with --paste-back or --side-by-side.")
-    if args.paste_back and args.avatar and not args.source:
-        raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
-    model = _load_model(args.model)
-    with _landmarks(args) as landmarks, open_driver(
-            args.driver, landmarks=landmarks, keypoints=args.driver_keypoints, smoothing=not args.no_smoothing,
-            max_frames=args.max_frames, faces=args.driver_faces) as driver:
-        avatar, photo = _avatar_for(args, model, landmarks)
-        backend = args.backend
-        if backend == "auto":
-            from .backends import auto_backend
-
-            backend, why = auto_backend(driver.frames_estimate, estimated=driver.num_frames is None)
-            if not args.no_progress:
-                print(f"backend (auto) {why}", file=sys.stderr, flush=True)
-        options = {}
-        if backend == "int8":  # calibrated on the driver's own poses next to the photo's jittered ones
-            from .animate import calibration_poses
-
-            poses = calibration_poses(avatar, driver, args.motion)
-            options["calibration"] = avatar.calibration(poses)
-        with render_workers(args.workers) as workers:
-            if backend in ("compile", "int8") and not args.no_progress:
-                if backend == "int8":
-                    what = (f"quantizing (calibrated on {len(poses)} driver poses and the photo's own) and compiling "
-                            "the int8 renderer (20–40 s")
-                else:
-                    what = "compiling the compile renderer (15–25 s"
-                print(f"{what} on a first run, less from inductor's cache)…", file=sys.stderr, flush=True)
-            renderer = avatar.renderer(model, backend, **options)
-            renderer.warmup(1)
-            report = animate(avatar, renderer, driver, args.out, motion=args.motion, photo=photo,
-                             paste=args.paste_back, alpha=args.alpha, side=args.side_by_side,
-                             background=args.background, progress=not args.no_progress, workers=workers)
-    print(report.summary())
-    if args.report:
-        from ..io import write_json_atomic
-
-        write_json_atomic(Path(args.report), report.to_dict())
-    return 0
-
-
-def configure_animate(p: argparse.ArgumentParser) -> None:
-    from .animate import BACKGROUNDS, MOTION_MODES
-    from .backends import AUTO_INT8_FRAMES, BACKENDS
-
-    _add_model_option(p)
-    p.add_argument("--source", default=None, help="the photo to animate (or give --avatar)")
-    p.add_argument("--avatar", default=None, help="an avatar file made by `bilayer avatar` (instead of --source)")
-    p.add_argument("--driver", required=True, help="driving video, folder of frames, or keypoint file (.npy/.json)")
-    p.add_argument("--driver-keypoints", default=None, help="the driver's keypoints (.npy/.json) instead of detecting them")
-    p.add_argument("--out", required=True, help="output .mp4 (H.264; .mov or a folder with --alpha)")
-    p.add_argument("--motion", choices=MOTION_MODES, default="relative",
-                   help="relative (default): the photo's face moved like the driver's; absolute: the driver's keypoints (leaks its face shape)")
-    p.add_argument("--paste-back", action="store_true", help="paste the result back into the photo")
-    p.add_argument("--alpha", action="store_true", help="RGBA output from the predicted mask (.mov or a PNG folder)")
-    p.add_argument("--side-by-side", action="store_true", help="the driver frame next to the result")
-    p.add_argument("--background", choices=BACKGROUNDS, default="black", help="behind the head in crop output (default black)")
-    # the command renders on the CPU; fp16 needs CUDA (the Python API: make_renderer(..., device="cuda"))
-    p.add_argument("--backend", choices=["auto", *(b for b in BACKENDS if b != "fp16")], default="auto",
-                   help="per-frame engine on the CPU (default auto: bf16 on CPUs with native bfloat16, i.e. "
-                        f"AVX512-BF16 or AMX; elsewhere int8 for drivers of {AUTO_INT8_FRAMES} frames or more "
-                        "where it runs, else eager; eager: float32, starts at once; bf16: ~59 dB against float32, "
-                        "starts at once, about twice eager's speed where native, slower elsewhere; int8, x86 "
-                        "only, ~45 dB against float32, is the fastest after 20–40 s of quantizing and compiling "
-                        "on CPUs without native bfloat16; compile is float32 after a 15–25 s compilation)")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="frames rendered at once, each with 1/N of the CPU threads (default 2 with ≥ 2 threads: "
-                        "faster than one frame on all threads while decoding and encoding share the cores)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many driver frames")
-    p.add_argument("--driver-faces", type=_positive_int, default=1, metavar="N",
-                   help="faces MediaPipe follows in the driver (default 1, the fastest: its face detector is skipped "
-                        "while the face holds, and the face it keeps is its most confident one); give the number of "
-                        "people for a driver with several, so that the largest face is the one followed")
-    p.add_argument("--no-smoothing", action="store_true", help="do not smooth the driver's keypoints")
-    p.add_argument("--report", default=None, help="write timings and counts as JSON here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_avatar_options(p)
-    p.set_defaults(func=cmd_animate)
-
-
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
@@ -259,7 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def configure_export(p: argparse.ArgumentParser) -> None:
-    _add_model_option(p)
+    add_model_option(p)
     p.add_argument("--avatar", default=None,
                    help="avatar file: bake it into the graph (texture as an initializer); with --generic, the avatar "
                         "the generic graph is checked on")
@@ -275,8 +151,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     configure_avatar(sub.add_parser("avatar", help="make an avatar from one photo and save it (.avatar file)"))
-    configure_animate(sub.add_parser("animate", help="animate a photo (or avatar) with a driving video"))
     configure_export(sub.add_parser("export", help="export an avatar's per-frame network to ONNX"))
 
 
-__all__ = ["register", "runtime_errors"]
+__all__ = ["LANDMARKS", "add_avatar_options", "add_model_option", "register", "runtime_errors"]

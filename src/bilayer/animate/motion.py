@@ -20,7 +20,7 @@ Two ways to drive a photo (``MotionTransfer``):
   distance between the two eye centres) ignores the jaw (an open mouth in a reference frame does not change it)
   but shrinks with yaw; pick it when the reference frames are frontal.
 
-Typical use, per driving frame (``DriverFrame`` from ``runtime.driver``)::
+Typical use, per driving frame (``DriverFrame`` from ``animate.driver``)::
 
     cropper = StreamingCropper(size)
     box, kp = cropper.crop(frame.keypoints, frame.time)     # the driver's crop box and crop keypoints

@@ -3,14 +3,14 @@
 Three stages run concurrently on bounded queues (a few frames each), so memory stays flat however long the
 driver is and the stages overlap (PyTorch, OpenCV, PyAV and MediaPipe release the GIL while they compute):
 
-1. reader:  the driver's frames and tracked, smoothed keypoints (``runtime.driver``), the driver's crop box,
-            motion transfer to the avatar's crop (``runtime.motion``) → the model's (136,) keypoints;
+1. reader:  the driver's frames and tracked, smoothed keypoints (``animate.driver``), the driver's crop box,
+            motion transfer to the avatar's crop (``animate.motion``) → the model's (136,) keypoints;
 2. render:  the avatar's per-frame network on the chosen backend (``runtime.backends``), ``workers`` frames at a
             time, handed on in driver order;
 3. writer:  composition (crop on a background, paste-back into the photo, RGBA, side by side;
-            ``runtime.compose``) and H.264 encoding with the driver's audio (``runtime.videoio``).
+            ``animate.compose``) and H.264 encoding with the driver's audio (``animate.videoio``).
 
-``animate`` returns an ``AnimationReport``: frames written, frames whose driver face was lost (their keypoints
+``stream`` returns an ``AnimationReport``: frames written, frames whose driver face was lost (their keypoints
 were reused), seconds spent in each stage and the end-to-end frames per second.
 
 ``calibration_poses`` gives, before any rendering, model inputs of the kind a driver will bring, for calibrating
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .avatar import Avatar
+from ..runtime.avatar import Avatar
 from .compose import paste_back, rgba, side_by_side, to_mask, to_uint8
 from .driver import Driver, DriverError, spread_indices
 from .motion import MOTION_MODES, MotionTransfer, StreamingCropper, to_model_input
@@ -178,7 +178,7 @@ def render_workers(workers: int | None):
         torch.set_num_threads(threads)
 
 
-def animate(
+def stream(
     avatar: Avatar,
     render,
     driver: Driver,
