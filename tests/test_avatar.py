@@ -11,7 +11,7 @@ from skimage import data as skdata
 from bilayer import preset
 from bilayer.config import KeypointsEmbedderConfig
 from bilayer.keypoints import normalize_keypoints
-from bilayer.preprocess.crop import crop_box, crop_image, keypoints_to_crop
+from bilayer.vision.crop import crop_box, crop_image, keypoints_to_crop
 from bilayer.runtime.avatar import Avatar, AvatarError, model_fingerprint
 
 from .conftest import build_model
@@ -142,7 +142,7 @@ def test_save_refuses_a_read_only_folder(photo_avatar, tmp_path, monkeypatch):
 def test_create_from_given_crop_keypoints_and_mask(model):
     """The path `make demo` uses for SynthHeads: a preprocessed crop with known keypoints and mask."""
     img = skdata.astronaut()
-    from bilayer.preprocess.landmarks import detect_keypoints
+    from bilayer.vision.landmarks import detect_keypoints
 
     kp = detect_keypoints(img)
     box = crop_box(kp)

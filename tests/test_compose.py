@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bilayer.preprocess.crop import CropBox, crop_image
+from bilayer.vision.crop import CropBox, crop_image
 from bilayer.animate.compose import (
     crop_to_photo_matrix,
     feather_mask,

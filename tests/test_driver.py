@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
-from bilayer.preprocess.smoothing import OneEuroParams
+from bilayer.vision.smoothing import OneEuroParams
 from bilayer.animate.driver import Driver, DriverError, DriverFrame, load_keypoint_sequence, open_driver
 
 from .test_videoio import make_video

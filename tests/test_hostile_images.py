@@ -22,9 +22,9 @@ from PIL import Image
 
 from bilayer import BilayerModel, preset
 from bilayer.cli import main
-from bilayer.preprocess.errors import VideoReadError
-from bilayer.preprocess.landmarks import create_landmark_backend, detect_keypoints
-from bilayer.preprocess.video import MAX_IMAGE_PIXELS, image_size, iter_frames, read_image
+from bilayer.vision.errors import VideoReadError
+from bilayer.vision.landmarks import create_landmark_backend, detect_keypoints
+from bilayer.vision.video import MAX_IMAGE_PIXELS, image_size, iter_frames, read_image
 
 from .conftest import assert_user_error, assert_user_error_text, run_cli, run_main
 
@@ -262,7 +262,7 @@ def test_two_small_faces_the_largest_is_chosen_and_named(grace, grace_keypoints,
     canvas = np.full((1024, 1024, 3), 200, np.uint8)
     large = paste(canvas, grace, 100, 200, 450, grace_keypoints)
     paste(canvas, grace, 80, 700, 300, grace_keypoints)
-    with caplog.at_level(logging.WARNING, logger="bilayer.preprocess.landmarks"):
+    with caplog.at_level(logging.WARNING, logger="bilayer.vision.landmarks"):
         found = detect_keypoints(canvas, name="pair.png")
     assert face_error(found, large) < 0.02
     cx, cy = (large.min(0) + large.max(0)) / 2

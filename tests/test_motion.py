@@ -11,7 +11,7 @@ import pytest
 
 from bilayer.keypoints import normalize_keypoints
 from bilayer.synth import identity_params, render_frame, scene_params, sequence_trajectory
-from bilayer.preprocess.crop import crop_box, keypoints_to_crop
+from bilayer.vision.crop import crop_box, keypoints_to_crop
 from bilayer.keypoints import face_size, interocular_distance
 from bilayer.animate.motion import MotionTransfer, StreamingCropper, crop_keypoints, to_model_input
 

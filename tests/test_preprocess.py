@@ -34,8 +34,8 @@ from bilayer.preprocess import (
     smooth_keypoints,
     stabilise_boxes,
 )
-from bilayer.preprocess.crop import BOX_MODES
-from bilayer.preprocess.index_map import MEDIAPIPE_TO_IBUG68
+from bilayer.vision.crop import BOX_MODES
+from bilayer.vision.index_map import MEDIAPIPE_TO_IBUG68
 
 from .conftest import assert_user_error, run_module
 
@@ -518,7 +518,7 @@ def test_missing_face_alignment_weights_name_the_file(tmp_path):
 
 
 def test_bad_keypoint_files_are_one_sentence(tmp_path):
-    from bilayer.preprocess.landmarks import load_keypoint_file
+    from bilayer.vision.landmarks import load_keypoint_file
 
     np.savez(tmp_path / "several.npz", a=np.zeros((3, 68, 2)))
     (tmp_path / "several.npz").rename(tmp_path / "several.npy")

@@ -315,7 +315,7 @@ def test_csim_dlib_metric_places_faces_by_keypoints(embedder):
     the same numbers as the detector-placed embeddings of the photos, within 0.01."""
     from bilayer.eval.dlib_identity import cosine
     from bilayer.eval.registry import DlibCSIMMetric, MetricContext, MetricInputs
-    from bilayer.preprocess.landmarks import DlibLandmarks
+    from bilayer.vision.landmarks import DlibLandmarks
 
     backend = DlibLandmarks()
     crops, points = [], []
@@ -343,7 +343,7 @@ def test_csim_dlib_metric_places_faces_by_keypoints(embedder):
 # ============================================================================================ dlib landmarks
 def test_dlib_landmarks_close_to_mediapipe_on_a_portrait():
     _dlib_ready()
-    from bilayer.preprocess.landmarks import create_landmark_backend, detect_keypoints
+    from bilayer.vision.landmarks import create_landmark_backend, detect_keypoints
 
     photo = _rgb(material("grace_hopper.jpg"))
     with create_landmark_backend("dlib") as backend:
@@ -364,8 +364,8 @@ def test_dlib_landmarks_close_to_mediapipe_on_a_portrait():
 
 
 def test_dlib_backend_missing_files_is_one_sentence(tmp_path, monkeypatch):
-    from bilayer.preprocess.errors import MissingWeightsError
-    from bilayer.preprocess.landmarks import create_landmark_backend
+    from bilayer.vision.errors import MissingWeightsError
+    from bilayer.vision.landmarks import create_landmark_backend
 
     without_pretrained(monkeypatch, tmp_path)
     monkeypatch.setattr(pretrained, "_package_models_dir", lambda: None)
@@ -415,7 +415,7 @@ def test_avatar_animate_and_preprocess_with_dlib(tmp_path, capsys):
     kp = np.load(next((tmp_path / "data" / "keypoints").rglob("*.npy")))
     assert kp.shape == (68, 2) and np.isfinite(kp).all() and (kp > 0).all() and (kp < 64).all()
     from bilayer.eval.evaluate import LANDMARK_BACKENDS
-    from bilayer.preprocess.landmarks import LANDMARK_BACKENDS as REGISTERED
+    from bilayer.vision.landmarks import LANDMARK_BACKENDS as REGISTERED
     from bilayer.runtime.cli import LANDMARKS
 
     assert "dlib" in LANDMARK_BACKENDS and "dlib" in LANDMARKS and "dlib" in REGISTERED

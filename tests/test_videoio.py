@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bilayer.preprocess.errors import VideoReadError
+from bilayer.vision.errors import VideoReadError
 from bilayer.animate.videoio import OutputError, VideoWriter, check_output_path, output_kind
 
 av = pytest.importorskip("av")
@@ -265,7 +265,7 @@ def test_sample_video_gives_the_frame_at_each_time(tmp_path, monkeypatch, keyfra
     It seeks to every target more than 2 s ahead (3.0, 6.99, 9.56 and 12.0 s with keyframes every 0.4 s); with
     one keyframe, each seek lands at 0 s and teaches it that interval, so after the seeks to 3.0 and 6.99 s it
     decodes on to 9.56 and 12.0 s."""
-    from bilayer.preprocess.video import sample_video
+    from bilayer.vision.video import sample_video
 
     video = make_video(tmp_path / "n.mp4", numbered_frames(240), keyframe_every=keyframe_every)  # 9.6 s
     times = [0.0, 0.5, 0.52, 3.0, 3.01, 6.99, 9.56, 12.0]

@@ -34,7 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.dataset import DatasetError
     from .eval.cli import evaluation_errors
-    from .preprocess.errors import PreprocessError
+    from .vision.errors import PreprocessError
     from .train.checkpoint import CheckpointError
     from .train.distributed import DeviceError
     from .train.loop import TrainingError

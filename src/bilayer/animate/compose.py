@@ -20,7 +20,7 @@ import math
 import cv2
 import numpy as np
 
-from ..preprocess.crop import CropBox
+from ..vision.crop import CropBox
 
 __all__ = ["crop_to_photo_matrix", "even_size", "feather_mask", "pad_even", "paste_back", "rgba", "side_by_side",
            "to_mask", "to_uint8"]

@@ -53,12 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess.errors import PreprocessError, VideoReadError, short_reason
+from ..vision.errors import PreprocessError, VideoReadError, short_reason
 from ..keypoints import MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS, face_size
-from ..preprocess.landmarks import (LandmarkBackend, MainFaceTracker, check_keypoint_rows, create_landmark_backend,
+from ..vision.landmarks import (LandmarkBackend, MainFaceTracker, check_keypoint_rows, create_landmark_backend,
                                     load_keypoint_file)
-from ..preprocess.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
-from ..preprocess.video import (IMAGE_SEQUENCE_FPS, Frame, is_image, iter_frames, list_images, read_image,
+from ..vision.smoothing import KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams
+from ..vision.video import (IMAGE_SEQUENCE_FPS, Frame, is_image, iter_frames, list_images, read_image,
                                 sample_video)
 
 #: Frames searched for a first face before the driver is rejected.

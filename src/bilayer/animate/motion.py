@@ -40,8 +40,8 @@ from typing import Literal
 import numpy as np
 
 from ..keypoints import check_keypoints, face_size, interocular_distance, normalize_keypoints
-from ..preprocess.crop import CropBox, crop_box, keypoints_to_crop
-from ..preprocess.smoothing import BOX_SMOOTHING, OneEuroFilter, OneEuroParams
+from ..vision.crop import CropBox, crop_box, keypoints_to_crop
+from ..vision.smoothing import BOX_SMOOTHING, OneEuroFilter, OneEuroParams
 
 MOTION_MODES = ("relative", "absolute")
 SCALE_MEASURES = ("extent", "interocular")

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from ..outputs import OutputError, partial_name, replace_folder, staging_folder, sweep_stale, writable_folder
-from ..preprocess.errors import short_reason
+from ..vision.errors import short_reason
 from .compose import even_size, pad_even
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 A face is aligned the way dlib's network was trained: dlib's 68-point shape predictor places its landmarks in a
 face box, and ``dlib.get_face_chip`` cuts a 150×150 chip (padding 0.25) by the similarity transform that maps them
 onto dlib's mean face; the ResNet (``dlib_face_recognition_resnet_model_v1.dat``) embeds the chip. The box is the
-one dlib's detector would draw around given 68 keypoints (``preprocess.landmarks.dlib_box_from_keypoints``), or,
+one dlib's detector would draw around given 68 keypoints (``vision.landmarks.dlib_box_from_keypoints``), or,
 for a photo without keypoints, the largest face dlib's HOG detector finds. Small faces are enlarged to 200 px
 before the shape predictor (``DlibLandmarks.crop``).
 
@@ -34,8 +34,8 @@ class DlibFaceEmbedder:
     ``bilayer.pretrained.dlib_model_file`` (``weights_dir`` first); a missing one raises ``WeightsError``."""
 
     def __init__(self, weights_dir: str | Path | None = None) -> None:
-        from ..preprocess.errors import PreprocessError
-        from ..preprocess.landmarks import DlibLandmarks
+        from ..vision.errors import PreprocessError
+        from ..vision.landmarks import DlibLandmarks
 
         try:
             self.landmarks = DlibLandmarks(weights_dir=weights_dir, max_faces=1)
@@ -55,7 +55,7 @@ class DlibFaceEmbedder:
         if keypoints is not None:
             kp = np.asarray(keypoints, np.float64)
             if kp.shape[0] >= 68 and np.isfinite(kp).all():
-                from ..preprocess.landmarks import dlib_box_from_keypoints
+                from ..vision.landmarks import dlib_box_from_keypoints
 
                 return dlib_box_from_keypoints(kp[:68])
             return None

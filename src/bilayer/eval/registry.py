@@ -242,7 +242,7 @@ class LandmarkPairs:
     so that ``nme`` and ``nme_released`` cost one detection pass per batch."""
 
     def __init__(self, backend: str, weights_dir: Path, device: torch.device) -> None:
-        from ..preprocess.landmarks import create_landmark_backend
+        from ..vision.landmarks import create_landmark_backend
 
         self.backend = create_landmark_backend(backend, static=True, weights_dir=weights_dir, device=str(device))
         self.backend.start_sequence()
@@ -251,12 +251,12 @@ class LandmarkPairs:
     @property
     def fits(self) -> bool:
         """Whether the backend places landmarks in a given face box (dlib) rather than detecting faces."""
-        from ..preprocess.landmarks import LandmarkBackend
+        from ..vision.landmarks import LandmarkBackend
 
         return type(self.backend).fit is not LandmarkBackend.fit
 
     def detect(self, images: torch.Tensor) -> list[np.ndarray | None]:
-        from ..preprocess.landmarks import detect_keypoints
+        from ..vision.landmarks import detect_keypoints
 
         return [detect_keypoints(image, self.backend) for image in to_uint8_images(images)]
 
@@ -299,7 +299,7 @@ class _NMEBase(Metric):
     needs_reference = False
 
     def prepare(self, ctx: MetricContext) -> None:
-        from ..preprocess.errors import PreprocessError
+        from ..vision.errors import PreprocessError
         from .weights import MetricUnavailable
 
         key = f"landmarks:{ctx.landmarks}"

@@ -6,15 +6,16 @@ Library::
     summary = preprocess("videos/", "data/", size=256, fps=25, workers=2)
     print(summary.report())
 
-Reusable pieces (also used by the runtime: an avatar from a photo, keypoints of a driving video):
-``decode_frames``, ``detect_keypoints`` and the backends (``create_landmark_backend``), ``crop_box``,
-``stabilise_boxes``, ``resolve_box_mode``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``,
-``smooth_keypoints``, ``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer preprocess``).
+The face and video tools it is built from live in ``bilayer.vision`` (shared with the animation application) and
+are re-exported here: ``decode_frames``, ``detect_keypoints`` and the backends (``create_landmark_backend``),
+``crop_box``, ``stabilise_boxes``, ``resolve_box_mode``, ``crop_image``, ``keypoints_to_crop``, ``OneEuroFilter``,
+``smooth_keypoints``, ``create_segmentation_backend``. CLI glue: ``configure_parser`` and ``command`` (``bilayer
+preprocess``).
 See docs/preprocessing.md.
 """
 
 from .cli import command, configure_parser
-from .crop import (
+from ..vision.crop import (
     CropBox,
     crop_box,
     crop_image,
@@ -24,9 +25,9 @@ from .crop import (
     resolve_box_mode,
     stabilise_boxes,
 )
-from .errors import MissingWeightsError, PreprocessError, UnknownBackendError, VideoReadError
-from .index_map import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
-from .landmarks import (
+from ..vision.errors import MissingWeightsError, PreprocessError, UnknownBackendError, VideoReadError
+from ..vision.index_map import MEDIAPIPE_TO_IBUG68, mesh_to_ibug68
+from ..vision.landmarks import (
     LANDMARK_BACKENDS,
     DlibLandmarks,
     Face,
@@ -40,16 +41,16 @@ from .landmarks import (
     register_landmark_backend,
 )
 from .pipeline import SequenceResult, Settings, Summary, preprocess, process_sequence
-from .segmentation import (
+from ..vision.segmentation import (
     SEGMENTATION_BACKENDS,
     MediaPipeSegmentation,
     SegmentationBackend,
     create_segmentation_backend,
     register_segmentation_backend,
 )
-from .smoothing import BOX_SMOOTHING, KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams, smooth_keypoints
+from ..vision.smoothing import BOX_SMOOTHING, KEYPOINT_SMOOTHING, OneEuroFilter, OneEuroParams, smooth_keypoints
 from .sources import SequenceJob, discover
-from .video import Frame, decode_frames, iter_frames, video_fps
+from ..vision.video import Frame, decode_frames, iter_frames, video_fps
 
 __all__ = [
     "BOX_SMOOTHING", "KEYPOINT_SMOOTHING", "LANDMARK_BACKENDS", "MEDIAPIPE_TO_IBUG68", "SEGMENTATION_BACKENDS",

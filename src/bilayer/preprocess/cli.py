@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .crop import BOX_MODES
-from .landmarks import LANDMARK_BACKENDS
+from ..vision.crop import BOX_MODES
+from ..vision.landmarks import LANDMARK_BACKENDS
 from .pipeline import SPLITS, preprocess
-from .segmentation import SEGMENTATION_BACKENDS
-from .smoothing import SMOOTHING_METHODS
+from ..vision.segmentation import SEGMENTATION_BACKENDS
+from ..vision.smoothing import SMOOTHING_METHODS
 from .tail import DEFAULT_TEST_GAP
 
 

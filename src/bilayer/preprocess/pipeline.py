@@ -45,7 +45,7 @@ from ..data.sequences import SequenceWriter, record_path
 from ..io import encode_image, encode_npy, write_json_atomic
 from ..outputs import OutputError, claim_folder
 from ..shard import ShardError, check_shard, shard_items, shard_label
-from .crop import (
+from ..vision.crop import (
     BOX_MODES,
     CropBox,
     crop_box,
@@ -54,8 +54,8 @@ from .crop import (
     resolve_box_mode,
     stabilise_boxes,
 )
-from .errors import PreprocessError, VideoReadError
-from .landmarks import (
+from ..vision.errors import PreprocessError, VideoReadError
+from ..vision.landmarks import (
     FACE_ALIGNMENT_MISSING,
     FileLandmarks,
     LandmarkBackend,
@@ -64,11 +64,11 @@ from .landmarks import (
     check_landmark_backend,
     create_landmark_backend,
 )
-from .segmentation import SegmentationBackend, check_segmentation_backend, create_segmentation_backend, mask_to_uint8
-from .smoothing import SMOOTHING_METHODS, smooth_keypoints
+from ..vision.segmentation import SegmentationBackend, check_segmentation_backend, create_segmentation_backend, mask_to_uint8
+from ..vision.smoothing import SMOOTHING_METHODS, smooth_keypoints
 from .sources import SequenceJob, discover
 from .tail import DEFAULT_TEST_GAP, IN_GAP, TimeWindow, check_test_tail
-from .video import Frame, is_image, iter_frames, video_fps
+from ..vision.video import Frame, is_image, iter_frames, video_fps
 
 MARKER_DIR = ".preprocess"
 SPLITS = ("train", "test")
@@ -559,7 +559,7 @@ def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: 
         if importlib.util.find_spec("face_alignment") is None:
             raise PreprocessError(FACE_ALIGNMENT_MISSING)
     if settings.landmarks == "dlib":  # dlib and its shape predictor are there (one sentence before any work)
-        from .landmarks import check_dlib_landmarks
+        from ..vision.landmarks import check_dlib_landmarks
 
         check_dlib_landmarks(landmark_options.get("weights_dir"))
     if settings.landmarks == "file":
@@ -571,7 +571,7 @@ def _validate_backend_options(settings: Settings, landmark_options: dict, jobs: 
                 f"one keypoint file {path} was given for {len(jobs)} sequences; give a folder of .npy files instead."
             )
         if path is not None and Path(path).is_file():  # one file for one sequence: read it before any work
-            from .landmarks import load_keypoint_file
+            from ..vision.landmarks import load_keypoint_file
 
             load_keypoint_file(path, no_size="no face")
 

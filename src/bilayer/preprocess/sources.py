@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PreprocessError
-from .video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image, is_video, list_images
+from ..vision.errors import PreprocessError
+from ..vision.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image, is_video, list_images
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PreprocessError
-from .video import Frame, time_span
+from ..vision.errors import PreprocessError
+from ..vision.video import Frame, time_span
 
 #: Seconds between the last training frame and the first test frame unless ``--test-gap`` says otherwise: about
 #: 25 frames of a talking head, longer than a word, so no test frame is a near copy of a training frame.

@@ -30,12 +30,12 @@ import torch
 from ..config import BilayerConfig
 from ..keypoints import normalize_keypoints
 from ..models.bilayer import BilayerModel
-from ..preprocess.crop import CropBox, crop_box, crop_image, keypoints_to_crop
+from ..vision.crop import CropBox, crop_box, crop_image, keypoints_to_crop
 from ..structures import AdaptiveParams, AvatarState, Render
 from ..weights import nonfinite, read_safetensors, write_safetensors
 
 if TYPE_CHECKING:
-    from ..preprocess.landmarks import LandmarkBackend
+    from ..vision.landmarks import LandmarkBackend
 
 AVATAR_FORMAT = "bilayer-avatar"
 AVATAR_FORMAT_VERSION = "1"
@@ -90,8 +90,8 @@ def check_avatar_path(path: str | Path) -> Path:
 
 def read_photo(path: str | Path) -> np.ndarray:
     """An image file as H×W×3 RGB uint8; ``AvatarError`` (one sentence) when it cannot be read."""
-    from ..preprocess.errors import VideoReadError
-    from ..preprocess.video import read_image
+    from ..vision.errors import VideoReadError
+    from ..vision.video import read_image
 
     try:
         return read_image(path)
@@ -102,8 +102,8 @@ def read_photo(path: str | Path) -> np.ndarray:
 
 def _load_source_keypoints(path: str | Path) -> np.ndarray:
     """The photo's (68, 2) pixel keypoints from a .npy file; ``AvatarError`` naming the file otherwise."""
-    from ..preprocess.errors import PreprocessError
-    from ..preprocess.landmarks import load_keypoint_file
+    from ..vision.errors import PreprocessError
+    from ..vision.landmarks import load_keypoint_file
 
     try:
         kp = load_keypoint_file(path)  # (T, 68, 2), checked
@@ -208,7 +208,7 @@ class Avatar:
             raise AvatarError(f"{name} is {photo.shape[1]}×{photo.shape[0]}; a photo that already is the crop must "
                               f"be the model's {size}×{size} crop.")
         if keypoints is None:
-            from ..preprocess.landmarks import detect_keypoints
+            from ..vision.landmarks import detect_keypoints
 
             keypoints = detect_keypoints(photo, landmarks, name=name)
             if keypoints is None:
@@ -229,7 +229,7 @@ class Avatar:
             if segmentation == "none":
                 mask = np.ones((size, size), np.float32)
             else:
-                from ..preprocess.segmentation import create_segmentation_backend
+                from ..vision.segmentation import create_segmentation_backend
 
                 with create_segmentation_backend(segmentation) as seg:
                     mask = seg.segment(image)
@@ -443,7 +443,7 @@ def landmark_context(name: str, weights_dir: str | Path | None = None):
 
     if weights_dir is None or name == "mediapipe":
         return contextlib.nullcontext(name)
-    from ..preprocess.landmarks import create_landmark_backend
+    from ..vision.landmarks import create_landmark_backend
 
     return create_landmark_backend(name, weights_dir=weights_dir)
 
@@ -463,8 +463,8 @@ def avatar_from(model: BilayerModel, *, source: str | Path | None = None, avatar
     photo = read_photo(source)
     mask = None
     if source_mask:
-        from ..preprocess.errors import VideoReadError
-        from ..preprocess.video import read_image
+        from ..vision.errors import VideoReadError
+        from ..vision.video import read_image
 
         try:
             mask = read_image(source_mask)[..., 0].astype("float32") / 255.0

@@ -1,4 +1,4 @@
-"""Errors of the preprocessing package."""
+"""Errors of reading videos and images, of the face tools (landmarks, segmentation) and of preprocessing."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..keypoints import MAX_KEYPOINT_COORDINATE, MIN_FACE_SIZE, NUM_KEYPOINTS
-from ._util import BackendRegistry, quiet_native_logs
+from .registry import BackendRegistry, quiet_native_logs
 from .errors import MissingWeightsError, PreprocessError, short_reason
 from .index_map import mesh_to_ibug68
 
@@ -692,7 +692,7 @@ def detect_keypoints(image: np.ndarray, backend: str | LandmarkBackend = "mediap
 
     ``backend`` is a name (a backend is created for this call; MediaPipe runs in static-image mode) or a backend
     instance (reused; call its ``start_sequence`` yourself for a new video). When several faces are found, the
-    choice is logged as a warning of the ``bilayer.preprocess.landmarks`` logger naming the image by ``name``
+    choice is logged as a warning of the ``bilayer.vision.landmarks`` logger naming the image by ``name``
     ("2 faces found in photo.jpg; using the largest, ..."), which Python prints on stderr when logging is not
     configured.
     """

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ._util import BackendRegistry, quiet_native_logs
+from .registry import BackendRegistry, quiet_native_logs
 from .errors import PreprocessError
 
 #: The reference erosion kernel: a 5×5 square without its four corners (21 ones).
