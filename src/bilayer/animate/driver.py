@@ -1,5 +1,7 @@
 """Driving sources for ``bilayer animate``: a video, a folder of frames or a keypoint sequence, streamed as
-(frame, 68 keypoints) with face tracking, lost-face handling and causal smoothing.
+(frame, 68 keypoints) with face tracking, lost-face handling and causal smoothing. Each kind of source is a small
+class (``VideoSource``, ``FramesSource``, ``KeypointSource``; ``open_source`` picks one); ``Driver`` wraps a source
+with the tracking, the first-face search and the smoothing.
 
 Why a separate layer from the preprocessing: preprocessing sees a whole sequence at once (it smooths keypoints
 and crop boxes forward and backward, and drops frames without a face), while animation must produce exactly one
@@ -71,7 +73,8 @@ FPS_RANGE = (1.0, 1000.0)
 #: Keypoints given next to a video or frames may lie this many times the frame's larger side away from it.
 KEYPOINT_REACH = 10
 
-__all__ = ["Driver", "DriverError", "DriverFrame", "FACE_SEARCH_FRAMES", "FPS_RANGE", "KEYPOINT_REACH",
+__all__ = ["Driver", "DriverError", "DriverFrame", "DriverSource", "FramesSource", "KeypointSource", "VideoSource",
+           "open_source", "FACE_SEARCH_FRAMES", "FPS_RANGE", "KEYPOINT_REACH",
            "KEYPOINT_SUFFIXES", "MAX_KEYPOINT_COORDINATE", "MIN_FACE_SIZE", "check_fps", "load_keypoint_sequence",
            "open_driver"]
 
@@ -223,9 +226,149 @@ def _video_seconds(container, stream) -> float | None:
     return None
 
 
+class DriverSource:
+    """Where a driver's frames come from, without tracking: ``kind``, ``fps``, ``size`` ((W, H); None for keypoints
+    only), ``num_frames`` (None when unknown), ``seconds`` (a video's duration, for estimates), ``audio``, and
+    ``keypoints`` (a (T, 68, 2) pixel sequence when the source is one; else None). ``frames(count)`` yields
+    (position, time, image, the decoder's frame index) from the start; ``sample(picks)`` the frames at those indices, found without decoding
+    the rest where the source allows it."""
+
+    kind = ""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.size: tuple[int, int] | None = None
+        self.num_frames: int | None = None
+        self.seconds: float | None = None
+        self.audio = False
+        self.keypoints: np.ndarray | None = None
+
+    def frames(self, count: int | None = None) -> Iterator[tuple[int, float, np.ndarray | None, int]]:
+        raise NotImplementedError
+
+    def sample(self, picks: np.ndarray) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _first_frame(self) -> np.ndarray:
+        try:
+            for frame in iter_frames(self.path, max_frames=1):
+                return frame.image
+        except VideoReadError as exc:
+            raise DriverError(f"cannot decode driver {self.path} ({short_reason(exc)}); expected a readable video or "
+                              "image.") from exc
+        raise DriverError(f"driver {self.path} holds no decodable frame; expected a video with at least one frame.")
+
+    def _decoded(self, count: int | None, video_time: bool) -> Iterator[tuple[int, float, np.ndarray, int]]:
+        frames = iter_frames(self.path, max_frames=count)
+        position = 0
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except VideoReadError as exc:
+                raise DriverError(f"driver {self.path} stopped decoding after {position} frames ({short_reason(exc)}); "
+                                  "expected a complete video.") from exc
+            # folders of images (and videos read at their own rate) number their frames from 0 without gaps
+            yield position, (frame.time if video_time else position / self.fps), frame.image, frame.index
+            position += 1
+
+
+class VideoSource(DriverSource):
+    """A video file, decoded with PyAV at its own frame rate."""
+
+    kind = "video"
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        super().__init__(path, IMAGE_SEQUENCE_FPS)
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DriverError(f"driver {path} has no video stream; expected a video file.")
+                stream = container.streams.video[0]
+                rates = [float(r) for r in (stream.average_rate, stream.guessed_rate, stream.base_rate) if r]
+                usable = [r for r in rates if FPS_RANGE[0] <= r <= FPS_RANGE[1]]
+                if rates and not usable:
+                    check_fps(rates[0], f"the frame rate of driver {path}")
+                self.fps = usable[0] if usable else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
+                self.num_frames = int(stream.frames) if stream.frames else None
+                self.seconds = _video_seconds(container, stream)
+                self.audio = bool(container.streams.audio)
+        except (av.FFmpegError, OSError) as exc:
+            raise DriverError(f"cannot read driver {path} ({short_reason(exc)}); expected a video file, a folder of frames "
+                              "or a keypoint file (.npy, .json).") from exc
+        first = self._first_frame()
+        self.size = (first.shape[1], first.shape[0])  # after the display rotation, as the frames are yielded
+
+    def frames(self, count: int | None = None) -> Iterator[tuple[int, float, np.ndarray, int]]:
+        return self._decoded(count, video_time=True)
+
+    def sample(self, picks: np.ndarray) -> Iterator[Frame]:
+        return sample_video(self.path, picks / self.fps)
+
+
+class FramesSource(DriverSource):
+    """A folder of frames (or one image), numbered from 0 at ``fps``."""
+
+    kind = "images"
+
+    def __init__(self, path: Path, count: int, fps: float) -> None:
+        super().__init__(path, fps)
+        self.num_frames = count
+        first = self._first_frame()
+        self.size = (first.shape[1], first.shape[0])
+
+    def frames(self, count: int | None = None) -> Iterator[tuple[int, float, np.ndarray, int]]:
+        return self._decoded(count, video_time=False)
+
+    def sample(self, picks: np.ndarray) -> Iterator[Frame]:
+        images = list_images(self.path) if self.path.is_dir() else [self.path]
+        return (Frame(int(i), i / self.fps, read_image(images[i])) for i in picks)
+
+
+class KeypointSource(DriverSource):
+    """A keypoint sequence (``load_keypoint_sequence``): no frames, only the keypoints of each."""
+
+    kind = "keypoints"
+
+    def __init__(self, path: Path, fps: float | None) -> None:
+        keypoints, stated = load_keypoint_sequence(path)
+        super().__init__(path, float(fps or stated or IMAGE_SEQUENCE_FPS))
+        self.keypoints = keypoints
+        self.num_frames = len(keypoints)
+
+    def frames(self, count: int | None = None) -> Iterator[tuple[int, float, None, int]]:
+        n = self.num_frames if count is None else min(self.num_frames, count)
+        return ((i, i / self.fps, None, i) for i in range(n))
+
+
+def open_source(path: Path, fps: float | None = None) -> DriverSource:
+    """The source ``path`` is: a keypoint file or a folder of .npy keypoints, a folder of frames or one image, or a
+    video file (``fps``: the rate of a keypoint sequence or frames; a video keeps its own)."""
+    if not path.exists():
+        raise DriverError(f"driver {path} does not exist; expected a video file, a folder of frames or a "
+                          "keypoint file (.npy, .json).")
+    if path.is_dir():
+        images = list_images(path)
+        if images:
+            return FramesSource(path, len(images), float(fps or IMAGE_SEQUENCE_FPS))
+        if any(p.suffix.lower() == ".npy" for p in path.iterdir()):
+            return KeypointSource(path, fps)
+        raise DriverError(f"driver folder {path} holds no image or .npy keypoint file; expected the frames "
+                          "of a video or per-frame keypoints.")
+    if path.suffix.lower() in KEYPOINT_SUFFIXES:
+        return KeypointSource(path, fps)
+    if is_image(path):
+        return FramesSource(path, 1, float(fps or IMAGE_SEQUENCE_FPS))
+    return VideoSource(path)
+
+
 class Driver:
-    """A driving source (see the module docstring). Build it with ``open_driver`` (which checks it), or construct
-    and call ``check()`` yourself. Attributes, valid after ``check()``:
+    """A driving source (``DriverSource``: a video, frames or a keypoint sequence) with face tracking, lost-face
+    handling and smoothing (see the module docstring). Build it with ``open_driver`` (which checks it), or
+    construct and call ``check()`` yourself. Attributes, valid after ``check()``:
 
     ``kind`` ("video", "images" or "keypoints"), ``fps``, ``size`` ((W, H), None for keypoints only),
     ``num_frames`` (None when the container does not say), ``frames_estimate`` (``num_frames``, else the
@@ -258,6 +401,7 @@ class Driver:
             raise DriverError(f"faces must be a positive number of faces to follow, got {faces!r}.")
         self.faces = faces
         self.max_frames, self.face_search, self._fps_override = max_frames, int(face_search), fps
+        self.source: DriverSource | None = None
         self.kind = ""
         self.fps = IMAGE_SEQUENCE_FPS
         self.size: tuple[int, int] | None = None
@@ -280,24 +424,14 @@ class Driver:
         if self._checked:
             return self
         path = self.path
-        if not path.exists():
-            raise DriverError(f"driver {path} does not exist; expected a video file, a folder of frames or a "
-                              "keypoint file (.npy, .json).")
-        if path.is_dir():
-            images = list_images(path)
-            if images:
-                self._probe_images(len(images))
-            elif any(p.suffix.lower() == ".npy" for p in path.iterdir()):
-                self._use_keypoints(path)
-            else:
-                raise DriverError(f"driver folder {path} holds no image or .npy keypoint file; expected the frames "
-                                  "of a video or per-frame keypoints.")
-        elif path.suffix.lower() in KEYPOINT_SUFFIXES:
-            self._use_keypoints(path)
-        elif is_image(path):
-            self._probe_images(1)
-        else:
-            self._probe_video()
+        if self.keypoints_path is not None and path.exists() and (path.suffix.lower() in KEYPOINT_SUFFIXES or (
+                path.is_dir() and not list_images(path) and any(p.suffix.lower() == ".npy" for p in path.iterdir()))):
+            raise DriverError(f"driver {path} is already a keypoint sequence; separate keypoints go only with a "
+                              "video or a folder of frames.")
+        self.source = source = open_source(path, self._fps_override)
+        self.kind, self.fps, self.size = source.kind, source.fps, source.size
+        self.num_frames, self._seconds, self.audio = source.num_frames, source.seconds, source.audio
+        self._keypoints = source.keypoints
         if self.max_frames is not None and self.num_frames is not None:
             self.num_frames = min(self.num_frames, self.max_frames)
         if self.kind != "keypoints" and self.keypoints_path is not None:
@@ -310,55 +444,6 @@ class Driver:
         self._find_first_face()
         self._checked = True
         return self
-
-    def _use_keypoints(self, path: Path) -> None:
-        if self.keypoints_path is not None:
-            raise DriverError(f"driver {path} is already a keypoint sequence; separate keypoints go only with a "
-                              "video or a folder of frames.")
-        self.kind = "keypoints"
-        self._keypoints, fps = load_keypoint_sequence(path)
-        self.fps = float(self._fps_override or fps or IMAGE_SEQUENCE_FPS)
-        self.num_frames = len(self._keypoints)
-
-    def _probe_images(self, count: int) -> None:
-        self.kind = "images"
-        self.fps = float(self._fps_override or IMAGE_SEQUENCE_FPS)
-        self.num_frames = count
-        first = self._first_frame()
-        self.size = (first.shape[1], first.shape[0])
-
-    def _probe_video(self) -> None:
-        import av
-
-        path = self.path
-        self.kind = "video"
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise DriverError(f"driver {path} has no video stream; expected a video file.")
-                stream = container.streams.video[0]
-                rates = [float(r) for r in (stream.average_rate, stream.guessed_rate, stream.base_rate) if r]
-                usable = [r for r in rates if FPS_RANGE[0] <= r <= FPS_RANGE[1]]
-                if rates and not usable:
-                    check_fps(rates[0], f"the frame rate of driver {path}")
-                self.fps = usable[0] if usable else IMAGE_SEQUENCE_FPS  # a video keeps its own rate
-                self.num_frames = int(stream.frames) if stream.frames else None
-                self._seconds = _video_seconds(container, stream)
-                self.audio = bool(container.streams.audio)
-        except (av.FFmpegError, OSError) as exc:
-            raise DriverError(f"cannot read driver {path} ({short_reason(exc)}); expected a video file, a folder of frames "
-                              "or a keypoint file (.npy, .json).") from exc
-        first = self._first_frame()
-        self.size = (first.shape[1], first.shape[0])  # after the display rotation, as the frames are yielded
-
-    def _first_frame(self) -> np.ndarray:
-        try:
-            for frame in iter_frames(self.path, max_frames=1):
-                return frame.image
-        except VideoReadError as exc:
-            raise DriverError(f"cannot decode driver {self.path} ({short_reason(exc)}); expected a readable video or "
-                              "image.") from exc
-        raise DriverError(f"driver {self.path} holds no decodable frame; expected a video with at least one frame.")
 
     def _find_first_face(self) -> None:
         searched = 0
@@ -394,42 +479,23 @@ class Driver:
         """(index, time, image, raw keypoints or None) for every frame, from the start."""
         limits = [n for n in (limit, self.max_frames) if n is not None]
         count = min(limits) if limits else None
-        if self.kind == "keypoints":
-            kp_all = self._keypoints
-            n = len(kp_all) if count is None else min(len(kp_all), count)
-            for i in range(n):
-                kp = kp_all[i]
-                yield i, i / self.fps, None, (kp.copy() if np.isfinite(kp).all() else None)
-            return
         backend = tracker = None
-        if self._keypoints is None:
+        if self._keypoints is None:  # tracked while it plays
             backend = self._ensure_backend()
             tracker = MainFaceTracker()
             try:
                 backend.start_sequence(source=self.path)
             except PreprocessError as exc:
                 raise DriverError(f"cannot track faces in driver {self.path}: {short_reason(exc)}.") from exc
-        frames = iter_frames(self.path, max_frames=count)
-        position = 0
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                return
-            except VideoReadError as exc:
-                raise DriverError(f"driver {self.path} stopped decoding after {position} frames ({short_reason(exc)}); "
-                                  "expected a complete video.") from exc
-            # folders of images (and videos read at their own rate) number their frames from 0 without gaps
-            time = frame.time if self.kind == "video" else position / self.fps
+        for position, time, image, decoded in self.source.frames(count):
             if self._keypoints is not None:
                 rows = self._keypoints
                 kp = rows[position] if position < len(rows) and np.isfinite(rows[position]).all() else None
                 kp = None if kp is None else kp.copy()
             else:
-                face = tracker(backend.detect(frame.image, frame.index))
+                face = tracker(backend.detect(image, decoded))
                 kp = None if face is None else np.asarray(face.keypoints, np.float32)[:, :2].copy()
-            yield position, time, frame.image, kp
-            position += 1
+            yield position, time, image, kp
 
     def __iter__(self) -> Iterator[DriverFrame]:
         self.check()
@@ -485,12 +551,7 @@ class Driver:
         total = self.frames_estimate if self.kind == "video" else self.num_frames
         if not total:
             return None
-        picks = spread_indices(total, count)
-        if self.kind == "video":
-            frames = sample_video(self.path, picks / self.fps)
-        else:
-            images = list_images(self.path) if self.path.is_dir() else [self.path]
-            frames = (Frame(int(i), i / self.fps, read_image(images[i])) for i in picks)
+        frames = self.source.sample(spread_indices(total, count))
         own = not isinstance(self.landmarks, LandmarkBackend)
         try:
             backend = (create_landmark_backend(str(self.landmarks), static=True, max_faces=self.faces) if own
