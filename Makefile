@@ -94,8 +94,8 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning
 
 # A person-specific model from one person's video (default: the 200 s franck clip of the test material; about
-# 80 minutes on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json
-# and, kept local because they show the person, person_grid.jpg and person_curve.png.
+# 70 minutes on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json
+# and person_curve.png; person_grid.jpg stays local because it shows the person.
 PERSON_VIDEO ?= $(MATERIAL)/franck.mp4
 bench-person: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
 	$(PY) benchmarks/person.py $(PERSON_VIDEO)

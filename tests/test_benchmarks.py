@@ -71,6 +71,20 @@ def test_native_benchmark(tmp_path):
 
 
 @pytest.mark.slow
+def test_packing_benchmark(tmp_path):
+    out = run_benchmark("packing.py", "--presets", "tiny", "--image-size", "64", "--backends", "eager", "bf16",
+                        "--rounds", "2", "--quick", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "packing.json").read_text())
+    assert f"wrote {tmp_path / 'packing.json'}" in out and out.count("round ") == 4
+    (tiny,) = report["results"]
+    assert tiny["backends"]["eager"]["max_abs_difference"] < 1e-4  # packing changes float rounding only
+    assert tiny["backends"]["bf16"]["max_abs_difference"] < 0.1  # bfloat16 convolutions, ordered differently
+    for backend in ("eager", "bf16"):
+        for r in tiny["backends"][backend]["rounds"]:
+            assert r["packed_ms"] > 0 and r["speedup"] == pytest.approx(r["plain_ms"] / r["packed_ms"])
+
+
+@pytest.mark.slow
 def test_animate_benchmark(tmp_path):
     run_benchmark("animate.py", "--preset", "tiny", "--image-size", "64", "--frames", "6", "--repeat", "2",
                   "--backends", "eager", "--landmarks", "file", "mediapipe", "--workers", "1", "2",
