@@ -241,9 +241,9 @@ def tail_comparison(baked, frame: torch.Tensor) -> dict:
     convolution on a packed weight, PyTorch's operations), in alternating blocks."""
     if not native.available():
         return {"error": "native tail unavailable here (no C++ compiler): the backends use PyTorch's operations"}
-    fast = make_renderer(baked, "eager")._run  # channels-last, as the eager backend runs it
+    fast = make_renderer(baked, "eager").module  # channels-last, as the eager backend runs it
     with native_withheld():
-        plain = make_renderer(baked, "eager")._run  # the heads packed for oneDNN
+        plain = make_renderer(baked, "eager").module  # the heads packed for oneDNN
     fast, plain = fast.renderer, plain.renderer  # the two wrapped, channels-last renderers
     with torch.inference_mode():
         h = fast.embed(frame).contiguous(memory_format=torch.channels_last)
@@ -262,7 +262,7 @@ def conv_layer_bound(renderer, frame: torch.Tensor, runs: int = 15) -> dict:
     run counted (warm caches, no other op between). Everything else a frame does (activations, adds,
     upsampling of the skips, the warp) only adds to it. Where the native loop runs the heads (``native_heads``),
     their convolution is part of that loop and not counted."""
-    module = renderer._run
+    module = renderer.module
     convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, PackedConv2d))]
     inputs: dict[int, torch.Tensor] = {}
     hooks = [m.register_forward_pre_hook(lambda m, args, i=i: inputs.setdefault(i, args[0]))

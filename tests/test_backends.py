@@ -73,8 +73,8 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     # every convolution runs on a weight laid out for oneDNN once; each block's conv1 carries its activation
     from bilayer.runtime.forms import FastRenderer, PackedConv2d
 
-    assert isinstance(r._run, FastRenderer) and r._run.channels_last
-    run = r._run.renderer
+    assert isinstance(r.module, FastRenderer) and r.module.channels_last
+    run = r.module.renderer
     packed = [m for m in run.modules() if isinstance(m, PackedConv2d)]
     # (the heads too, unless the native loop runs them: it reads their plain weight)
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in renderer.modules())
@@ -86,7 +86,7 @@ def test_eager_is_the_module(renderer, keypoints, reference):
     assert all(isinstance(b.act1, torch.nn.LeakyReLU) for b in renderer.blocks)
     assert renderer.texture.is_contiguous() and not any(isinstance(m, PackedConv2d) for m in renderer.modules())
     # the heads and tail run natively where the kernel builds (this machine has the compiler; the CI machine too)
-    assert r._run.tail_form == ("native" if native.available() else "pytorch")
+    assert r.module.tail_form == ("native" if native.available() else "pytorch")
     # channels-last applies to images only: the (1, H, W, 2) grid stays row-major (the warp read it transposed)
     assert run.grid.is_contiguous() and run.texture.is_contiguous(memory_format=torch.channels_last)
 
@@ -99,7 +99,7 @@ def test_without_a_compiler(renderer, keypoints, reference, monkeypatch):
     r = make_renderer(renderer)
     from bilayer.runtime.forms import PackedConv2d
 
-    assert r._run.tail_form == "pytorch" and isinstance(r._run.renderer.heads, PackedConv2d)
+    assert r.module.tail_form == "pytorch" and isinstance(r.module.renderer.heads, PackedConv2d)
     torch.testing.assert_close(r(keypoints)[0], reference[0], atol=1e-5, rtol=0)
     for backend in ("compile", "int8"):
         with pytest.raises(BackendError, match=rf"^{backend} on CPU needs a C\+\+ compiler \(g\+\+ or clang\+\+\) "
@@ -122,8 +122,8 @@ def test_bf16_is_close_and_warps_in_float32(renderer, keypoints, reference, comp
     _check_frame(out, keypoints)
     assert psnr(out[0], reference[0]) >= 30
     assert (out[1] - reference[1]).abs().max() < 2e-2
-    module, tail = r._run.renderer, native.available()
-    assert r._run.tail_form == ("native" if tail else "pytorch")
+    module, tail = r.module.renderer, native.available()
+    assert r.module.tail_form == ("native" if tail else "pytorch")
     packed = [m for m in module.modules() if isinstance(m, PackedConv2d)]
     assert {m.weight.dtype for m in packed} == {torch.bfloat16} and {m.transposed for m in packed} == {True, False}
     assert all(b.conv1.attr == "leaky_relu" and isinstance(b.act1, torch.nn.Identity) for b in module.blocks)

@@ -77,14 +77,16 @@ class FrameRenderer:
     """One backend, ready to render: ``renderer(keypoints (B, 136)) -> (image (B, 3, H, W), mask (B, 1, H, W))``.
 
     Outputs are float32 on ``device``. ``warmup(batch)`` runs one frame batch so that one-time costs
-    (compilation, memory planning, kernel selection) are paid before timing or serving.
+    (compilation, memory planning, kernel selection) are paid before timing or serving. ``module``: what the
+    backend runs (for eager and bf16 on CPU a ``forms.FastRenderer``; for compile and int8 a compiled callable;
+    for onnx a function calling ONNX Runtime), for inspection.
     """
 
     def __init__(self, name: str, run: Callable[[torch.Tensor], Frame], device: torch.device, pose_dim: int) -> None:
         self.name = name
         self.device = device
         self.pose_dim = pose_dim
-        self._run = run
+        self.module = run
 
     def __call__(self, keypoints: torch.Tensor) -> Frame:
         if keypoints.dim() != 2 or keypoints.shape[1] != self.pose_dim:
@@ -94,7 +96,7 @@ class FrameRenderer:
         with torch.inference_mode():
             # a copy made here is always an inference tensor: torch.compile guards on that, and an input made
             # outside inference mode once and inside it later (warm-up vs a render thread) would recompile
-            image, mask = self._run(keypoints.to(self.device, torch.float32, copy=True))
+            image, mask = self.module(keypoints.to(self.device, torch.float32, copy=True))
         return image.to(self.device, torch.float32), mask.to(self.device, torch.float32)
 
     def warmup(self, batch: int = 1) -> "FrameRenderer":
