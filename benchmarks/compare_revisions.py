@@ -1,6 +1,6 @@
 """Per-frame rendering speed of this working tree against another git revision, measured alternately.
 
-    python benchmarks/compare_revisions.py [--base 33f9444] [--presets small medium] [--backend eager]
+    python benchmarks/compare_revisions.py [--base 33f9444] [--presets small medium] [--backend eager] [--threads 2]
                                            [--rounds 5] [--out benchmarks/results]
 
 This shared machine's speed drifts by up to 2× within minutes, so two benchmark runs made at different times
@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # run in a fresh process whose bilayer package comes from the tree given as argv[1]
 CHILD = """
 import json, sys, torch
-tree, backend, presets = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+tree, backend, presets, threads = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 sys.path[:0] = [tree + "/src", tree + "/benchmarks"]
 from render import calibrated_model, timed
 from bilayer.runtime.bake import bake
 from bilayer.runtime.backends import make_renderer
-torch.set_num_threads(2)
+torch.set_num_threads(threads)
 out = {}
 for name in presets:
     model = calibrated_model(name, 256)
@@ -49,10 +49,10 @@ print(json.dumps(out))
 """
 
 
-def time_tree(tree: Path, backend: str, presets: list[str]) -> dict[str, float]:
+def time_tree(tree: Path, backend: str, presets: list[str], threads: int = 2) -> dict[str, float]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tree), backend, ",".join(presets)], env=env,
+    done = subprocess.run([sys.executable, "-c", CHILD, str(tree), backend, ",".join(presets), str(threads)], env=env,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"timing {tree} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else '?'}")
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "medium"])
     parser.add_argument("--backend", default="eager")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per process (default 2; 1: one `animate` render worker's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bilayer-base-") as tmp:
@@ -78,12 +79,12 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {"base": [], "current": []}
             for r in range(args.rounds):
                 for label, tree in (("base", base_tree), ("current", ROOT)):
-                    runs[label].append(time_tree(tree, args.backend, args.presets))
+                    runs[label].append(time_tree(tree, args.backend, args.presets, args.threads))
                     print(f"round {r + 1} {label:<8} " + "  ".join(f"{k} {v:.2f} ms" for k, v in runs[label][-1].items()),
                           flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
-    result = {"base": args.base, "backend": args.backend, "rounds": args.rounds, "presets": {}}
+    result = {"base": args.base, "backend": args.backend, "rounds": args.rounds, "threads": args.threads, "presets": {}}
     for name in args.presets:
         base = statistics.median(run[name] for run in runs["base"])
         current = statistics.median(run[name] for run in runs["current"])
