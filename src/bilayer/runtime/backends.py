@@ -3,26 +3,26 @@
 The baked module (``runtime/bake.py``) is the reference; every backend returns float32 tensors of the same
 shapes, so a caller (the demo, a benchmark, an app) can switch backends by name:
 
-    eager    the float32 module under ``torch.inference_mode`` (the reference); on CPU its convolutions run on
-             weights laid out for oneDNN once (``PackedConv2d``), with each block's first activation fused.
+    eager    the float32 module under ``torch.inference_mode`` (the reference); on CPU channels-last, its
+             convolutions on weights laid out for oneDNN once (``forms.PackedConv2d``), each block's first
+             activation fused.
     bf16     bfloat16 weights and activations for the convolutional body, float32 for the warp and the composition
-             (see ``precision.low_precision``); on CPU packed like eager's and with the heads in float32 inside the native
-             loop, which reads the body's bfloat16 output. Meant for CPUs with native bfloat16 (AVX512-BF16 /
-             AMX; ``hardware.native_bfloat16``) and for GPUs: with AMX 2.2× eager on medium, 3.5× on large. On a CPU
-             without them oneDNN emulates it and it is *slower* than float32 (measured 3–4× on an AVX-512 Xeon
-             without BF16). ~59–61 dB PSNR against float32 on the medium model.
+             (``precision.low_precision``); on CPU packed like eager's, with a float32 MLP and the heads in
+             float32 inside the native loop, which reads the body's bfloat16 output. For CPUs with native
+             bfloat16 (AVX512-BF16 / AMX; ``hardware.native_bfloat16``) and GPUs; on other CPUs oneDNN emulates
+             bfloat16 and it is slower than float32. About 60 dB PSNR against float32.
     fp16     the same split with float16; CUDA only (CPU float16 convolutions are far slower than float32).
-    compile  ``torch.compile`` (inductor, with freezing: weights pre-laid-out for oneDNN, activations fused) of
-             the float32 module, with the warp and tanh in forms inductor runs fast (``runtime.forms``);
-             the fastest float32 backend on small here (on medium on par with eager), but the first call of each
-             new batch size compiles (~15 s).
+    compile  ``torch.compile`` (inductor, with freezing: weights laid out for oneDNN, pointwise work fused, the C++
+             wrapper) of the float32 module with the native or inductor tail (``runtime.forms``); the first call
+             of each new batch size compiles.
     onnx     the module exported with ``runtime.export.export_baked`` and run by ONNX Runtime.
     int8     8-bit integer convolutions (oneDNN's VNNI kernels through inductor, quantized after training with
              torchao's x86 recipe and calibrated on keypoints near the avatar's own) for every convolution of
              the residual blocks, the upsampling ones as sub-pixel convolutions; the keypoint MLP and the heads
-             stay float32. CPU only; 1.4–1.6× faster than compile on the medium model here, ~45 dB PSNR against
-             float32 on a trained avatar (see ``_int8``). Needs ``calibration`` keypoints and the ``int8`` extra
-             (torchao).
+             stay float32. CPU (x86) only; about 45 dB PSNR against float32 on a trained avatar. Needs
+             ``calibration`` keypoints and the ``int8`` extra (torchao).
+
+Measured speeds per CPU: benchmarks/README.md.
 
 ``auto_backend(frames)`` chooses for a driver of that many frames (``bilayer animate``'s default; a video that
 states no frame count is measured by its duration): bf16 on a CPU with native bfloat16; elsewhere int8 when the
@@ -123,12 +123,9 @@ def int8_unavailable() -> str | None:
 def auto_backend(frames: int | None, *, estimated: bool = False) -> tuple[str, str]:
     """The CPU backend for rendering ``frames`` frames (None: unknown) end to end, and why, as one clause.
 
-    On a CPU with native bfloat16 (``hardware.native_bfloat16``): bf16, whatever the length. It has no set-up, renders
-    about twice as fast as eager, and gives ~59–61 dB against float32 where int8 gives ~45. `animate` (medium,
-    two workers, each order once, benchmarks/results/animate_{bf16,int8}_then_*.json) tracking the driver with
-    MediaPipe ran *faster* with bf16 (47.3 and 36.7 frames/s against int8's 34.2 and 32.5); from a keypoint file
-    int8 was faster on 500 frames (71.0 and 61.6 against 49.6 and 53.9), but saving 3–5 ms a frame it repays
-    its 20–40 s of set-up only after some 5000–10000 frames.
+    On a CPU with native bfloat16 (``hardware.native_bfloat16``): bf16, whatever the length: it has no set-up,
+    renders about twice as fast as eager, and when the driver is tracked with MediaPipe `animate` runs as fast with
+    it as with int8, at ~60 dB against float32 where int8 gives ~45 (benchmarks/README.md).
     Elsewhere: int8 when the driver is long enough (``AUTO_INT8_FRAMES``) to repay its set-up and this machine
     runs it, else eager, which starts at once and gives the reference frames. ``estimated``: ``frames`` comes
     from the video's duration (``Driver.frames_estimate``), not a stated frame count; the reason says so."""
