@@ -238,13 +238,10 @@ def _frozen(compiled: Callable[[torch.Tensor], Frame]) -> Callable[[torch.Tensor
 
     def run(keypoints: torch.Tensor) -> Frame:
         # Freezing: the baked weights become constants of the compiled graph, so inductor lays each convolution's
-        # weight out for oneDNN once and fuses the pointwise work around the convolutions into generated loops.
-        # Without it, compile ran no faster than eager here; with it, 1.2–1.7× faster than plain eager and
-        # 1.05–1.25× faster than the packed eager backend (benchmarks/render.py). The C++ wrapper: the compiled
-        # graph calls its kernels and oneDNN's from generated C++ instead of a Python function, which saves
-        # about 1 ms of interpreter work per small frame (small int8 and compile 1.06–1.14× faster in alternated
-        # rounds, the same compile time and the same bits). Set per call, because compilation happens at the
-        # first call of each batch size (and thread count).
+        # weight out for oneDNN once and fuses the pointwise work around the convolutions into generated loops
+        # (without it compile is no faster than eager). The C++ wrapper: the compiled graph calls its kernels from
+        # generated C++ instead of a Python function, which saves the interpreter's work per frame. Set per call,
+        # because compilation happens at the first call of each batch size (and thread count).
         with inductor_config.patch(freezing=True, cpp_wrapper=True):
             return compiled(keypoints)
 

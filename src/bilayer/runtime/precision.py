@@ -45,8 +45,8 @@ def low_precision(renderer: BakedRenderer, dtype: torch.dtype, *, float32_heads:
     tail loop (``native.heads_tail``), which reads the last block's bfloat16 output itself and computes the heads
     in float32; the caller runs it with ``forms.FastRenderer(tail="native")``.
 
-    ``float32_mlp``: the keypoint MLP stays float32 and the cast follows its last layer instead. On CPU its
-    single-row products ran 2× faster in float32 than in bfloat16 (0.2 against 0.4 ms on medium, AMX host).
+    ``float32_mlp``: the keypoint MLP stays float32 and the cast follows its last layer instead: on CPU its
+    single-row products are faster in float32 than in bfloat16.
     """
     low = copy.deepcopy(renderer).eval()
     if float32_mlp:
