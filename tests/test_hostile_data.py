@@ -57,8 +57,10 @@ def run_with_file_size_limit(limit: int, *args: str) -> subprocess.CompletedProc
 def kill_when(args: tuple[str, ...], ready, sig: int = signal.SIGKILL, timeout: float = 90) -> int:
     """Start ``bilayer ARGS``, send it ``sig`` as soon as ``ready()`` is true (fail if it never was); returns its
     exit status."""
+    # a runner that starts the tests in the background may ignore SIGINT, which children inherit; the run under
+    # test gets the default disposition, as a command started from a terminal has
     proc = subprocess.Popen(bilayer_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_SUBPROCESS_ENV)
+                            env=_SUBPROCESS_ENV, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = False
     try:
         deadline = time.monotonic() + timeout
