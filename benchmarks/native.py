@@ -31,7 +31,6 @@ from bilayer.hardware import cpu_info  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.runtime import native  # noqa: E402
 from bilayer.runtime.backends import jittered_keypoints, make_renderer  # noqa: E402
-from bilayer.runtime.bake import bake  # noqa: E402
 
 
 def build(baked, backend: str, calibration: torch.Tensor, use_native: bool):
@@ -44,14 +43,7 @@ def build(baked, backend: str, calibration: torch.Tensor, use_native: bool):
 
 
 def bench_preset(name: str, size: int, backends: list[str], rounds: int) -> dict:
-    model = render.calibrated_model(name, size)
-    g = torch.Generator().manual_seed(1)
-    kp = (torch.rand(1, 1, 136, generator=g) - 0.5) * 1.2
-    with torch.no_grad():
-        state = model.personalize(torch.rand(1, 1, 3, size, size, generator=g) * 2 - 1, kp,
-                                  torch.ones(1, 1, 1, size, size))
-    baked = bake(model, state)
-    frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
+    baked, kp, frame = render.baked_avatar(name, size)
     calibration = jittered_keypoints(kp[0, 0])
     out: dict = {"preset": name, "image_size": size, "backends": {}}
     for backend in backends:

@@ -28,7 +28,6 @@ from bilayer.hardware import cpu_info, native_bfloat16  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.runtime import native  # noqa: E402
 from bilayer.runtime.backends import make_renderer  # noqa: E402
-from bilayer.runtime.bake import bake  # noqa: E402
 from bilayer.runtime.forms import FastRenderer, channels_last, packable, packed  # noqa: E402
 from bilayer.runtime.precision import low_precision  # noqa: E402
 
@@ -45,14 +44,7 @@ def forms(baked, backend: str) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def bench_preset(name: str, size: int, backends: list[str], rounds: int) -> dict:
-    model = render.calibrated_model(name, size)
-    g = torch.Generator().manual_seed(1)
-    kp = (torch.rand(1, 1, 136, generator=g) - 0.5) * 1.2
-    with torch.no_grad():
-        state = model.personalize(torch.rand(1, 1, 3, size, size, generator=g) * 2 - 1, kp,
-                                  torch.ones(1, 1, 1, size, size))
-    baked = bake(model, state)
-    frame = kp[0] + 0.05 * torch.randn(1, 136, generator=g)
+    baked, kp, frame = render.baked_avatar(name, size)
     out: dict = {"preset": name, "image_size": size, "backends": {}}
     for backend in backends:
         fast, plain = forms(baked, backend)

@@ -147,6 +147,18 @@ def calibrated_model(name: str, size: int, seed: int = 0) -> BilayerModel:
     return randomize_buffers(BilayerModel(preset(name, size)), seed).eval()
 
 
+def baked_avatar(name: str, size: int) -> tuple:
+    """A calibrated random-weight ``name`` model's avatar, baked, with its source keypoints (1, 1, 136) and one
+    nearby frame's keypoints (1, 136): the avatar the native and packing comparisons time."""
+    model = calibrated_model(name, size)
+    g = torch.Generator().manual_seed(1)
+    kp = (torch.rand(1, 1, 136, generator=g) - 0.5) * 1.2
+    with torch.no_grad():
+        state = model.personalize(torch.rand(1, 1, 3, size, size, generator=g) * 2 - 1, kp,
+                                  torch.ones(1, 1, 1, size, size))
+    return bake(model, state), kp, kp[0] + 0.05 * torch.randn(1, 136, generator=g)
+
+
 def bench_preset(name: str, size: int, backends: list[str]) -> dict:
     model = calibrated_model(name, size)
     macs = complexity(model.config)["macs_per_frame"]

@@ -44,7 +44,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchStream, video_repeats
 from .policy import (D_STEPS_KEY, DiscriminatorPolicy, PolicyError, Stage, check_feature_matching, d_steps,
-                     stage as stage_policy)
+                     gan_scale, stage as stage_policy)
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
@@ -329,7 +329,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
             named_sum: dict[str, float] = {}
             finite = True
-            gan = d_policy.scale(config, step)  # 0 before gan_start: D is neither run nor updated
+            gan = gan_scale(config, step)  # 0 before gan_start: D is neither run nor updated
             for micro_step in range(accumulate):
                 phases.lap("optimizer")
                 batch = next(stream).to(info.device)

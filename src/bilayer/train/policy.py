@@ -79,10 +79,6 @@ class DiscriminatorPolicy:
         runs = bool(config.losses.adversarial or config.losses.feature_matching)
         return cls(runs=runs, learns=runs and config.losses.adversarial > 0)
 
-    @staticmethod
-    def scale(config: TrainConfig, iteration: int) -> float:
-        return gan_scale(config, iteration)
-
 
 #: metadata of a saved ``discriminator.safetensors``: how many steps its discriminator has learned for, over all the
 #: runs it came through (absent: unknown, e.g. converted released weights, which are trained)
