@@ -1,12 +1,13 @@
 """The learning proof: a model trained on SynthHeads, scored on people it never saw, against honest baselines.
 
     python benchmarks/learning.py [--config synth-quick] [--steps N] [--enhancer-steps M] [--data DIR]
-                                  [--identities 1025] [--test-identities 25] [--frames 16] [--cross-pairs 25]
+                                  [--identities 1025] [--test-identities 25] [--frames 20] [--fps 5] [--cross-pairs 25]
                                   [--ablation NAME=JSON ...] [--evaluate-only] [--out benchmarks/results/learning]
 
 1. Data: SynthHeads at 128 px (``bilayer synth``: --identities people, the last --test-identities of them held out,
-   2 videos each, with --cross-pairs cross-person ground-truth pairs among the held-out people), unless --data
-   names an existing root.
+   2 videos each of --frames frames at --fps, with --cross-pairs cross-person ground-truth pairs among the held-out
+   people), unless --data names an existing root. At 5 fps the 20 frames of a sequence span 4 s of the
+   performance, so a held-out target turns away from its source as far as frames of a real video seconds apart.
 2. Training: the base model (``bilayer train base --config CONFIG``) for --steps iterations, then the texture
    enhancer (``bilayer train enhancer --init RUN/model``) for --enhancer-steps; each run resumes where it stopped.
    ``--ablation NAME=JSON`` also trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses":
@@ -336,11 +337,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="synth-quick", help="training preset or JSON file (default synth-quick)")
     parser.add_argument("--steps", type=int, default=None, help="base iterations (default: the config's)")
-    parser.add_argument("--enhancer-steps", type=int, default=500)
+    parser.add_argument("--enhancer-steps", type=int, default=2000, help="texture-enhancer iterations (default 2000)")
     parser.add_argument("--data", type=Path, default=None, help="an existing SynthHeads root (default: generate one)")
     parser.add_argument("--identities", type=int, default=1025, help="people in the generated data (default 1025)")
     parser.add_argument("--test-identities", type=int, default=25, help="held-out people (default 25)")
-    parser.add_argument("--frames", type=int, default=16, help="frames per generated sequence (default 16)")
+    parser.add_argument("--frames", type=int, default=20, help="frames per generated sequence (default 20)")
+    parser.add_argument("--fps", type=float, default=5.0,
+                        help="frame rate of the generated sequences (default 5: 20 frames span 4 s of head motion)")
     parser.add_argument("--cross-pairs", type=int, default=25, help="cross-person ground-truth pairs (default 25)")
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=JSON",
                         help="also train a base model with these config changes, e.g. no-gan='{\"losses\": "
@@ -360,7 +363,7 @@ def main() -> None:
         if args.data is None and not (data / "synth.json").exists():
             run(bilayer + ["synth", "--out", str(data), "--identities", str(args.identities), "--test-identities",
                            str(args.test_identities), "--videos-per-identity", "2", "--frames", str(args.frames),
-                           "--size", "128", "--workers", "2", "--seed", "0", "--cross-pairs", str(args.cross_pairs)])
+                           "--fps", str(args.fps), "--size", "128", "--workers", "2", "--seed", "0", "--cross-pairs", str(args.cross_pairs)])
         seconds["data"] = time.perf_counter() - t0
         seconds |= train_stages(args.config, data, base_run, enh_run, ablations, args.out, args.steps,
                                 args.enhancer_steps)

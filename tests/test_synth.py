@@ -231,6 +231,48 @@ def test_trajectory_ranges_and_smoothness():
     assert sample_identity(np.random.default_rng(0)) == sample_identity(np.random.default_rng(0))
 
 
+def test_a_lower_frame_rate_spans_more_of_the_same_performance():
+    """The motion is timed in seconds: 20 frames at 5 fps are every 5th frame of 100 frames at 25 fps for the
+    smooth pose signals, a blink shrinks to one shut-eyed frame, and the video rate follows."""
+    dense = sample_trajectory(np.random.default_rng(7), 100)
+    sparse = sample_trajectory(np.random.default_rng(7), 20, fps=5)
+    for key in ("yaw", "pitch", "roll", "tx", "scale", "smile"):
+        np.testing.assert_allclose([getattr(f, key) for f in sparse], [getattr(f, key) for f in dense[::5]],
+                                   atol=1e-9, err_msg=key)
+    yaw_sparse = np.array([f.yaw for f in sparse])
+    yaw_dense = np.array([f.yaw for f in dense[:20]])
+    assert np.ptp(yaw_sparse) > 2 * np.ptp(yaw_dense)
+    blinks = np.array([f.blink for f in sample_trajectory(np.random.default_rng(3), 400, fps=5)])
+    assert set(np.unique(blinks)) <= {0.0, 1.0} and blinks.max() == 1.0  # one frame, eyes shut
+    with pytest.raises(ValueError, match="positive frame rate"):
+        sample_trajectory(np.random.default_rng(0), 10, fps=0)
+
+
+def test_frame_rate_is_recorded_and_a_rerun_at_another_rate_renders_again(tmp_path):
+    kwargs = dict(identities=3, test_identities=2, videos_per_identity=1, frames=4, size=SIZE, progress=False,
+                  cross_pairs=1)
+    root = tmp_path / "slow"
+    first = generate(root, fps=5, videos=True, **kwargs)
+    assert first["resumed"] == 0
+    assert json.loads((root / "synth.json").read_text())["fps"] == 5.0
+    assert json.loads((root / "cross" / "pairs.json").read_text())["fps"] == 5.0
+    assert len(synth.cross_pairs(root)) == 1
+    import av
+
+    with av.open(str(root / "videos" / "train" / "id00000" / "vid000" / "seq000.mp4")) as container:
+        assert container.streams.video[0].average_rate == 5
+    assert generate(root, fps=5, videos=True, **kwargs)["resumed"] == 4  # 3 sequences + 1 pair
+    # another rate is another dataset: rendered again, and at 25 fps the files are the default ones
+    again = generate(root, fps=25, videos=True, **kwargs)
+    assert again["resumed"] == 0
+    default = generate(tmp_path / "default", **kwargs)
+    files = _files(root, "keypoints")
+    assert files == _files(tmp_path / "default", "keypoints")
+    for f in files:
+        np.testing.assert_array_equal(np.load(root / "keypoints" / f), np.load(tmp_path / "default" / "keypoints" / f))
+    assert default["resumed"] == 0 and "fps" not in json.loads((tmp_path / "default" / "cross" / "pairs.json").read_text())
+
+
 # ------------------------------------------------------------------------------------------ arguments
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(size=100), "multiple of 32"),
@@ -241,6 +283,9 @@ def test_trajectory_ranges_and_smoothness():
     (dict(videos_per_identity=0), "videos_per_identity"),
     (dict(workers=0), "workers"),
     (dict(seed=-1), "seed must be 0 or more, got -1"),
+    (dict(fps=0), "fps must be a number of frames per second above 0"),
+    (dict(fps=float("nan")), "fps must be a number"),
+    (dict(fps=500), "at most 120"),
 ])
 def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     args = dict(identities=3, videos_per_identity=1, frames=2, size=64, progress=False)
@@ -258,6 +303,7 @@ def test_bad_values_raise_one_sentence(tmp_path, kwargs, needle):
     ("--workers", "0", "workers", "must be at least 1, got 0"),
     ("--test-identities", "2", "test_identities", "must leave at least one training identity"),
     ("--seed", "-1", "seed", "must be 0 or more, got -1"),  # numpy's own message named neither flag nor value
+    ("--fps", "0", "fps", "must be a number of frames per second above 0 and at most 120, got 0."),
 ])
 def test_cli_errors_name_the_flag_and_python_names_the_keyword(tmp_path, capsys, flag, value, keyword, needle):
     from bilayer.cli import main
@@ -271,7 +317,7 @@ def test_cli_errors_name_the_flag_and_python_names_the_keyword(tmp_path, capsys,
     line = assert_user_error_text(code, err, f"{flag} {needle}")
     assert code == 2 and line.endswith(".") and f" {keyword} " not in line and out == ""
     assert not (tmp_path / "cli").exists()
-    kwargs = {k.lstrip("-").replace("-", "_"): int(v) for k, v in argv.items()}
+    kwargs = {k.lstrip("-").replace("-", "_"): (float if k == "--fps" else int)(v) for k, v in argv.items()}
     with pytest.raises(ValueError) as info:
         generate(tmp_path / "api", progress=False, **kwargs)
     assert str(info.value).startswith(f"{keyword} {needle}") and "--" not in str(info.value)

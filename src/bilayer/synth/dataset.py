@@ -18,7 +18,7 @@ It produces, per frame, the RGB image, the 68 iBUG keypoints (jaw points on the 
     ROOT/imgs/{train,test}/idNNNNN/vidNNN/seqNNN/NNNNNN.jpg        RGB, JPEG quality 95
     ROOT/keypoints/{train,test}/idNNNNN/vidNNN/seqNNN/NNNNNN.npy   float32 (68, 2), pixels of the saved image
     ROOT/segs/{train,test}/idNNNNN/vidNNN/seqNNN/NNNNNN.png        uint8 single channel, 255 = person
-    ROOT/videos/{train,test}/idNNNNN/vidNNN/seqNNN.mp4             optional, H.264 at 25 fps (``videos=True``)
+    ROOT/videos/{train,test}/idNNNNN/vidNNN/seqNNN.mp4             optional, H.264 at the frame rate (``videos=True``)
     ROOT/preview.png                                               optional contact sheet with keypoints
     ROOT/synth.json                                                the arguments and the identity split
     ROOT/.synth/{train,test}/idNNNNN/vidNNN/seqNNN.json            the record of a finished sequence
@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from fractions import Fraction
 import itertools
 import json
 import multiprocessing
@@ -117,6 +118,9 @@ MAX_IDENTITIES, MAX_VIDEOS_PER_IDENTITY, MAX_SEQUENCES_PER_VIDEO = 100_000, 1000
 # Frames per sequence: the trajectory is drawn whole (about 0.8 KiB and 16 µs per frame); 100,000 frames are
 # 67 minutes at 25 fps.
 MAX_FRAMES = 100_000
+# Frame rate: the performance's speed is set in seconds; below 25 fps a sequence samples it sparsely (wider motion
+# per frame), above it more densely.
+MAX_FPS = 120.0
 # Shards of one dataset (--shard K/N): one per machine or job of a cluster array.
 MAX_SHARDS = 1000
 _WORKER_BASE = 300 * 2**20     # bytes: the interpreter and libraries, with margin
@@ -144,8 +148,9 @@ def scene_params(seed: int, person: int, video: int) -> SceneParams:
     return sample_scene(np.random.default_rng([seed, 1, person, video]))
 
 
-def sequence_trajectory(seed: int, person: int, video: int, sequence: int, frames: int) -> list[FrameParams]:
-    return sample_trajectory(np.random.default_rng([seed, 2, person, video, sequence]), frames)
+def sequence_trajectory(seed: int, person: int, video: int, sequence: int, frames: int,
+                        fps: float = FPS) -> list[FrameParams]:
+    return sample_trajectory(np.random.default_rng([seed, 2, person, video, sequence]), frames, fps)
 
 
 def person_name(person: int) -> str:
@@ -196,7 +201,7 @@ def shard_pairs(count: int, shard: tuple[int, int] | None) -> range:
 
 # ------------------------------------------------------------------------------------------ validation
 def _check(root: Path, identities, videos_per_identity, frames, size, seed, test_identities, sequences_per_video,
-           workers, *, flags: bool = False, shard=None, cross_pairs=0) -> int:
+           workers, *, flags: bool = False, shard=None, cross_pairs=0, fps=FPS) -> int:
     """Validate the arguments (one sentence per mistake); returns the number of test identities. Messages call
     each argument by its keyword, or with ``flags`` by its ``bilayer synth`` flag (``test_identities`` →
     ``--test-identities``)."""
@@ -222,6 +227,10 @@ def _check(root: Path, identities, videos_per_identity, frames, size, seed, test
     if frames > MAX_FRAMES:
         raise ValueError(f"{label('frames')} must be at most {MAX_FRAMES} per sequence (67 minutes at 25 fps), "
                          f"got {frames}.")
+    numeric = not isinstance(fps, bool) and isinstance(fps, (int, float, np.integer, np.floating))
+    if not numeric or not 0 < fps <= MAX_FPS:
+        raise ValueError(f"{label('fps')} must be a number of frames per second above 0 and at most {MAX_FPS:g}, "
+                         f"got {format(fps, 'g') if numeric else repr(fps)}.")
     if integer("videos_per_identity", videos_per_identity) < 1:
         raise ValueError(f"{label('videos_per_identity')} must be at least 1, got {videos_per_identity}.")
     if videos_per_identity > MAX_VIDEOS_PER_IDENTITY:
@@ -414,12 +423,12 @@ def check_resources(root, identities: int, videos_per_identity: int, frames: int
 
 # ---------------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
-def _video_writer(path: Path, size: int):
+def _video_writer(path: Path, size: int, fps: float = FPS):
     """A function writing RGB frames to an H.264 mp4 at ``path`` through PyAV (a sequence's temporary file)."""
     import av
 
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(FPS))
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         # one encoder thread: workers already use the cores, and x264 output stays reproducible
@@ -434,7 +443,16 @@ def _video_writer(path: Path, size: int):
 
 def _sequence_settings(job: dict) -> dict:
     """What a sequence's files depend on; a recorded sequence with the same settings is not rendered again."""
-    return {"generator": "SynthHeads", "seed": job["seed"], "size": job["size"], "frames": job["frames"]}
+    return _settings(job)
+
+
+def _settings(job: dict) -> dict:
+    """The settings every file of a dataset depends on; ``fps`` is named only when it is not the default 25, so
+    that datasets written before the option existed still resume."""
+    settings = {"generator": "SynthHeads", "seed": job["seed"], "size": job["size"], "frames": job["frames"]}
+    if job.get("fps", FPS) != FPS:
+        settings["fps"] = job["fps"]
+    return settings
 
 
 def _render_sequence(job: dict, tick=None) -> dict:
@@ -456,7 +474,7 @@ def _render_sequence(job: dict, tick=None) -> dict:
     if done:  # finished by an earlier run: only the preview's frames are rendered again
         shots = []
         if keep:
-            trajectory = sequence_trajectory(seed, person, video, seq, job["frames"])
+            trajectory = sequence_trajectory(seed, person, video, seq, job["frames"], job.get("fps", FPS))
             renderer = SynthRenderer(identity_params(seed, person), scene_params(seed, person, video), size)
             for i in sorted(keep):
                 rgb, keypoints, _ = renderer.render(trajectory[i])
@@ -466,12 +484,12 @@ def _render_sequence(job: dict, tick=None) -> dict:
         return {"person": person, "video": video, "sequence": seq, "frames": job["frames"], "shots": shots,
                 "resumed": True}
     renderer = SynthRenderer(identity_params(seed, person), scene_params(seed, person, video), size)
-    trajectory = sequence_trajectory(seed, person, video, seq, job["frames"])
+    trajectory = sequence_trajectory(seed, person, video, seq, job["frames"], job.get("fps", FPS))
     shots = []
     with writer:
         with contextlib.ExitStack() as stack:
-            write_video = (stack.enter_context(_video_writer(writer.temp_file("video"), size)) if job["videos"]
-                           else None)
+            write_video = (stack.enter_context(_video_writer(writer.temp_file("video"), size, job.get("fps", FPS)))
+                           if job["videos"] else None)
             for i, frame in enumerate(trajectory):
                 rgb, keypoints, mask = renderer.render(frame)
                 stem = f"{i:06d}"
@@ -495,8 +513,7 @@ def _render_sequence(job: dict, tick=None) -> dict:
 
 def _pair_settings(job: dict) -> dict:
     """What a cross pair's files depend on; a recorded pair with the same settings is not rendered again."""
-    return {"generator": "SynthHeads", "seed": job["seed"], "size": job["size"], "frames": job["frames"],
-            "source": person_name(job["source"]), "driver": person_name(job["driver"])}
+    return dict(_settings(job), source=person_name(job["source"]), driver=person_name(job["driver"]))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -524,7 +541,7 @@ def _render_pair(job: dict, tick=None) -> dict:
             tick(frames)
         return {"frames": frames, "shots": [], "resumed": True}
     renderer = SynthRenderer(identity_params(seed, source), scene_params(seed, source, 0), size)
-    trajectory = sequence_trajectory(seed, driver, 0, 0, frames)
+    trajectory = sequence_trajectory(seed, driver, 0, 0, frames, job.get("fps", FPS))
     try:
         staging = staging_folder(folder)
     except OSError as exc:
@@ -618,12 +635,13 @@ def contact_sheet(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]], t
 def generate(root, identities: int, videos_per_identity: int, frames: int, size: int = 256, seed: int = 0,
              test_identities: int | None = None, sequences_per_video: int = 1, videos: bool = False,
              preview: bool = False, workers: int = 1, progress: bool = True, shard=None,
-             cross_pairs: int = 0) -> dict:
+             cross_pairs: int = 0, fps: float = FPS) -> dict:
     """Render a SynthHeads dataset under ``root`` (layout in the module docstring) and return a summary dict.
 
     ``identities`` people (``test_identities`` of them, by default max(1, identities // 5), form the test
     split) × ``videos_per_identity`` videos (each its own background, lighting and clothes) ×
-    ``sequences_per_video`` sequences of ``frames`` frames at 25 fps. ``workers`` > 1 renders sequences in
+    ``sequences_per_video`` sequences of ``frames`` frames at ``fps`` frames per second (the performance's
+    motion is timed in seconds, so 20 frames at 5 fps span 4 s of it). ``workers`` > 1 renders sequences in
     parallel processes; the output does not depend on it. ``cross_pairs`` > 0 also writes that many
     cross-person ground-truth pairs of test identities (``ROOT/cross``). ``shard=(K, N)`` (or "K/N") renders
     only shard K of N of the sequences and pairs (see the module docstring); the summary then counts the
@@ -636,7 +654,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
     and leaves no half-written sequence or pair."""
     root = Path(root)
     n_test = _check(root, identities, videos_per_identity, frames, size, seed, test_identities, sequences_per_video,
-                    workers, shard=shard, cross_pairs=cross_pairs)
+                    workers, shard=shard, cross_pairs=cross_pairs, fps=fps)
     shard = _parse_shard(shard, "shard")
     check_resources(root, identities, videos_per_identity, frames, size, sequences_per_video, workers, videos,
                     shard=shard, cross_pairs=cross_pairs, test_identities=n_test)
@@ -651,7 +669,7 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
     preview_people = set(np.linspace(0, identities - 1, min(identities, PREVIEW_ROWS)).round().astype(int).tolist())
     pairs = cross_pair_list(list(range(n_train, identities)), int(cross_pairs))
     n_sequences = identities * videos_per_identity * sequences_per_video
-    common = {"root": str(root), "size": int(size), "seed": int(seed), "frames": int(frames)}
+    common = {"root": str(root), "size": int(size), "seed": int(seed), "frames": int(frames), "fps": float(fps)}
     # the shard's sequences, in the fixed order (person by person, video by video), then its pairs
     mine = shard_sequences(n_sequences, shard)
     sequence_jobs = (
@@ -738,11 +756,11 @@ def generate(root, identities: int, videos_per_identity: int, frames: int, size:
     # the same in every shard, so that the shards' roots merge by copying
     meta = {"generator": "SynthHeads", "seed": int(seed), "size": int(size), "frames_per_sequence": int(frames),
             "videos_per_identity": int(videos_per_identity), "sequences_per_video": int(sequences_per_video),
-            "fps": FPS, "identities": people}
+            "fps": float(fps), "identities": people}
     if pairs:
         meta["cross_pairs"] = len(pairs)
         write_json_atomic(root / CROSS / PAIRS_FILE, {
-            "generator": "SynthHeads", "seed": int(seed), "size": int(size), "frames": int(frames),
+            **_settings(common),
             "about": "each pair's folder shows the source identity with its own scene performing the motion of the "
                      "driver identity's sequence",
             "pairs": [{"name": pair_name(a, b), "source": person_name(a), "driver": person_name(b),
@@ -787,7 +805,7 @@ def cross_pairs(root) -> list[dict]:
         raise ValueError(f"{root} has no readable list of cross-person pairs ({index}); write one with bilayer synth "
                          "--cross-pairs P.")
     frames = int(meta["frames"])
-    want = {"generator": "SynthHeads", "seed": meta["seed"], "size": meta["size"], "frames": frames}
+    want = _settings({"seed": meta["seed"], "size": meta["size"], "frames": frames, "fps": meta.get("fps", FPS)})
     stems = [f"{i:06d}" for i in range(frames)]
     out, problems = [], []
     for pair in meta["pairs"]:
@@ -828,7 +846,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to write: new, empty, or a dataset bilayer wrote (a rerun resumes)")
     p.add_argument("--identities", type=int, default=10, metavar="N", help="number of people (default 10)")
     p.add_argument("--videos-per-identity", type=int, default=2, metavar="V", help="videos per person (default 2)")
-    p.add_argument("--frames", type=int, default=50, metavar="F", help="frames per sequence, 25 fps (default 50)")
+    p.add_argument("--frames", type=int, default=50, metavar="F", help="frames per sequence (default 50)")
+    p.add_argument("--fps", type=float, default=FPS, metavar="R",
+                   help="frames per second of the performance's motion (default 25, a smooth video); lower rates "
+                        "sample it sparsely, so the same frames span more head motion (20 frames at 5 fps: 4 s)")
     p.add_argument("--size", type=int, default=256, metavar="S",
                    help=f"image side in pixels, a multiple of 32 up to {MAX_SIZE} (default 256)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed, 0 or more (default 0)")
@@ -853,14 +874,14 @@ def command(args: argparse.Namespace) -> int:
     shard, cross_pairs = getattr(args, "shard", None), getattr(args, "cross_pairs", 0)
     n_test = _check(Path(args.out), args.identities, args.videos_per_identity, args.frames, args.size, args.seed,
                     args.test_identities, args.sequences_per_video, args.workers, flags=True, shard=shard,
-                    cross_pairs=cross_pairs)
+                    cross_pairs=cross_pairs, fps=getattr(args, "fps", FPS))
     check_resources(args.out, args.identities, args.videos_per_identity, args.frames, args.size,
                     args.sequences_per_video, args.workers, args.videos, flags=True, shard=shard,
                     cross_pairs=cross_pairs, test_identities=n_test)
     s = generate(args.out, args.identities, args.videos_per_identity, args.frames, size=args.size, seed=args.seed,
                  test_identities=args.test_identities, sequences_per_video=args.sequences_per_video,
                  videos=args.videos, preview=args.preview, workers=args.workers, progress=True, shard=shard,
-                 cross_pairs=cross_pairs)
+                 cross_pairs=cross_pairs, fps=getattr(args, "fps", FPS))
 
     def count(n: int, what: str) -> str:
         return f"{n} {what}{'' if n == 1 else 's'}"

@@ -12,6 +12,7 @@ feature's 3-D position is wherever the head surface lies along that direction.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -293,9 +294,11 @@ def default_scene(identity: IdentityParams) -> SceneParams:
 
 
 # ------------------------------------------------------------------------------------------ trajectories
-def _smooth(rng: np.random.Generator, n: int, f_lo: float, f_hi: float, waves: int = 4) -> np.ndarray:
-    """A smooth zero-mean signal of roughly unit amplitude: a sum of sinusoids with random frequencies (Hz)."""
-    t = np.arange(n) / FPS
+def _smooth(rng: np.random.Generator, n: int, f_lo: float, f_hi: float, waves: int = 4,
+            fps: float = FPS) -> np.ndarray:
+    """A smooth zero-mean signal of roughly unit amplitude: a sum of sinusoids with random frequencies (Hz),
+    sampled at ``fps``."""
+    t = np.arange(n) / fps
     freq = rng.uniform(f_lo, f_hi, waves)
     phase = rng.uniform(0, 2 * np.pi, waves)
     amp = rng.uniform(0.4, 1.0, waves)
@@ -303,15 +306,19 @@ def _smooth(rng: np.random.Generator, n: int, f_lo: float, f_hi: float, waves: i
     return x / np.sqrt((amp**2).sum() / 2)
 
 
-def _bounded(rng: np.random.Generator, n: int, limit: float, f_lo: float, f_hi: float) -> np.ndarray:
+def _bounded(rng: np.random.Generator, n: int, limit: float, f_lo: float, f_hi: float, fps: float = FPS) -> np.ndarray:
     """A smooth signal inside (-limit, limit) that uses most of the range: tanh of a biased smooth signal."""
     bias = rng.uniform(-0.5, 0.5)
     gain = rng.uniform(0.8, 1.4)
-    return limit * np.tanh(gain * _smooth(rng, n, f_lo, f_hi) + bias)
+    return limit * np.tanh(gain * _smooth(rng, n, f_lo, f_hi, fps=fps) + bias)
 
 
-def sample_trajectory(rng: np.random.Generator, frames: int) -> list[FrameParams]:
-    """A smooth random talking-head performance of ``frames`` frames at 25 fps.
+def sample_trajectory(rng: np.random.Generator, frames: int, fps: float = FPS) -> list[FrameParams]:
+    """A smooth random talking-head performance of ``frames`` frames sampled at ``fps`` frames per second.
+
+    The motion's speed is set in seconds, so a lower ``fps`` spans more of the performance in the same number of
+    frames (at 5 fps, 20 frames cover 4 s of head motion, as far apart as a video's frames sampled sparsely); at
+    the default 25 fps consecutive frames are a smooth video.
 
     Pose: yaw within ±40°, pitch ±20°, roll ±15°, small translation, scale and body sway (sums of slow
     sinusoids, squashed by tanh so they stay in range). Expression: speech-like jaw motion (3–5 Hz syllables
@@ -320,41 +327,53 @@ def sample_trajectory(rng: np.random.Generator, frames: int) -> list[FrameParams
     n = int(frames)
     if n < 1:
         raise ValueError(f"a trajectory needs at least 1 frame, got {frames}.")
-    yaw = _bounded(rng, n, 40.0, 0.05, 0.3)
-    pitch = _bounded(rng, n, 20.0, 0.07, 0.4)
-    roll = _bounded(rng, n, 15.0, 0.04, 0.3)
-    tx = 0.06 * np.tanh(_smooth(rng, n, 0.05, 0.3))
-    ty = 0.04 * np.tanh(_smooth(rng, n, 0.05, 0.3))
-    scale = 1.0 + 0.04 * np.tanh(_smooth(rng, n, 0.03, 0.2))
-    body_x = 0.05 * np.tanh(_smooth(rng, n, 0.03, 0.15))
-    body_yaw = 5.0 * np.tanh(_smooth(rng, n, 0.03, 0.15))
+    fps = float(fps)
+    if not fps > 0:
+        raise ValueError(f"a trajectory needs a positive frame rate, got {fps}.")
+    smooth = functools.partial(_smooth, fps=fps)
+    yaw = _bounded(rng, n, 40.0, 0.05, 0.3, fps)
+    pitch = _bounded(rng, n, 20.0, 0.07, 0.4, fps)
+    roll = _bounded(rng, n, 15.0, 0.04, 0.3, fps)
+    tx = 0.06 * np.tanh(smooth(rng, n, 0.05, 0.3))
+    ty = 0.04 * np.tanh(smooth(rng, n, 0.05, 0.3))
+    scale = 1.0 + 0.04 * np.tanh(smooth(rng, n, 0.03, 0.2))
+    body_x = 0.05 * np.tanh(smooth(rng, n, 0.03, 0.15))
+    body_yaw = 5.0 * np.tanh(smooth(rng, n, 0.03, 0.15))
 
-    talking = 1 / (1 + np.exp(-4 * (_smooth(rng, n, 0.05, 0.25) + rng.uniform(-0.2, 1.0))))
-    syllables = np.clip(_smooth(rng, n, 2.5, 5.5, waves=5) * 0.55 + 0.25, 0, None)
+    talking = 1 / (1 + np.exp(-4 * (smooth(rng, n, 0.05, 0.25) + rng.uniform(-0.2, 1.0))))
+    syllables = np.clip(smooth(rng, n, 2.5, 5.5, waves=5) * 0.55 + 0.25, 0, None)
     jaw = np.clip(talking * syllables * rng.uniform(0.7, 1.2), 0, 1)
-    mood = np.tanh(1.5 * _smooth(rng, n, 0.03, 0.2) + rng.uniform(-1, 0.5))  # slow: smiles come and go
+    mood = np.tanh(1.5 * smooth(rng, n, 0.03, 0.2) + rng.uniform(-1, 0.5))  # slow: smiles come and go
     smile = np.clip(rng.uniform(0.1, 0.7) * (0.5 + 0.5 * mood), 0, 1)
-    brow = np.clip(0.8 * np.tanh(1.2 * _smooth(rng, n, 0.1, 0.5)) - 0.2, 0, 1)
+    brow = np.clip(0.8 * np.tanh(1.2 * smooth(rng, n, 0.1, 0.5)) - 0.2, 0, 1)
 
     blink = np.zeros(n)
-    profile = np.array([0.35, 0.85, 1.0, 0.7, 0.3])  # one blink, 5 frames ≈ 0.2 s
+    # one blink lasts 0.2 s: five frames at 25 fps, sampled at the frames' centres at other rates (at 5 fps a
+    # blink is one frame with the eyes shut)
+    profile = np.array([0.35, 0.85, 1.0, 0.7, 0.3])
+    if fps != FPS:
+        length = max(1, round(len(profile) * fps / FPS))
+        at = np.clip((np.arange(length) + 0.5) * FPS / fps - 0.5, 0, len(profile) - 1)
+        profile = np.interp(at, np.arange(len(profile)), profile)
     rate = rng.uniform(0.2, 0.5)  # blinks per second
-    t = rng.exponential(FPS / rate) * rng.uniform(0, 1)
+    t = rng.exponential(fps / rate) * rng.uniform(0, 1)
     while t < n:
         start = int(t)
         span = min(len(profile), n - start)
         blink[start:start + span] = np.maximum(blink[start:start + span], profile[:span])
-        t += rng.exponential(FPS / rate) + len(profile)
+        t += rng.exponential(fps / rate) + len(profile)
 
     gaze = np.zeros((n, 2))
     target = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.5, 0.5)])
     current = target.copy()
-    nxt = rng.uniform(0.4, 2.5) * FPS
+    # a saccade settles within two or three frames at 25 fps (60 % of the way per frame), in the same time at other rates
+    settle = 0.6 if fps == FPS else 1.0 - 0.4 ** (FPS / fps)
+    nxt = rng.uniform(0.4, 2.5) * fps
     for i in range(n):
         if i >= nxt:
             target = np.array([rng.uniform(-0.9, 0.9), rng.uniform(-0.6, 0.6)])
-            nxt = i + rng.uniform(0.4, 2.5) * FPS
-        current = current + 0.6 * (target - current)  # a saccade settles within two or three frames
+            nxt = i + rng.uniform(0.4, 2.5) * fps
+        current = current + settle * (target - current)
         gaze[i] = current
 
     return [
