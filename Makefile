@@ -25,7 +25,7 @@ $(PY):
 # torch first (the local CPU wheel), then the package with a constraints file so nothing pulls another torch.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8,dlib]"
+	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8,dlib,live]"
 	$(PIP) install -q -c constraints.txt --no-deps mediapipe==0.10.21
 # LPIPS's released v0.1 linear weights ship inside the lpips wheel; only its weight file is read, the package is
 # never imported (it needs torchvision).

@@ -40,9 +40,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .train.loop import TrainingError
     from .runtime.cli import runtime_errors
     from .weights import WeightsError
+    from .live.capture import LiveError
 
     return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
-            CheckpointError, DeviceError, *runtime_errors(), *evaluation_errors())
+            CheckpointError, DeviceError, LiveError, *runtime_errors(), *evaluation_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -242,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .animate.cli import configure_animate
 
     configure_animate(sub.add_parser("animate", help="animate a photo (or avatar) with a driving video"))
+
+    from .live.cli import configure_live
+
+    configure_live(sub.add_parser("live", help="drive an avatar live from a camera, a stream or a video file"))
 
     from .eval.cli import configure_parser as evaluate_parser
 

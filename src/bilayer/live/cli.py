@@ -1,0 +1,70 @@
+"""``bilayer live``: options → ``LiveOptions`` → one call (``live.app.live``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..runtime.cli import add_avatar_options, add_model_option
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return value
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from .app import LiveOptions, live
+
+    report = live(LiveOptions(
+        model=args.model, driver=args.driver, source=args.source, avatar=args.avatar, out=args.out,
+        virtual_camera=args.virtual_camera, web=args.web, loop=args.loop, seconds=args.seconds,
+        max_frames=args.max_frames, motion=args.motion, side_by_side=args.side_by_side, background=args.background,
+        backend=args.backend, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
+        report=args.report, progress=not args.no_progress, source_keypoints=args.source_keypoints,
+        source_mask=args.source_mask, source_is_crop=args.source_is_crop, landmarks=args.landmarks,
+        landmark_weights=args.landmark_weights, segmentation=args.segmentation, enhance=not args.no_enhance,
+        smoothing=not args.no_smoothing,
+    ))
+    print(report.summary())
+    return 0
+
+
+def configure_live(p: argparse.ArgumentParser) -> None:
+    from ..runtime.backends import BACKENDS
+    from ..animate.pipeline import MOTION_MODES
+
+    add_model_option(p)
+    p.add_argument("--source", default=None, help="the photo to animate (or give --avatar)")
+    p.add_argument("--avatar", default=None, help="an avatar file made by `bilayer avatar` (instead of --source)")
+    p.add_argument("--driver", default="camera",
+                   help="what drives the avatar: a camera (camera, camera:N or /dev/videoN; default camera), a "
+                        "network stream (rtsp://, http://, udp://, …) or a video file played at its real speed")
+    p.add_argument("--loop", action="store_true", help="play a driver file over and over")
+    p.add_argument("--out", default=None, help="record the session to this .mp4 (real time: dropped frames hold the last one)")
+    p.add_argument("--virtual-camera", action="store_true",
+                   help="send the avatar to a virtual camera (pyvirtualcam; on Linux a v4l2loopback device)")
+    p.add_argument("--web", default=None, metavar="[HOST:]PORT",
+                   help="show the avatar on a local web page at this port (host 127.0.0.1 unless given)")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N rendered frames")
+    p.add_argument("--motion", choices=MOTION_MODES, default="relative",
+                   help="relative (default): the photo's face moved like the driver's since its first tracked "
+                        "frame (the page's recentre button resets it); absolute: the driver's keypoints")
+    p.add_argument("--side-by-side", action="store_true", help="the camera frame next to the avatar")
+    p.add_argument("--background", choices=["black", "white"], default="black", help="behind the head (default black)")
+    p.add_argument("--backend", choices=["auto", *(b for b in BACKENDS if b != "fp16")], default="auto",
+                   help="per-frame engine (default auto: bf16 on CPUs with native bfloat16, else eager, which "
+                        "starts at once; int8 is faster on other x86 CPUs after 20–40 s of set-up)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of --out (default: the driver's, else 25)")
+    p.add_argument("--camera-size", default=None, metavar="WxH", help="ask the camera for this frame size")
+    p.add_argument("--camera-fps", type=float, default=None, help="ask the camera for this frame rate")
+    p.add_argument("--no-smoothing", action="store_true", help="do not smooth the tracked keypoints")
+    p.add_argument("--report", default=None, help="write the session's figures (frames/s, latency, drops) as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="print only the final report")
+    add_avatar_options(p)
+    p.set_defaults(func=cmd_live)
