@@ -85,6 +85,21 @@ def test_packing_benchmark(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_live_benchmark(tmp_path):
+    from .conftest import material
+
+    out = run_benchmark("live.py", "--presets", "tiny", "--image-size", "64", "--backends", "auto", "eager",
+                        "--seconds", "1", "--rounds", "2", "--driver", str(material("franck.mp4")), "--photo",
+                        str(material("grace_hopper.jpg")), "--out", str(tmp_path / "live.json"))
+    report = json.loads((tmp_path / "live.json").read_text())
+    assert f"wrote {tmp_path / 'live.json'}" in out and out.count("round ") == 2 * len(report["summary"])
+    for name, s in report["summary"].items():
+        assert name.startswith("tiny ") and s["fps"] > 0 and s["latency_p95_ms"] >= s["latency_median_ms"] > 0
+        assert 0 <= s["dropped_fraction"] < 1 and isinstance(s["meets_25fps_p95_100ms"], bool)
+    assert all(len(runs) == 2 for runs in report["runs"].values()) and report["rate"] == 30.0
+
+
 def test_animate_benchmark(tmp_path):
     run_benchmark("animate.py", "--preset", "tiny", "--image-size", "64", "--frames", "6", "--repeat", "2",
                   "--backends", "eager", "--landmarks", "file", "mediapipe", "--workers", "1", "2",

@@ -96,6 +96,18 @@ def test_a_looped_file_goes_on_with_later_timestamps(tmp_path):
     assert frames[11].time - frames[0].time >= 0.9 * 11 / 25  # the second pass is paced on from the first
 
 
+def test_a_file_played_at_another_rate(tmp_path):
+    clip = _clip(tmp_path / "clip.mp4", frames=10, fps=5)  # 2 s at its own rate
+    with open_live_source(str(clip), rate=50) as source:
+        assert source.fps == 50
+        start = time.perf_counter()
+        frames = list(source.frames(threading.Event()))
+        elapsed = time.perf_counter() - start
+    assert len(frames) == 10 and 0.9 * 9 / 50 <= elapsed < 1.5  # 0.18 s at 50 frames/s, not 1.8 s
+    with pytest.raises(LiveError, match="only for a video file"):
+        open_live_source("http://127.0.0.1:9/x.ts", rate=30)
+
+
 def test_a_network_stream_over_http(tmp_path):
     clip = _clip(tmp_path / "clip.ts", frames=10, fps=25)  # MPEG-TS, the usual live container
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))

@@ -28,6 +28,7 @@ class LiveOptions:
     virtual_camera: bool = False
     web: str | None = None  # "[HOST:]PORT"
     loop: bool = False
+    driver_fps: float | None = None
     seconds: float | None = None
     max_frames: int | None = None
     motion: str = "relative"
@@ -121,7 +122,8 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
 
     o = options
     check(o)
-    source = open_live_source(o.driver, loop=o.loop, camera_size=o.camera_size, camera_fps=o.camera_fps)
+    source = open_live_source(o.driver, loop=o.loop, camera_size=o.camera_size, camera_fps=o.camera_fps,
+                              rate=o.driver_fps)
     outputs: list = []
     web = None
     file_output = None

@@ -10,8 +10,8 @@ so a slow stage skips frames instead of building a backlog.
   ``camera_fps`` ask the device for a mode;
 * ``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``, ``srt://`` … — a network stream through PyAV;
 * anything else — a video file, played at its real frame rate (each frame is delivered at its presentation
-  time; ``loop`` starts it over at the end), which makes a file behave like a camera for demos, tests and
-  benchmarks.
+  time; ``loop`` starts it over at the end; ``rate`` plays its frames at that many per second instead, like a
+  camera of that rate), which makes a file behave like a camera for demos, tests and benchmarks.
 
 Network streams are paced by their timestamps too, so one that arrives in a burst (a file served over HTTP)
 still plays in real time, while a truly live one, whose frames arrive late, is never delayed further.
@@ -89,9 +89,13 @@ class AVSource(LiveSource):
     """A camera, network stream or video file read through PyAV (see the module docstring)."""
 
     def __init__(self, spec: str, *, loop: bool = False, camera_size: str | None = None,
-                 camera_fps: float | None = None, open_timeout: float = OPEN_TIMEOUT,
+                 camera_fps: float | None = None, rate: float | None = None, open_timeout: float = OPEN_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT) -> None:
         self.spec = spec
+        if rate is not None and not 0 < rate <= 1000:
+            raise LiveError(f"the playing rate is {rate:g} frames per second; expected a number above 0 and at "
+                            "most 1000.")
+        self.rate = rate
         device = camera_path(spec)
         scheme = _scheme(spec)
         self.loop = bool(loop)
@@ -122,6 +126,9 @@ class AVSource(LiveSource):
             self._open_args = {}
         if self.loop and self.kind != "file":
             raise LiveError("looping works only for a video file, not for a camera or a stream.")
+        if rate is not None and self.kind != "file":
+            raise LiveError("a playing rate can be set only for a video file; ask a camera for a rate with its own "
+                            "option.")
         self._container = None
         self._stream = None
         self._open()
@@ -141,7 +148,7 @@ class AVSource(LiveSource):
         stream.thread_type = "AUTO"
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate else None
+        self.fps = float(self.rate) if self.rate else float(rate) if rate else None
         cc = stream.codec_context
         self.size = (int(cc.width), int(cc.height)) if cc.width and cc.height else None
 
@@ -154,16 +161,19 @@ class AVSource(LiveSource):
         pace = self.kind in ("file", "stream")
         while not stop.is_set():
             first = last = None  # this pass's first and last timestamps
+            pass_index = 0
             try:
                 for frame in self._container.decode(self._stream):
                     if stop.is_set():
                         return
-                    if pace and frame.time is not None:
-                        first = frame.time if first is None else first
-                        last = frame.time
+                    stamp = frame.time if self.rate is None else pass_index / self.rate
+                    pass_index += 1
+                    if pace and stamp is not None:
+                        first = stamp if first is None else first
+                        last = stamp
                         if start is None:
                             start = time.perf_counter()
-                        due = start + offset + (frame.time - first)
+                        due = start + offset + (stamp - first)
                         while not stop.is_set() and (wait := due - time.perf_counter()) > 0:
                             time.sleep(min(wait, 0.05))
                     image = frame.to_ndarray(format="rgb24")
@@ -225,9 +235,9 @@ class PushSource(LiveSource):
 
 
 def open_live_source(spec: str, *, loop: bool = False, camera_size: str | None = None,
-                     camera_fps: float | None = None) -> LiveSource:
+                     camera_fps: float | None = None, rate: float | None = None) -> LiveSource:
     """A camera, network stream or video file by ``spec`` (see the module docstring); one-sentence ``LiveError``
     when it cannot be opened."""
     if not isinstance(spec, str) or not spec.strip():
         raise LiveError("the live source is empty; give a camera (/dev/video0), a stream URL or a video file.")
-    return AVSource(spec.strip(), loop=loop, camera_size=camera_size, camera_fps=camera_fps)
+    return AVSource(spec.strip(), loop=loop, camera_size=camera_size, camera_fps=camera_fps, rate=rate)

@@ -22,7 +22,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     report = live(LiveOptions(
         model=args.model, driver=args.driver, source=args.source, avatar=args.avatar, out=args.out,
-        virtual_camera=args.virtual_camera, web=args.web, loop=args.loop, seconds=args.seconds,
+        virtual_camera=args.virtual_camera, web=args.web, loop=args.loop, driver_fps=args.driver_fps, seconds=args.seconds,
         max_frames=args.max_frames, motion=args.motion, side_by_side=args.side_by_side, background=args.background,
         backend=args.backend, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
         report=args.report, progress=not args.no_progress, source_keypoints=args.source_keypoints,
@@ -45,6 +45,8 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="what drives the avatar: a camera (camera, camera:N or /dev/videoN; default camera), a "
                         "network stream (rtsp://, http://, udp://, …) or a video file played at its real speed")
     p.add_argument("--loop", action="store_true", help="play a driver file over and over")
+    p.add_argument("--driver-fps", type=float, default=None, metavar="R",
+                   help="play a driver file at R frames per second instead of its own rate (like a camera of that rate)")
     p.add_argument("--out", default=None, help="record the session to this .mp4 (real time: dropped frames hold the last one)")
     p.add_argument("--virtual-camera", action="store_true",
                    help="send the avatar to a virtual camera (pyvirtualcam; on Linux a v4l2loopback device)")
