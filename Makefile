@@ -25,7 +25,7 @@ $(PY):
 # torch first (the local CPU wheel), then the package with a constraints file so nothing pulls another torch.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8,dlib,live]"
+	$(PIP) install -q -c constraints.txt -e ".[test,mediapipe,export,int8,dlib,live,serve]"
 	$(PIP) install -q -c constraints.txt --no-deps mediapipe==0.10.21
 # LPIPS's released v0.1 linear weights ship inside the lpips wheel; only its weight file is read, the package is
 # never imported (it needs torchvision).
@@ -68,7 +68,21 @@ $(MATERIAL_STAMP): $(MATERIAL_SOURCES) tests/material.py | $(STAMP)
 	$(PY) tests/material.py $(SOURCES) $(MATERIAL)
 	@touch $@
 
-test: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
+# Debian's chromium and its chromedriver for the web app's browser tests (headless, webcam faked from a clip);
+# where they cannot be installed (not root, no apt) those tests skip and say why.
+BROWSER_STAMP := $(VENV)/.bilayer-browser
+$(BROWSER_STAMP): | $(PY)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } || \
+		echo "chromium could not be installed: the browser tests will skip"; \
+	else echo "chromium and chromium-driver are missing (apt-get install chromium chromium-driver): the browser tests will skip"; fi
+	@touch $@
+
+test: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)

@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     configure_live(sub.add_parser("live", help="drive an avatar live from a camera, a stream or a video file"))
 
+    from .serve.cli import configure_serve
+
+    configure_serve(sub.add_parser("serve", help="the web app: make an avatar, animate a video, drive it live"))
+
     from .eval.cli import configure_parser as evaluate_parser
 
     evaluate_parser(sub.add_parser("evaluate", help="the paper's test protocol: LPIPS, SSIM, CSIM, NME, GMACs and timings → Table 2"))

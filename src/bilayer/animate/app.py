@@ -74,9 +74,10 @@ def check(options: AnimateOptions) -> None:
         raise AvatarError("--paste-back needs --source PHOTO (a saved avatar does not keep the whole photo).")
 
 
-def animate(options: AnimateOptions) -> AnimationReport:
+def animate(options: AnimateOptions, *, on_frame=None) -> AnimationReport:
     """Animate ``options.source`` (or the saved ``options.avatar``) with ``options.driver`` into ``options.out``;
-    returns the report (also written as JSON to ``options.report`` when given)."""
+    returns the report (also written as JSON to ``options.report`` when given). ``on_frame(done, total)`` is
+    called after every rendered frame (``pipeline.stream``)."""
     from ..models.bilayer import BilayerModel
     from ..runtime.avatar import avatar_from, landmark_context
     from .driver import open_driver
@@ -111,7 +112,7 @@ def animate(options: AnimateOptions) -> AnimationReport:
             renderer.warmup(1)
             report = stream(avatar, renderer, driver, o.out, motion=o.motion, photo=photo, paste=o.paste_back,
                             alpha=o.alpha, side=o.side_by_side, background=o.background, progress=o.progress,
-                            workers=workers)
+                            workers=workers, on_frame=on_frame)
     if o.report:
         from ..io import write_json_atomic
 

@@ -193,6 +193,7 @@ def stream(
     progress: bool = True,
     queue_size: int = 4,
     workers: int = 1,
+    on_frame=None,
 ) -> AnimationReport:
     """Animate ``avatar`` with ``driver`` into ``out``.
 
@@ -206,6 +207,8 @@ def stream(
     threads each (``torch.set_num_threads``, before an onnx renderer is made) beat one worker with all of them
     when decoding, tracking and encoding share the cores: a single-frame renderer's threads meet at a barrier
     after every layer and wait for whichever of them another stage preempted (``render_workers`` sets that up).
+    ``on_frame(done, total)``: called after each rendered frame (``total`` None when the driver's length is
+    unknown), e.g. for a progress display other than the terminal's bar.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers is {workers!r}; expected a whole number ≥ 1.")
@@ -309,6 +312,8 @@ def stream(
                         break
                     report.frames += 1
                     bar.update(1)
+                    if on_frame is not None:
+                        on_frame(report.frames, total)
             _put(q_out, _END, stop)
             if bar.total != bar.n and not stop.is_set():  # an estimated length ends where the driver did
                 bar.total = bar.n

@@ -202,10 +202,8 @@ class PushSource(LiveSource):
     """Frames handed in by code (``push``), delivered newest first: a frame pushed while the previous one was not
     yet taken replaces it."""
 
-    kind = "push"
-
-    def __init__(self, name: str = "pushed frames", fps: float | None = None) -> None:
-        self.name, self.fps = name, fps
+    def __init__(self, name: str = "frames", fps: float | None = None, kind: str = "pushed") -> None:
+        self.name, self.fps, self.kind = name, fps, kind
         self._box = Latest()
         self._count = 0
 
