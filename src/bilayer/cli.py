@@ -7,18 +7,14 @@ usage errors (a missing or malformed option), which name the command and point t
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import re
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import NoReturn
 
-
-class UserError(Exception):
-    """A mistake in the command's input; printed as one sentence."""
+from .messages import UserError, os_error_message as _os_error, sentence, user_error_types as _user_errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,23 +23,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message}; see '{self.prog} --help'.\n")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .compat.official import ConversionError
-    from .config import ConfigError
-    from .data.dataset import DatasetError
-    from .eval.cli import evaluation_errors
-    from .vision.errors import PreprocessError
-    from .train.checkpoint import CheckpointError
-    from .train.distributed import DeviceError
-    from .train.loop import TrainingError
-    from .runtime.cli import runtime_errors
-    from .weights import WeightsError
-    from .live.capture import LiveError
-
-    return (UserError, ConfigError, WeightsError, ConversionError, DatasetError, PreprocessError, TrainingError,
-            CheckpointError, DeviceError, LiveError, *runtime_errors(), *evaluation_errors())
 
 
 # ------------------------------------------------------------------------------------------------ info
@@ -267,32 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sentence(message: str) -> str:
-    """One line ending in one full stop: line breaks become spaces, a doubled final stop one (an ellipsis and a path
-    ending in ``..`` are left alone)."""
-    text = " ".join(str(message).split())
-    while re.search(r"[^./\\]\.\s*\.$", text):
-        text = re.sub(r"\.\s*\.$", ".", text)
-    return text if text.endswith((".", "?", "!", "…")) else text + "."
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that every ``with`` block and ``finally`` cleans up as on Ctrl-C."""
 
 
 def _on_sigterm(signum, frame) -> NoReturn:
     raise Terminated()
-
-
-def _os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = "no space left on the disk; free some space and run again (nothing was left half-written)"
-    elif exc.errno == errno.EFBIG:
-        reason = ("the file would exceed the file-size limit (ulimit -f); raise it and run again (nothing was left "
-                  "half-written)")
-    return sentence(f"{where}{reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

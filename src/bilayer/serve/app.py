@@ -71,9 +71,9 @@ class _Job:
 
 def describe(exc: BaseException) -> str:
     """The one sentence the command line would print for ``exc``."""
-    from ..cli import _os_error, sentence
+    from ..messages import os_error_message, sentence
 
-    return _os_error(exc) if isinstance(exc, OSError) else sentence(str(exc))
+    return os_error_message(exc) if isinstance(exc, OSError) else sentence(str(exc))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -206,9 +206,9 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
         return WebError(describe(exc))
 
     def user_errors() -> tuple[type[BaseException], ...]:
-        from ..cli import _user_errors
+        from ..messages import user_error_types
 
-        return (*_user_errors(), OSError)
+        return (*user_error_types(), OSError)
 
     @app.middleware("http")
     async def _limit(request: Request, call_next):

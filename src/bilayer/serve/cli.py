@@ -9,7 +9,7 @@ from ..runtime.cli import add_model_option
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..messages import UserError
     from ..outputs import Outputs
 
     Outputs().model("--model", args.model).check()
