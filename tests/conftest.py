@@ -181,3 +181,37 @@ def run_cli_file_limit(limit: int, *args: str, timeout: float = 120) -> subproce
     script = Path(sys.executable).with_name("bilayer")
     return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=timeout,
                           env=_SUBPROCESS_ENV, preexec_fn=limited)
+
+
+@pytest.fixture(scope="session")
+def serve_url():
+    """``bilayer serve`` with the committed synth-quick model, in its own process as a user starts it; its URL."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = Path(__file__).resolve().parents[1] / "assets" / "synth-quick"
+    proc = subprocess.Popen([sys.executable, "-m", "bilayer", "serve", "--model", str(model), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_SUBPROCESS_ENV)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "api/info", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"bilayer serve exited: {proc.stdout.read()}") from None
+            if time.time() > deadline:
+                proc.kill()
+                raise AssertionError("bilayer serve did not answer within 60 s") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -177,12 +173,6 @@ def test_serve_refusals(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_y4m(video: Path, out: Path, frames: int = 60, size: tuple[int, int] = (320, 240)) -> Path:
     """A raw YUV4MPEG2 clip (what Chromium's fake camera plays) of the first ``frames`` frames of ``video``."""
     w, h = size
@@ -197,26 +187,8 @@ def write_y4m(video: Path, out: Path, frames: int = 60, size: tuple[int, int] = 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``bilayer serve`` in its own process, as a user starts it."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bilayer", "serve", "--model", str(ASSET), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 60
-    import urllib.request
-
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "api/info", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read())
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def server(serve_url):
+    return serve_url
 
 
 @pytest.fixture(scope="module")

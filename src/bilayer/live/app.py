@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .capture import LiveError
 from .session import LiveReport
+from .wire import MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class LiveOptions:
     out: str | None = None
     virtual_camera: bool = False
     web: str | None = None  # "[HOST:]PORT"
+    send: str | None = None  # a bilayer serve app's http:// address
+    stream: str = "live"
     loop: bool = False
     driver_fps: float | None = None
     seconds: float | None = None
@@ -71,8 +74,14 @@ def check(options: LiveOptions) -> None:
     from ..outputs import Outputs
 
     o = options
-    if not (o.out or o.virtual_camera or o.web):
-        raise LiveError("give at least one output: --out FILE.mp4, --virtual-camera or --web [HOST:]PORT.")
+    if not (o.out or o.virtual_camera or o.web or o.send):
+        raise LiveError("give at least one output: --out FILE.mp4, --virtual-camera, --web [HOST:]PORT or --send URL.")
+    if o.send:
+        from .wire import _stream_urls
+
+        _stream_urls(o.send, o.stream)
+        if not (1 <= len(o.stream) <= 64) or not all(c.isalnum() or c in "-_." for c in o.stream):
+            raise LiveError(f"--stream {o.stream!r} must be 1 to 64 letters, digits, '-', '_' or '.'.")
     plan = Outputs().model("--model", o.model)
     for flag, value in (("--source", o.source), ("--avatar", o.avatar), ("--source-keypoints", o.source_keypoints),
                         ("--source-mask", o.source_mask), ("--landmark-weights", o.landmark_weights)):
@@ -133,13 +142,24 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
             avatar, _photo = avatar_from(model, source=o.source, avatar=o.avatar, source_keypoints=o.source_keypoints,
                                          source_mask=o.source_mask, source_is_crop=o.source_is_crop,
                                          landmarks=landmarks, segmentation=o.segmentation, enhance=o.enhance)
-            backend, why = choose_backend(o.backend)
-            if why:
-                _say(o, f"backend (auto) {why}")
-            if backend in ("int8", "compile"):
-                _say(o, f"preparing the {backend} renderer (20–40 s on a first run)…")
-            renderer = avatar.renderer(model, backend)
-            renderer.warmup(1).warmup(1)  # the first calls set up kernels
+            renders = bool(o.out or o.virtual_camera or o.web)  # a sender alone only tracks: the receiver renders
+            renderer = None
+            if renders:
+                backend, why = choose_backend(o.backend)
+                if why:
+                    _say(o, f"backend (auto) {why}")
+                if backend in ("int8", "compile"):
+                    _say(o, f"preparing the {backend} renderer (20–40 s on a first run)…")
+                renderer = avatar.renderer(model, backend)
+                renderer.warmup(1).warmup(1)  # the first calls set up kernels
+            if o.send:
+                from .wire import KeypointSender, avatar_graph
+
+                graph = avatar_graph(avatar, model)
+                sender = KeypointSender(o.send, o.stream, graph, avatar.size)
+                outputs.append(sender)
+                _say(o, f"sent the avatar ({len(graph) / 2**20:.1f} MiB) once; now only keypoints, "
+                        f"{MESSAGE_BYTES} bytes a frame; watch it at {sender.receive_url}")
             tracker = LiveTracker(landmarks, smoothing=o.smoothing)
             try:
                 fps = o.fps or source.fps or 25.0

@@ -22,7 +22,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     report = live(LiveOptions(
         model=args.model, driver=args.driver, source=args.source, avatar=args.avatar, out=args.out,
-        virtual_camera=args.virtual_camera, web=args.web, loop=args.loop, driver_fps=args.driver_fps, seconds=args.seconds,
+        virtual_camera=args.virtual_camera, web=args.web, send=args.send, stream=args.stream, loop=args.loop, driver_fps=args.driver_fps, seconds=args.seconds,
         max_frames=args.max_frames, motion=args.motion, side_by_side=args.side_by_side, background=args.background,
         backend=args.backend, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
         report=args.report, progress=not args.no_progress, source_keypoints=args.source_keypoints,
@@ -52,6 +52,10 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="send the avatar to a virtual camera (pyvirtualcam; on Linux a v4l2loopback device)")
     p.add_argument("--web", default=None, metavar="[HOST:]PORT",
                    help="show the avatar on a local web page at this port (host 127.0.0.1 unless given)")
+    p.add_argument("--send", default=None, metavar="URL",
+                   help="send the avatar once, then only each frame's keypoints (284 bytes), to the bilayer serve app "
+                        "at URL (http://HOST:PORT), whose page URL/receive?stream=NAME renders them")
+    p.add_argument("--stream", default="live", metavar="NAME", help="the stream's name for --send (default live)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N rendered frames")
     p.add_argument("--motion", choices=MOTION_MODES, default="relative",

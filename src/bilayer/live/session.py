@@ -36,7 +36,7 @@ from .track import LiveTracker
 class RenderedFrame:
     index: int  # the captured frame's index
     capture_time: float  # perf_counter at capture
-    image: np.ndarray  # the composed output, H × W × 3 RGB uint8
+    image: np.ndarray | None  # the composed output, H × W × 3 RGB uint8 (None: a session that only tracks)
     keypoints: np.ndarray  # the model's (136,) input for this frame
     camera: np.ndarray  # the captured frame
 
@@ -55,6 +55,7 @@ class LiveReport:
     latency_ms: list[float] = field(default_factory=list)  # capture → rendered and composed, per rendered frame
     track_ms: list[float] = field(default_factory=list)
     render_ms: list[float] = field(default_factory=list)
+    renders: bool = True  # False: the session only tracks (a keypoint sender)
 
     @property
     def fps(self) -> float:
@@ -77,6 +78,7 @@ class LiveReport:
                            "max": max(self.latency_ms) if self.latency_ms else None},
             "track_ms": {"median": p(self.track_ms, 50), "p95": p(self.track_ms, 95)},
             "render_ms": {"median": p(self.render_ms, 50), "p95": p(self.render_ms, 95)},
+            "renders": self.renders,
         }
 
     def summary(self) -> str:
@@ -85,7 +87,8 @@ class LiveReport:
         latency = (f"latency capture→frame {lat['median']:.0f} ms median, {lat['p95']:.0f} ms 95th percentile"
                    if lat["median"] is not None else "no frame rendered")
         engine = f" with {self.backend}" if self.backend else ""
-        return (f"live: {self.rendered} frames rendered{engine} in {self.wall_seconds:.1f} s = {self.fps:.1f} "
+        what = "rendered" if self.renders else "tracked and sent"
+        return (f"live: {self.rendered} frames {what}{engine} in {self.wall_seconds:.1f} s = {self.fps:.1f} "
                 f"frames/s; {latency}; {self.captured} captured, {self.dropped_before_tracking} dropped before "
                 f"tracking, {self.dropped_before_rendering} before rendering, {self.no_face} without a face")
 
@@ -93,7 +96,9 @@ class LiveReport:
 class LiveSession:
     """Drive ``avatar`` live from ``source``.
 
-    ``renderer``: the per-frame callable (B, 136) → (image, mask) (``avatar.renderer(model, backend)``);
+    ``renderer``: the per-frame callable (B, 136) → (image, mask) (``avatar.renderer(model, backend)``), or None
+    for a session that only tracks and hands the keypoints to its outputs (a keypoint sender: the receiver
+    renders);
     ``tracker``: a ``LiveTracker`` (or any callable (image, seconds) → (68, 2) keypoints or None);
     ``motion``: "relative" (default: the avatar's face moved by the motion since the first tracked frame, which
     ``recenter()`` resets) or "absolute"; ``side``: the camera frame next to the avatar; ``background``:
@@ -145,7 +150,7 @@ class LiveSession:
         stop = self.stop_event
         stop.clear()
         report = LiveReport(source=f"{self.source.kind} {self.source.name}",
-                            backend=getattr(self.renderer, "name", None))
+                            backend=getattr(self.renderer, "name", None), renders=self.renderer is not None)
         self.report = report  # read while it runs (the web page's figures)
         captured, tracked = Latest(), Latest()
         self._boxes = (captured, tracked)
@@ -212,9 +217,11 @@ class LiveSession:
                     continue
                 frame, model_kp = item
                 t0 = time.perf_counter()
-                with torch.inference_mode():
-                    image, mask = self.renderer(torch.from_numpy(np.asarray(model_kp, np.float32))[None])
-                out = self.compose(image[0].float(), mask[0].float(), frame.image)
+                out = None
+                if self.renderer is not None:
+                    with torch.inference_mode():
+                        image, mask = self.renderer(torch.from_numpy(np.asarray(model_kp, np.float32))[None])
+                    out = self.compose(image[0].float(), mask[0].float(), frame.image)
                 done = time.perf_counter()
                 report.render_ms.append(1000 * (done - t0))
                 report.latency_ms.append(1000 * (done - frame.time))

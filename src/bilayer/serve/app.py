@@ -35,6 +35,15 @@ import cv2
 import numpy as np
 
 STATIC = Path(__file__).resolve().parent / "static"
+ORT_WEB_VERSION = "1.22.0"  # onnxruntime-web, fetched from npm by `make` (never committed)
+MAX_GRAPH_BYTES = 256 * 2**20  # an avatar's per-frame ONNX graph (the medium model's is about 10 MB)
+
+
+def ort_web_dir() -> Path:
+    """Where ``make`` puts onnxruntime-web's browser files (ort.min.js and its WebAssembly)."""
+    from ..io import cache_home
+
+    return cache_home() / "web" / f"onnxruntime-web-{ORT_WEB_VERSION}"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 MAX_UPLOAD_BYTES = 100 * 2**20
@@ -56,6 +65,18 @@ class _Avatar:
     file: Path
     renderer: object = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Stream:
+    """A keypoint stream: the avatar's graph, and a one-slot queue per watcher (newest frame wins)."""
+
+    name: str
+    graph: bytes
+    size: int
+    watchers: set = field(default_factory=set)
+    frames: int = 0
+    sender: bool = False
 
 
 @dataclass
@@ -94,6 +115,7 @@ class ServeState:
         self.backend = backend
         self.avatars: dict[str, _Avatar] = {}
         self.jobs: dict[str, _Job] = {}
+        self.streams: dict[str, _Stream] = {}
         self.lock = threading.Lock()
 
     # -------------------------------------------------------------------------------------- uploads
@@ -178,6 +200,15 @@ class ServeState:
         return job
 
 
+def _offer(queue: asyncio.Queue, item) -> None:
+    """Put ``item`` in a one-slot queue, replacing what is waiting there (the newest frame wins)."""
+    try:
+        queue.get_nowait()
+    except asyncio.QueueEmpty:
+        pass
+    queue.put_nowait(item)
+
+
 def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, work_dir: str | Path | None = None,
                backend: str = "auto"):
     """The FastAPI app for ``model_dir``; uploads and results live under ``work_dir`` (a temporary folder removed
@@ -213,7 +244,8 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
     @app.middleware("http")
     async def _limit(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > state.max_upload + 2**20:
+        limited = not request.url.path.startswith("/api/streams/")  # an avatar graph has its own limit
+        if limited and length and length.isdigit() and int(length) > state.max_upload + 2**20:
             return JSONResponse({"error": f"the upload is larger than the {state.max_upload // 2**20} MiB upload limit."},
                                 status_code=413)
         return await call_next(request)
@@ -355,6 +387,123 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
             sender.cancel()
             await asyncio.to_thread(worker.join, 5)
             tracker.close()
+
+    # ---------------------------------------------------------------------------------- keypoint streams
+    isolation = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
+                 "Cross-Origin-Resource-Policy": "same-origin"}  # lets ONNX Runtime Web use threads
+
+    def check_stream_name(name: str) -> str:
+        if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
+            raise WebError(f"stream name {name!r} must be 1 to 64 letters, digits, '-', '_' or '.'.")
+        return name
+
+    @app.post("/api/streams/{name}/avatar")
+    async def publish_avatar(name: str, request: Request) -> dict:
+        check_stream_name(name)
+        graph = bytearray()
+        async for chunk in request.stream():
+            graph += chunk
+            if len(graph) > MAX_GRAPH_BYTES:
+                raise WebError(f"the avatar graph is larger than {MAX_GRAPH_BYTES // 2**20} MiB.", 413)
+        size = request.headers.get("x-bilayer-size", "")
+        if not size.isdigit() or not 32 <= int(size) <= 2048:
+            raise WebError("the avatar's image size (header X-Bilayer-Size) must be a number of pixels from 32 to 2048.")
+        try:
+            import onnx
+
+            model = onnx.load_model_from_string(bytes(graph))
+            inputs = [i.name for i in model.graph.input]
+        except Exception:  # noqa: BLE001 - any parse failure is the same mistake
+            inputs = []
+        if inputs != ["keypoints"]:
+            raise WebError("the avatar is not a per-frame bilayer ONNX graph (one input named keypoints).")
+        with state.lock:
+            old = state.streams.get(name)
+            stream = _Stream(name, bytes(graph), int(size), watchers=old.watchers if old else set())
+            state.streams[name] = stream
+        for queue in list(stream.watchers):  # watchers already waiting reload the new avatar
+            _offer(queue, json.dumps({"avatar": f"/api/streams/{name}/avatar.onnx", "size": stream.size}))
+        return {"stream": name, "receive": f"/receive?stream={name}", "bytes": len(graph)}
+
+    def get_stream(name: str) -> _Stream:
+        stream = state.streams.get(name)
+        if stream is None:
+            raise WebError(f"there is no stream {name!r}; start one with bilayer live --send.", 404)
+        return stream
+
+    @app.get("/api/streams/{name}/avatar.onnx")
+    def stream_graph(name: str) -> Response:
+        return Response(get_stream(name).graph, media_type="application/octet-stream", headers=isolation)
+
+    @app.get("/api/streams")
+    def list_streams() -> dict:
+        return {"streams": [{"name": s.name, "size": s.size, "frames": s.frames, "watchers": len(s.watchers),
+                             "avatar_bytes": len(s.graph)} for s in state.streams.values()]}
+
+    @app.websocket("/api/streams/{name}/send")
+    async def stream_send(socket: WebSocket, name: str) -> None:
+        from ..live.wire import decode_keypoints
+
+        await socket.accept()
+        stream = state.streams.get(name)
+        if stream is None:
+            await socket.send_text(json.dumps({"error": f"there is no stream {name!r}; publish its avatar first."}))
+            await socket.close()
+            return
+        try:
+            while True:
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if not data:
+                    continue
+                try:
+                    decode_keypoints(data)
+                except ValueError:
+                    continue  # not a keypoint message: dropped
+                stream.frames += 1
+                for queue in list(stream.watchers):
+                    _offer(queue, data)
+        except WebSocketDisconnect:
+            pass
+
+    @app.websocket("/api/streams/{name}/watch")
+    async def stream_watch(socket: WebSocket, name: str) -> None:
+        await socket.accept()
+        stream = state.streams.get(name)
+        if stream is None:
+            await socket.send_text(json.dumps({"error": f"there is no stream {name!r}; start one with bilayer live --send."}))
+            await socket.close()
+            return
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        stream.watchers.add(queue)
+        try:
+            await socket.send_text(json.dumps({"avatar": f"/api/streams/{name}/avatar.onnx", "size": stream.size}))
+            while True:
+                item = await queue.get()
+                if isinstance(item, str):
+                    await socket.send_text(item)
+                else:
+                    await socket.send_bytes(item)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            stream.watchers.discard(queue)
+
+    @app.get("/receive", response_class=HTMLResponse)
+    def receive_page() -> Response:
+        return HTMLResponse((STATIC / "receive.html").read_text(), headers=isolation)
+
+    @app.get("/ort/{file}")
+    def ort_asset(file: str) -> Response:
+        folder = ort_web_dir()
+        path = folder / file
+        if "/" in file or ".." in file or not path.is_file():
+            raise WebError(f"onnxruntime-web's {file} is not installed in {folder}; `make install` fetches it.", 404)
+        kind = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}.get(
+            path.suffix, "application/octet-stream")
+        return FileResponse(path, media_type=kind, headers=isolation)
 
     return app
 
