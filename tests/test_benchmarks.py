@@ -86,6 +86,21 @@ def test_packing_benchmark(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.slow
+def test_keypoint_stream_benchmark(tmp_path):
+    from .conftest import material
+
+    out = run_benchmark("keypoint_stream.py", "--frames", "20", "--driver", str(material("franck.mp4")), "--photo",
+                        str(material("grace_hopper.jpg")), "--out", str(tmp_path / "ks.json"))
+    report = json.loads((tmp_path / "ks.json").read_text())
+    assert f"wrote {tmp_path / 'ks.json'}" in out and report["frames"] == 20
+    stream = report["keypoint_stream"]
+    assert stream["bytes_per_frame"] == 284 and stream["psnr_vs_exact_keypoints_db"]["min"] > 50
+    for ladder in report["h264"].values():
+        rates = [v["kbit_per_second"] for v in ladder]
+        assert rates == sorted(rates, reverse=True) and all(v["psnr_db"] > 25 for v in ladder)
+
+
+@pytest.mark.slow
 def test_live_benchmark(tmp_path):
     from .conftest import material
 
