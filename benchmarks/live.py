@@ -35,7 +35,7 @@ from render import calibrated_model  # noqa: E402
 from bilayer.hardware import native_bfloat16  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.live import LiveSession, LiveTracker, open_live_source  # noqa: E402
-from bilayer.live.app import choose_backend  # noqa: E402
+from bilayer.live.app import choose_backend, render_device  # noqa: E402
 from bilayer.live.outputs import FrameHub  # noqa: E402
 from bilayer.runtime.avatar import Avatar  # noqa: E402
 
@@ -56,7 +56,7 @@ def cpu_name() -> str:
 def prepare(preset: str, photo: Path, backend: str, size: int):
     model = calibrated_model(preset, size)
     avatar = Avatar.create(model, str(photo))
-    renderer = avatar.renderer(model, backend)
+    renderer = avatar.renderer(model, backend, device=render_device(backend))
     renderer.warmup(1).warmup(1)
     return avatar, renderer
 

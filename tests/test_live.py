@@ -331,3 +331,14 @@ def test_live_refuses_a_missing_camera(tmp_path, capsys):
                               str(tmp_path / "x.mp4"))
     assert_user_error_text(code, err, "no camera at /dev/video97")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_the_live_backend_on_this_cpu():
+    from bilayer.hardware import native_bfloat16
+    from bilayer.live.app import choose_backend, render_device
+
+    backend, why = choose_backend("auto")
+    if not torch.cuda.is_available():
+        assert backend == ("bf16" if native_bfloat16() else "eager") and why
+        assert render_device(backend) == "cpu"
+    assert choose_backend("int8") == ("int8", None) and render_device("int8") == "cpu"

@@ -165,3 +165,30 @@ def test_the_browser_renders_the_stream_like_the_python_renderer(server, avatar_
     finally:
         browser.quit()
         sender.close()
+
+
+def test_live_send_tracks_and_sends_without_rendering(server, capsys):
+    import urllib.request
+
+    from bilayer.cli import main
+
+    from .conftest import run_main
+
+    code, out, err = run_main(main, capsys, "live", "--model", str(ASSET), "--source", str(material("grace_hopper.jpg")),
+                              "--driver", str(material("franck.mp4")), "--send", server, "--stream", "cli",
+                              "--seconds", "2")
+    assert code == 0 and "frames tracked and sent" in out, err
+    assert "284 bytes a frame" in err and "receive?stream=cli" in err and "backend" not in err  # nothing rendered
+    streams = {s["name"]: s for s in json.loads(urllib.request.urlopen(server + "api/streams", timeout=5).read())["streams"]}
+    assert streams["cli"]["frames"] >= 10 and streams["cli"]["size"] == 128
+
+
+def test_live_send_refuses_a_bad_stream_name(capsys):
+    from bilayer.cli import main
+
+    from .conftest import assert_user_error_text, run_main
+
+    code, out, err = run_main(main, capsys, "live", "--model", str(ASSET), "--source", str(material("grace_hopper.jpg")),
+                              "--driver", str(material("franck.mp4")), "--send", "http://127.0.0.1:9",
+                              "--stream", "a b")
+    assert_user_error_text(code, err, "--stream 'a b' must be 1 to 64 letters")

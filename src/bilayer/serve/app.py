@@ -163,12 +163,12 @@ class ServeState:
         return entry
 
     def renderer(self, entry: _Avatar):
-        from ..live.app import choose_backend
+        from ..live.app import choose_backend, render_device
 
         with entry.lock:
             if entry.renderer is None:
                 backend, _ = choose_backend(self.backend)
-                entry.renderer = entry.avatar.renderer(self.model, backend).warmup(1)
+                entry.renderer = entry.avatar.renderer(self.model, backend, device=render_device(backend)).warmup(1)
             return entry.renderer
 
     # -------------------------------------------------------------------------------------- jobs
