@@ -101,6 +101,24 @@ def test_keypoint_stream_benchmark(tmp_path):
 
 
 @pytest.mark.slow
+def test_receiver_benchmark(tmp_path):
+    import shutil
+
+    from bilayer.serve.app import ort_web_dir
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver") and (ort_web_dir() / "ort.min.js").is_file()):
+        pytest.skip("chromium, chromium-driver or onnxruntime-web is missing (`make test` installs them)")
+    from .conftest import material
+
+    out = run_benchmark("receiver.py", "--presets", "tiny", "--image-size", "64", "--frames", "10", "--photo",
+                        str(material("grace_hopper.jpg")), "--out", str(tmp_path / "receiver.json"))
+    report = json.loads((tmp_path / "receiver.json").read_text())
+    tiny = report["results"]["tiny"]
+    assert f"wrote {tmp_path / 'receiver.json'}" in out and tiny["image_size"] == 64
+    assert tiny["browser_fps"] > 0 and tiny["python_onnxruntime_fps"] > 0 and "wasm" in tiny["browser_backend"]
+
+
+@pytest.mark.slow
 def test_live_benchmark(tmp_path):
     from .conftest import material
 
