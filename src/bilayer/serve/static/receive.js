@@ -35,7 +35,7 @@ async function load(url, avatarSize) {
   const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.wasmPaths = "/ort/";
   ort.env.wasm.numThreads = threads;
-  const ep = params.get("ep") === "webgpu" && navigator.gpu ? "webgpu" : "wasm";
+  const ep = params.get("ep") === "webgpu" && navigator.gpu ? "webgpu" : "wasm";  // WebGPU falls back to wasm
   session = await ort.InferenceSession.create(url, { executionProviders: [ep], graphOptimizationLevel: "all" });
   stats.backend = `${ep}, ${threads} thread${threads === 1 ? "" : "s"}`;
   stats.ready = true;
