@@ -1,7 +1,7 @@
 """int8 quality by calibration: the photo's jittered poses alone (``Avatar.renderer``) against those plus the
 driver's own poses (``animate.calibration_poses``, what ``bilayer animate --backend int8`` uses).
 
-    python benchmarks/int8_calibration.py [--model assets/synth-quick] [--drivers 28 31 33] [--frames 150]
+    python benchmarks/int8_calibration.py [--model assets/synth-quick] [--drivers 1008 1011 1013] [--frames 150]
                                           [--out benchmarks/results]
 
 The avatar is the held-out SynthHeads person of ``make demo``; each driver is another held-out person's
@@ -52,7 +52,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ASSET_MODEL, help="a save_pretrained folder")
-    parser.add_argument("--drivers", nargs="+", type=int, default=[28, 31, 33], help="SynthHeads driver people")
+    parser.add_argument("--drivers", nargs="+", type=int, default=[1008, 1011, 1013], help="SynthHeads driver people (held out of the asset's training data)")
     parser.add_argument("--frames", type=int, default=150, help="frames per driver")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()

@@ -30,8 +30,8 @@ from .runtime.avatar import Avatar
 from .animate.compose import to_uint8
 
 ASSET_MODEL = Path(__file__).resolve().parents[2] / "assets" / "synth-quick"
-# SynthHeads people of the asset's training data (seed 0, 30 people): 24–29 are its held-out test split.
-DATA_SEED, SOURCE_PERSON, DRIVER_PERSON = 0, 25, 28
+# SynthHeads people of the asset's training data (seed 0, 1025 people): 1000–1024 are its held-out test split.
+DATA_SEED, SOURCE_PERSON, DRIVER_PERSON = 0, 1005, 1008
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
