@@ -1135,6 +1135,24 @@ def test_held_out_videos_shorter_than_a_second_are_still_evaluated(synth_root, t
     assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
 
 
+def test_held_out_targets_are_one_second_apart_at_the_rate_synthheads_records(tmp_path, caplog):
+    """A 5-fps SynthHeads root: one target a second is every 5th frame, taken at once (no attempt at 25 frames
+    that would skip every video with a warning)."""
+    import logging
+
+    from bilayer.synth import generate
+
+    root = tmp_path / "slow"
+    generate(root, identities=3, test_identities=1, videos_per_identity=1, frames=8, size=64, fps=5, progress=False)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="bilayer"):
+        train("base", fast_config(eval_every=1, eval_batches=1), root, run, perceptual=Perceptual(allow_random=True),
+              steps=1, progress=False)
+    (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["target_every"] == 5
+    assert not [r for r in caplog.records if "skipping video" in r.getMessage() or "skipped" in r.getMessage()]
+
+
 def test_lf_only_model_trains_without_its_texture_networks_and_renders_the_lf_layer(synth_root, tmp_path):
     """The LF-only ablation (paper Table 1): texture_layer false makes a zero texture, so every frame is the LF
     layer; the texture networks are neither run nor trained, and the setting travels with the saved model."""

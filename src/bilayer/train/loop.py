@@ -501,10 +501,19 @@ def _standing_stats(model: BilayerModel, dataset: VideoDataset, batch: int, conf
 
 @torch.no_grad()
 def evaluate(model: BilayerModel, data_root, config: TrainConfig, info: DistInfo, enhance: bool | None = None) -> dict:
-    """Held-out one-shot reenactment (test identities; source = first frame, targets at 1 FPS, or every 5th or
-    2nd frame when the held-out videos are shorter than a second): mean PSNR and SSIM of the prediction against the
+    """Held-out one-shot reenactment (test identities; source = first frame, targets at 1 FPS — at the frame rate
+    a SynthHeads root records, else 25 — or every 5th or 2nd frame when the held-out videos are shorter than a
+    second): mean PSNR and SSIM of the prediction against the
     target, both on a black background by the target's ground-truth mask."""
-    for every in (25, 5, 2):  # frames between targets
+    # frames between targets: one a second at the rate a SynthHeads root records (25 otherwise), then 5 and 2
+    first = 25
+    meta = Path(data_root) / "synth.json"
+    if meta.is_file():
+        try:
+            first = max(1, round(float(json.loads(meta.read_text()).get("fps", 25))))
+        except (OSError, ValueError, TypeError):
+            pass
+    for every in dict.fromkeys((first, 5, 2)):
         try:
             dataset = VideoDataset(data_root, "test", model.config.image_size, 1, 1, "test", seed=config.seed,
                                    fps=float(every))
