@@ -34,12 +34,12 @@ from bilayer.io import write_json_atomic
 
 
 def make_media(root: Path, size: int, frames: int, repeat: int) -> dict:
-    from bilayer.demo import DATA_SEED, DRIVER_PERSON, SOURCE_PERSON
+    from bilayer.demo import DATA_SEED
     from bilayer.synth import render_sequence
     from bilayer.animate.videoio import VideoWriter
 
-    src, src_kp, src_mask = render_sequence(DATA_SEED, SOURCE_PERSON, 1, size)
-    drv, drv_kp, _ = render_sequence(DATA_SEED, DRIVER_PERSON, frames, size)
+    src, src_kp, src_mask = render_sequence(DATA_SEED, 25, 1, size)
+    drv, drv_kp, _ = render_sequence(DATA_SEED, 28, frames, size)
     np.save(root / "source_keypoints.npy", src_kp[0])
     import cv2
 
