@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.cli import add_avatar_options, add_model_option
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
-    return value
+from ..runtime.cli import add_avatar_options, add_model_option, positive_int as _positive_int
 
 
 def cmd_animate(args: argparse.Namespace) -> int:

@@ -78,11 +78,10 @@ def check(options: LiveOptions) -> None:
     if not (o.out or o.virtual_camera or o.web or o.send):
         raise LiveError("give at least one output: --out FILE.mp4, --virtual-camera, --web [HOST:]PORT or --send URL.")
     if o.send:
-        from .wire import _stream_urls
+        from .wire import _stream_urls, check_stream_name
 
         _stream_urls(o.send, o.stream)
-        if not (1 <= len(o.stream) <= 64) or not all(c.isalnum() or c in "-_." for c in o.stream):
-            raise LiveError(f"--stream {o.stream!r} must be 1 to 64 letters, digits, '-', '_' or '.'.")
+        check_stream_name(o.stream, "--stream")
     plan = Outputs().model("--model", o.model)
     for flag, value in (("--source", o.source), ("--avatar", o.avatar), ("--source-keypoints", o.source_keypoints),
                         ("--source-mask", o.source_mask), ("--landmark-weights", o.landmark_weights)):

@@ -83,6 +83,14 @@ def avatar_graph(avatar, model, opset: int = 17) -> bytes:
         return path.read_bytes()
 
 
+def check_stream_name(name: str, label: str = "stream name") -> str:
+    """A stream name: 1 to 64 letters, digits, '-', '_' or '.' (it goes into URLs unescaped); ``label`` names it
+    in the message."""
+    if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
+        raise LiveError(f"{label} {name!r} must be 1 to 64 letters, digits, '-', '_' or '.'.")
+    return name
+
+
 def _stream_urls(server: str, name: str) -> tuple[str, str, str]:
     parsed = urllib.parse.urlparse(server if "://" in server else f"http://{server}")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:

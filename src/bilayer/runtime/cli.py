@@ -59,6 +59,17 @@ def _avatar_for(args: argparse.Namespace, model, landmarks):
                        enhance=not args.no_enhance)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return value
+
+
 def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder (save_pretrained format, e.g. runs/NAME/model)")
 

@@ -393,9 +393,12 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
                  "Cross-Origin-Resource-Policy": "same-origin"}  # lets ONNX Runtime Web use threads
 
     def check_stream_name(name: str) -> str:
-        if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
-            raise WebError(f"stream name {name!r} must be 1 to 64 letters, digits, '-', '_' or '.'.")
-        return name
+        from ..live.wire import check_stream_name as check
+
+        try:
+            return check(name)
+        except ValueError as exc:
+            raise WebError(str(exc)) from None
 
     @app.post("/api/streams/{name}/avatar")
     async def publish_avatar(name: str, request: Request) -> dict:
@@ -431,6 +434,16 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
             raise WebError(f"there is no stream {name!r}; start one with bilayer live --send.", 404)
         return stream
 
+    async def open_stream_socket(socket: WebSocket, name: str) -> _Stream | None:
+        """Accept ``socket``; the stream it names, or None after telling the client there is none."""
+        await socket.accept()
+        try:
+            return get_stream(name)
+        except WebError as exc:
+            await socket.send_text(json.dumps({"error": str(exc)}))
+            await socket.close()
+            return None
+
     @app.get("/api/streams/{name}/avatar.onnx")
     def stream_graph(name: str) -> Response:
         return Response(get_stream(name).graph, media_type="application/octet-stream", headers=isolation)
@@ -444,11 +457,8 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
     async def stream_send(socket: WebSocket, name: str) -> None:
         from ..live.wire import decode_keypoints
 
-        await socket.accept()
-        stream = state.streams.get(name)
+        stream = await open_stream_socket(socket, name)
         if stream is None:
-            await socket.send_text(json.dumps({"error": f"there is no stream {name!r}; publish its avatar first."}))
-            await socket.close()
             return
         try:
             while True:
@@ -470,11 +480,8 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
 
     @app.websocket("/api/streams/{name}/watch")
     async def stream_watch(socket: WebSocket, name: str) -> None:
-        await socket.accept()
-        stream = state.streams.get(name)
+        stream = await open_stream_socket(socket, name)
         if stream is None:
-            await socket.send_text(json.dumps({"error": f"there is no stream {name!r}; start one with bilayer live --send."}))
-            await socket.close()
             return
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
         stream.watchers.add(queue)
