@@ -250,6 +250,28 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def _previous_results(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ablation_summary(ablations: dict[str, tuple[Path, dict]], self_scores: dict) -> dict:
+    """Each ablation's config changes, its iterations, and its self-reenactment difference from the base model
+    (positive PSNR and negative LPIPS: the ablation is better)."""
+    out = {}
+    for name, (run_dir, changes) in ablations.items():
+        logs = _jsonl(run_dir / "log.jsonl")
+        entry = {"changes": changes, "steps": logs[-1]["step"] if logs else 0}
+        if name in self_scores and "base" in self_scores:
+            a, b = self_scores[name], self_scores["base"]
+            entry["vs_base"] = {"psnr_db": round(a["psnr"] - b["psnr"], 3), "ssim": round(a["ssim"] - b["ssim"], 4),
+                                "lpips": round(a["lpips"] - b["lpips"], 4)}
+        out[name] = entry
+    return out
+
+
 def plot(run_dirs: dict[str, Path], out: Path) -> None:
     """Training losses per run and, where a run evaluated held-out data while training, held-out PSNR."""
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend switch
@@ -379,13 +401,17 @@ def main() -> None:
     print("scoring cross-person reenactment …", flush=True)
     cross_models = {"base": base} | ({"full": enhanced} if enhanced is not None else {})
     cross_scores = cross_reenactment(cross_models, data, identity=not args.no_identity)
+    previous = _previous_results(args.out / "learning.json")
     results = {
         "config": args.config, "image_size": size, "data": str(data),
         "base_steps": _jsonl(base_run / "log.jsonl")[-1]["step"] if _jsonl(base_run / "log.jsonl") else None,
         "enhancer_steps": _jsonl(enh_run / "log.jsonl")[-1]["step"] if _jsonl(enh_run / "log.jsonl") else None,
-        "wall_seconds": {k: round(v, 1) for k, v in seconds.items()}, "threads": torch.get_num_threads(),
+        # stages not trained by this invocation keep the times an earlier one measured
+        "wall_seconds": previous.get("wall_seconds", {}) | {k: round(v, 1) for k, v in seconds.items()},
+        "threads": torch.get_num_threads(),
         "self_reenactment": self_scores, "cross_reenactment": cross_scores,
         "targets": targets_met(self_scores, cross_scores),
+        "ablations": ablation_summary(ablations, self_scores),
     }
     plot({"base": base_run, "enhancer": enh_run} | {n: r for n, (r, _) in ablations.items()},
          args.out / "learning_curve.png")
@@ -400,6 +426,11 @@ def main() -> None:
                 extra = f"   identity: to A {i['to_a']:.3f}, to B {i['to_b']:.3f}, closer to A {100 * i['closer_to_a']:.0f} %"
             print(f"  {name:<18} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.4f}  LPIPS {m['lpips']:.4f}"
                   f"  ({m['frames']} frames){extra}")
+    for name, a in results["ablations"].items():
+        if "vs_base" in a:
+            d = a["vs_base"]
+            print(f"ablation {name} ({a['steps']} steps) against the base model: PSNR {d['psnr_db']:+.2f} dB, "
+                  f"LPIPS {d['lpips']:+.4f}")
     for label, t in results["targets"].items():
         print(f"{'met ' if t['met'] else 'NOT '} {label}: {t}")
     print(f"wrote {written}, {args.out / 'learning_curve.png'} and {args.out / 'learning_grid.jpg'}")

@@ -208,6 +208,17 @@ def test_learning_benchmark(tmp_path):
     assert (tmp_path / "out" / "learning_curve.png").stat().st_size > 0
     assert (tmp_path / "out" / "learning_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert "cross-person" in out
+    ablation = report["ablations"]["no-gan"]
+    assert ablation["steps"] == 1 and ablation["changes"] == {"losses": {"adversarial": 0, "feature_matching": 0}}
+    assert ablation["vs_base"]["psnr_db"] == pytest.approx(
+        self_scores["no-gan"]["psnr"] - self_scores["base"]["psnr"], abs=1e-3)
+    assert "ablation no-gan (1 steps) against the base model" in out
+    # scoring again without training keeps the training times the first invocation measured
+    run_benchmark("learning.py", "--config", "tiny", "--data", str(data), "--evaluate-only", "--no-identity",
+                  "--ablation", 'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}',
+                  "--out", str(tmp_path / "out"))
+    again = json.loads((tmp_path / "out" / "learning.json").read_text())
+    assert again["wall_seconds"] == report["wall_seconds"] and {"base", "enhancer"} <= set(report["wall_seconds"])
 
 
 @pytest.mark.slow
