@@ -14,7 +14,6 @@ chromium and chromium-driver and onnxruntime-web (``make test`` installs both).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from live import cpu_name  # noqa: E402
 from render import calibrated_model  # noqa: E402
@@ -34,6 +34,7 @@ from render import calibrated_model  # noqa: E402
 from bilayer.io import write_json_atomic  # noqa: E402
 from bilayer.live.wire import KeypointSender, avatar_graph  # noqa: E402
 from bilayer.runtime.avatar import Avatar  # noqa: E402
+from tools.browser import chromium_paths, headless_chromium  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,52 +80,42 @@ def main() -> None:
     p.add_argument("--photo", type=Path, default=ROOT / ".cache" / "material" / "grace_hopper.jpg")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "receiver.json")
     args = p.parse_args()
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    chromium, chromedriver = chromium_paths()
     from bilayer.serve.app import ort_web_dir
 
     if not (chromium and chromedriver):
         sys.exit("error: Debian's chromium and chromium-driver are needed (`make test` installs them).")
     if not (ort_web_dir() / "ort.min.js").is_file():
         sys.exit(f"error: onnxruntime-web is not in {ort_web_dir()} (`make install` fetches it).")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     proc, url = start_server()
     results = {}
     profile = tempfile.mkdtemp(prefix="bilayer-receiver-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
-        for preset in args.presets:
-            model = calibrated_model(preset, args.image_size)
-            avatar = Avatar.create(model, str(args.photo))
-            graph = avatar_graph(avatar, model)
-            KeypointSender(url, preset, graph, avatar.size).close()
-            browser.get(f"{url}receive?stream={preset}&bench={args.frames}")
-            deadline = time.time() + 600
-            while time.time() < deadline:
-                stats = browser.execute_script("return window.bilayerStats")
-                if stats.get("benchDone") or stats.get("error"):
-                    break
-                time.sleep(0.5)
-            if stats.get("error") or not stats.get("benchDone"):
-                raise SystemExit(f"error: the receiver page failed: {stats.get('error') or 'timed out'}")
-            ms = sorted(stats["renderMs"])
-            results[preset] = {"image_size": avatar.size, "graph_mib": len(graph) / 2**20,
-                               "browser_fps": stats["fps"], "browser_backend": stats["backend"],
-                               "browser_frame_ms_median": ms[len(ms) // 2],
-                               "python_onnxruntime_fps": python_fps(graph, args.frames)}
-            r = results[preset]
-            print(f"{preset:<7} {avatar.size} px: browser {r['browser_fps']:.1f} frames/s ({r['browser_backend']}, "
-                  f"{r['browser_frame_ms_median']:.1f} ms a frame with painting), ONNX Runtime in Python "
-                  f"{r['python_onnxruntime_fps']:.1f} frames/s; graph {r['graph_mib']:.1f} MiB", flush=True)
+        with headless_chromium(profile) as browser:
+            for preset in args.presets:
+                model = calibrated_model(preset, args.image_size)
+                avatar = Avatar.create(model, str(args.photo))
+                graph = avatar_graph(avatar, model)
+                KeypointSender(url, preset, graph, avatar.size).close()
+                browser.get(f"{url}receive?stream={preset}&bench={args.frames}")
+                deadline = time.time() + 600
+                while time.time() < deadline:
+                    stats = browser.execute_script("return window.bilayerStats")
+                    if stats.get("benchDone") or stats.get("error"):
+                        break
+                    time.sleep(0.5)
+                if stats.get("error") or not stats.get("benchDone"):
+                    raise SystemExit(f"error: the receiver page failed: {stats.get('error') or 'timed out'}")
+                ms = sorted(stats["renderMs"])
+                results[preset] = {"image_size": avatar.size, "graph_mib": len(graph) / 2**20,
+                                   "browser_fps": stats["fps"], "browser_backend": stats["backend"],
+                                   "browser_frame_ms_median": ms[len(ms) // 2],
+                                   "python_onnxruntime_fps": python_fps(graph, args.frames)}
+                r = results[preset]
+                print(f"{preset:<7} {avatar.size} px: browser {r['browser_fps']:.1f} frames/s ({r['browser_backend']}, "
+                      f"{r['browser_frame_ms_median']:.1f} ms a frame with painting), ONNX Runtime in Python "
+                      f"{r['python_onnxruntime_fps']:.1f} frames/s; graph {r['graph_mib']:.1f} MiB", flush=True)
     finally:
-        browser.quit()
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(profile, ignore_errors=True)

@@ -4,7 +4,6 @@ page itself in a real browser (Debian's chromium, headless, its webcam faked fro
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -19,10 +18,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from bilayer.serve.app import create_app  # noqa: E402
 
+from tools.browser import MISSING, have_chromium, headless_chromium, write_y4m  # noqa: E402
+
 from .conftest import material  # noqa: E402
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "synth-quick"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +173,6 @@ def test_serve_refusals(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ browser
-def write_y4m(video: Path, out: Path, frames: int = 60, size: tuple[int, int] = (320, 240)) -> Path:
-    """A raw YUV4MPEG2 clip (what Chromium's fake camera plays) of the first ``frames`` frames of ``video``."""
-    w, h = size
-    with av.open(str(video)) as src, open(out, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n".encode())
-        for i, frame in enumerate(src.decode(video=0)):
-            if i == frames:
-                break
-            yuv = frame.reformat(width=w, height=h, format="yuv420p").to_ndarray()
-            f.write(b"FRAME\n" + np.ascontiguousarray(yuv).tobytes())
-    return out
-
-
 @pytest.fixture(scope="module")
 def server(serve_url):
     return serve_url
@@ -193,24 +180,12 @@ def server(serve_url):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (`make test` installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    if not have_chromium():
+        pytest.skip(MISSING)
     folder = tmp_path_factory.mktemp("browser")
     camera = write_y4m(material("franck.mp4"), folder / "camera.y4m")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}", f"--user-data-dir={folder / 'profile'}",
-                "--window-size=1100,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with headless_chromium(folder / "profile", camera=camera, window=(1100, 900)) as driver:
+        yield driver
 
 
 def _wait(condition, seconds: float = 60, step: float = 0.2):

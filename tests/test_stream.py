@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -117,54 +116,44 @@ def test_relay_refusals(server):
 
 @pytest.mark.slow
 def test_the_browser_renders_the_stream_like_the_python_renderer(server, avatar_and_model, tmp_path):
-    from .test_serve import CHROMEDRIVER, CHROMIUM
+    from tools.browser import MISSING, have_chromium, headless_chromium
 
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (`make test` installs them)")
+    if not have_chromium():
+        pytest.skip(MISSING)
     from bilayer.serve.app import ort_web_dir
 
     if not (ort_web_dir() / "ort.min.js").is_file():
         pytest.skip(f"onnxruntime-web is not in {ort_web_dir()} (`make test` fetches it from npm)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     from bilayer.live.session import RenderedFrame
 
     avatar, model = avatar_and_model
     sender = KeypointSender(server, "browser", avatar_graph(avatar, model), avatar.size)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        browser.get(server + "receive?stream=browser")
-        deadline = time.time() + 60
-        while time.time() < deadline and not browser.execute_script("return window.bilayerStats.ready"):
-            assert not browser.execute_script("return window.bilayerStats.error"), \
-                browser.execute_script("return window.bilayerStats.error")
-            time.sleep(0.2)
-        base = avatar.source_keypoints_normalized.reshape(-1).astype(np.float32)
-        for i in range(20):
-            sender.write(RenderedFrame(i, time.perf_counter(), None, base + 0.002 * i, None))
-            time.sleep(0.05)
-        last = base + 0.002 * 19
-        deadline = time.time() + 30
-        while time.time() < deadline and browser.execute_script("return window.bilayerStats.frames") < 5:
-            time.sleep(0.2)
-        time.sleep(1.0)  # the newest frame is the last one sent
-        stats = browser.execute_script("return window.bilayerStats")
-        assert stats["frames"] >= 5 and stats["bytes"] == 20 * 284 and stats["error"] is None
-        data = browser.execute_script("return document.getElementById('view').toDataURL('image/png')")
-        shown = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(data.split(",", 1)[1]), np.uint8),
-                                          cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        assert shown.shape == (128, 128, 3)
-        assert _psnr(shown, _reference(avatar, model, quantize(last))) > 40
-    finally:
-        browser.quit()
-        sender.close()
+    with headless_chromium(tmp_path / "profile") as browser:
+        try:
+            browser.get(server + "receive?stream=browser")
+            deadline = time.time() + 60
+            while time.time() < deadline and not browser.execute_script("return window.bilayerStats.ready"):
+                assert not browser.execute_script("return window.bilayerStats.error"), \
+                    browser.execute_script("return window.bilayerStats.error")
+                time.sleep(0.2)
+            base = avatar.source_keypoints_normalized.reshape(-1).astype(np.float32)
+            for i in range(20):
+                sender.write(RenderedFrame(i, time.perf_counter(), None, base + 0.002 * i, None))
+                time.sleep(0.05)
+            last = base + 0.002 * 19
+            deadline = time.time() + 30
+            while time.time() < deadline and browser.execute_script("return window.bilayerStats.frames") < 5:
+                time.sleep(0.2)
+            time.sleep(1.0)  # the newest frame is the last one sent
+            stats = browser.execute_script("return window.bilayerStats")
+            assert stats["frames"] >= 5 and stats["bytes"] == 20 * 284 and stats["error"] is None
+            data = browser.execute_script("return document.getElementById('view').toDataURL('image/png')")
+            shown = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(data.split(",", 1)[1]), np.uint8),
+                                              cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            assert shown.shape == (128, 128, 3)
+            assert _psnr(shown, _reference(avatar, model, quantize(last))) > 40
+        finally:
+            sender.close()
 
 
 def test_live_send_tracks_and_sends_without_rendering(server, capsys):

@@ -8,19 +8,16 @@ chromium and chromium-driver and onnxruntime-web (``make test`` installs both).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import av
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_serve import write_y4m  # noqa: E402
+from tools.browser import headless_chromium, write_y4m  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 
@@ -44,8 +41,6 @@ def wait(condition, seconds=120.0):
 
 
 def main() -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from benchmarks.receiver import start_server
@@ -54,38 +49,30 @@ def main() -> None:
     clip = synth_clip(folder)
     camera = write_y4m(clip, folder / "camera.y4m", frames=75, size=(320, 240))
     proc, url = start_server()
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={camera}", f"--user-data-dir={folder / 'profile'}",
-                "--window-size=1000,760", "--hide-scrollbars"):
-        options.add_argument(arg)
-    b = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     OUT.mkdir(parents=True, exist_ok=True)
     try:
-        b.get(url)
-        b.find_element(By.ID, "photo").send_keys(str(ROOT / ".cache" / "material" / "grace_hopper.jpg"))
-        b.find_element(By.ID, "make-avatar").click()
-        wait(lambda: b.execute_script("return document.getElementById('crop').naturalWidth"))
-        b.save_screenshot(str(OUT / "serve_avatar.png"))
-        b.find_element(By.ID, "tab-animate").click()
-        b.find_element(By.ID, "driver").send_keys(str(clip))
-        b.find_element(By.ID, "side-by-side").click()
-        b.find_element(By.ID, "start-animation").click()
-        wait(lambda: b.find_element(By.TAG_NAME, "body").get_attribute("data-result"))
-        b.execute_script("const v = document.getElementById('result-video'); v.pause(); v.currentTime = 1.5;")
-        time.sleep(1.0)
-        b.save_screenshot(str(OUT / "serve_animate.png"))
-        b.find_element(By.ID, "tab-live").click()
-        b.find_element(By.ID, "live-start").click()
-        wait(lambda: int(b.find_element(By.TAG_NAME, "body").get_attribute("data-live-frames") or 0) >= 40)
-        wait(lambda: "frames/s" in b.find_element(By.ID, "live-status").text)
-        b.save_screenshot(str(OUT / "serve_live.png"))
-        b.find_element(By.ID, "live-stop").click()
+        with headless_chromium(folder / "profile", camera=camera, window=(1000, 760),
+                               extra=["--hide-scrollbars"]) as b:
+            b.get(url)
+            b.find_element(By.ID, "photo").send_keys(str(ROOT / ".cache" / "material" / "grace_hopper.jpg"))
+            b.find_element(By.ID, "make-avatar").click()
+            wait(lambda: b.execute_script("return document.getElementById('crop').naturalWidth"))
+            b.save_screenshot(str(OUT / "serve_avatar.png"))
+            b.find_element(By.ID, "tab-animate").click()
+            b.find_element(By.ID, "driver").send_keys(str(clip))
+            b.find_element(By.ID, "side-by-side").click()
+            b.find_element(By.ID, "start-animation").click()
+            wait(lambda: b.find_element(By.TAG_NAME, "body").get_attribute("data-result"))
+            b.execute_script("const v = document.getElementById('result-video'); v.pause(); v.currentTime = 1.5;")
+            time.sleep(1.0)
+            b.save_screenshot(str(OUT / "serve_animate.png"))
+            b.find_element(By.ID, "tab-live").click()
+            b.find_element(By.ID, "live-start").click()
+            wait(lambda: int(b.find_element(By.TAG_NAME, "body").get_attribute("data-live-frames") or 0) >= 40)
+            wait(lambda: "frames/s" in b.find_element(By.ID, "live-status").text)
+            b.save_screenshot(str(OUT / "serve_live.png"))
+            b.find_element(By.ID, "live-stop").click()
     finally:
-        b.quit()
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
