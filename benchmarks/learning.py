@@ -20,8 +20,8 @@
    first ground-truth frame (A in B's first pose) and driven by B's keypoints with relative motion (the path of
    ``bilayer animate``); every later frame is scored against A performing it. Identity: the dlib embedding of each
    result is compared with A's true frame and with B's frame (is the result closer to A?).
-5. Writes learning.json (every number, and which targets are met), learning_curve.png (losses and held-out PSNR
-   over training) and learning_grid.jpg (source, target, LF, HF, base, full model for a few held-out people).
+5. Writes learning.json (every number, and which targets are met), learning_curve.png (losses, held-out PSNR
+   and LPIPS over training) and learning_grid.jpg (source, target, LF, HF, base, full model for a few held-out people).
 
 Times depend on the machine; every comparison is within one run.
 """
@@ -273,10 +273,10 @@ def ablation_summary(ablations: dict[str, tuple[Path, dict]], self_scores: dict)
 
 
 def plot(run_dirs: dict[str, Path], out: Path) -> None:
-    """Training losses per run and, where a run evaluated held-out data while training, held-out PSNR."""
+    """Training losses per run and, where a run evaluated held-out data while training, held-out PSNR and LPIPS."""
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend switch
 
-    losses, held_out = [], []
+    losses, held_out, held_out_lpips = [], [], []
     for stage, run_dir in run_dirs.items():
         logs = _jsonl(run_dir / "log.jsonl")
         for key in LOSS_KEYS:
@@ -286,8 +286,12 @@ def plot(run_dirs: dict[str, Path], out: Path) -> None:
         m = _jsonl(run_dir / "metrics.jsonl")
         if m:
             held_out.append((f"{stage}", [r["step"] for r in m], [r["psnr"] for r in m]))
-    panels = [("training losses", losses, "log", None)] + ([("held-out PSNR (dB)", held_out, "linear", "o")]
-                                                            if held_out else [])
+            rows = [r for r in m if "lpips" in r]  # runs before the evaluation scored LPIPS have none
+            if rows:
+                held_out_lpips.append((f"{stage}", [r["step"] for r in rows], [r["lpips"] for r in rows]))
+    panels = [("training losses", losses, "log", None)]
+    panels += [("held-out PSNR (dB)", held_out, "linear", "o")] if held_out else []
+    panels += [("held-out LPIPS (VGG16)", held_out_lpips, "linear", "o")] if held_out_lpips else []
     fig = Figure(figsize=(6 * len(panels), 4))
     for ax, (title, curves, yscale, marker) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for label, steps, values in curves:

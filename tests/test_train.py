@@ -1132,7 +1132,7 @@ def test_held_out_videos_shorter_than_a_second_are_still_evaluated(synth_root, t
           steps=1, progress=False)
     (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics["step"] == 1 and metrics["target_every"] == 5
-    assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+    assert 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1 and 0 < metrics["lpips"] < 1
 
 
 def test_held_out_targets_are_one_second_apart_at_the_rate_synthheads_records(tmp_path, caplog):

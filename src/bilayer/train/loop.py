@@ -529,9 +529,28 @@ def evaluate(model: BilayerModel, data_root, config: TrainConfig, info: DistInfo
     return out | {"target_every": every} if out else out
 
 
+_LPIPS: dict[str, object] = {}  # the held-out LPIPS network per device, loaded at the first evaluation (None: unavailable)
+
+
+def _held_out_lpips(device: torch.device):
+    """LPIPS (VGG16) for the held-out evaluation, or None with one warning when its weights are not installed."""
+    key = str(device)
+    if key not in _LPIPS:
+        from ..eval.lpips import load_lpips
+        from ..eval.weights import MetricUnavailable, default_weights_dir
+
+        try:
+            _LPIPS[key] = load_lpips(default_weights_dir(), "vgg").to(device)
+        except MetricUnavailable as exc:
+            log.warning("held-out LPIPS is not scored: %s", exc)
+            _LPIPS[key] = None
+    return _LPIPS[key]
+
+
 def _evaluate(model, dataset, config, info, enhance) -> dict:
     enhance = bool(enhance) and model.texture_enhancer is not None
-    scores = {"psnr": [], "ssim": []}
+    lpips = _held_out_lpips(info.device)
+    scores = {"psnr": [], "ssim": []} | ({"lpips": []} if lpips is not None else {})
     count = min(len(dataset), config.eval_batches * 4)  # held-out pairs: eval_batches × 4
     for start in range(info.rank, count, info.world_size):
         b = collate([dataset[start]]).to(info.device)
@@ -544,6 +563,8 @@ def _evaluate(model, dataset, config, info, enhance) -> dict:
         real = apply_mask(b.target_images.flatten(0, 1), mask)
         scores["psnr"] += psnr(pred, real).tolist()
         scores["ssim"] += ssim(pred, real).tolist()
+        if lpips is not None:
+            scores["lpips"] += lpips(pred.float().clamp(-1, 1), real.float()).flatten().tolist()
     out = {}
     for k, v in scores.items():
         mean = torch.tensor(sum(v) / max(len(v), 1), device=info.device)
