@@ -19,7 +19,8 @@
 4. Cross-person reenactment against the ground truth (``synth.cross_pairs``): person A's avatar is made from the
    first ground-truth frame (A in B's first pose) and driven by B's keypoints with relative motion (the path of
    ``bilayer animate``); every later frame is scored against A performing it. Identity: the dlib embedding of each
-   result is compared with A's true frame and with B's frame (is the result closer to A?).
+   result is compared with A's true frame and with B's frame, each on black by its own mask (is the result closer
+   to A?); the copied source photo, a sharp picture of A, gives the measure's ceiling.
 5. Writes learning.json (every number, and which targets are met), learning_curve.png (losses, held-out PSNR
    and LPIPS over training) and learning_grid.jpg (source, target, LF, HF, base, full model for a few held-out people).
 
@@ -177,7 +178,8 @@ def _frame(path_image: Path, path_kp: Path, path_mask: Path, size: int):
 @torch.no_grad()
 def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: bool = True) -> dict:
     """Person A's avatar (made from A in B's first pose) driven by B with relative motion, scored against A
-    performing B's motion; with ``identity``, the dlib similarity of each result to A's and to B's frame."""
+    performing B's motion; with ``identity``, the dlib similarity of each result (and of the copied source photo) to
+    A's and to B's frame."""
     from bilayer.synth import cross_pairs
 
     size = next(iter(models.values())).config.image_size
@@ -203,7 +205,9 @@ def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: boo
         frames = range(1, len(pair["truth_images"]))
         targets = [_frame(pair["truth_images"][i], pair["truth_keypoints"][i], pair["truth_masks"][i], size)
                    for i in frames]
-        drivers = [read_image(pair["driver_images"][i], size)[0] for i in frames]
+        # B's frames on black by B's own masks, like A's true frames and the results
+        drivers = [apply_mask(read_image(pair["driver_images"][i], size)[0][None],
+                              read_mask(pair["driver_masks"][i], size)[None])[0] for i in frames]
         driver_kp = [transfer(read_keypoints(pair["driver_keypoints"][i]) * (size / driver_width)) for i in frames]
         kp = normalize_keypoints(torch.from_numpy(np.stack(driver_kp)), size)[None]  # (1, t, 136)
         truth = torch.stack([t[0] for t in targets])
@@ -215,6 +219,19 @@ def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: boo
             e_a = embedder.embed([to_uint8(apply_mask(t[None], m[None])[0]) for t, m in zip(truth, masks)], kps)
             e_b = embedder.embed([to_uint8(d) for d in drivers],
                                  [read_keypoints(pair["driver_keypoints"][i]) * (size / driver_width) for i in frames])
+
+        def compare(name: str, e_out: list) -> None:
+            sims = similarity.setdefault(name, {"to_a": [], "to_b": []})
+            for o, a, bb in zip(e_out, e_a, e_b):
+                sa, sb = cosine(o, a), cosine(o, bb)
+                if np.isfinite(sa) and np.isfinite(sb):
+                    sims["to_a"].append(sa)
+                    sims["to_b"].append(sb)
+                    closer_to_a.setdefault(name, []).append(sa > sb)
+
+        if embedder is not None:  # the copied photo: the metric's ceiling for a sharp image of A
+            (e_src,) = embedder.embed([to_uint8(apply_mask(src_img[None], src_mask[None])[0])], [src_kp])
+            compare("copy_source", [e_src] * len(truth))
         for name, model in models.items():
             state = model.personalize(src_img[None, None], src_norm, src_mask[None, None], src_stick)
             if name == "full":
@@ -222,14 +239,8 @@ def cross_reenactment(models: dict[str, BilayerModel], data: Path, identity: boo
             out = model.render(state, kp).image[0]
             scorer.add(name, out, truth, masks)
             if embedder is not None:
-                e_out = embedder.embed([to_uint8(apply_mask(o[None], m[None])[0]) for o, m in zip(out, masks)], kps)
-                sims = similarity.setdefault(name, {"to_a": [], "to_b": []})
-                for o, a, bb in zip(e_out, e_a, e_b):
-                    sa, sb = cosine(o, a), cosine(o, bb)
-                    if np.isfinite(sa) and np.isfinite(sb):
-                        sims["to_a"].append(sa)
-                        sims["to_b"].append(sb)
-                        closer_to_a.setdefault(name, []).append(sa > sb)
+                compare(name, embedder.embed([to_uint8(apply_mask(o[None], m[None])[0]) for o, m in zip(out, masks)],
+                                             kps))
     out = scorer.summary()
     for name, sims in similarity.items():
         out[name]["identity"] = {"to_a": float(np.mean(sims["to_a"])), "to_b": float(np.mean(sims["to_b"])),
