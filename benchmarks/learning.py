@@ -261,7 +261,7 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _previous_results(path: Path) -> dict:
+def previous_results(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -416,7 +416,7 @@ def main() -> None:
     print("scoring cross-person reenactment …", flush=True)
     cross_models = {"base": base} | ({"full": enhanced} if enhanced is not None else {})
     cross_scores = cross_reenactment(cross_models, data, identity=not args.no_identity)
-    previous = _previous_results(args.out / "learning.json")
+    previous = previous_results(args.out / "learning.json")
     results = {
         "config": args.config, "image_size": size, "data": str(data),
         "base_steps": _jsonl(base_run / "log.jsonl")[-1]["step"] if _jsonl(base_run / "log.jsonl") else None,
