@@ -21,13 +21,14 @@ with the same one-sentence messages as the command line.
 """
 
 import asyncio
-import io
+import contextlib
 import json
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,13 +234,22 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
     async def _web_error(request: Request, exc: WebError):
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    def user_error(exc: Exception) -> WebError:
-        return WebError(describe(exc))
-
-    def user_errors() -> tuple[type[BaseException], ...]:
+    @contextlib.contextmanager
+    def upload_folder(kind: str) -> Iterator[Path]:
+        """A new folder under the work folder for one request's upload, removed again when handling it fails; a
+        user error (a bad photo or video, a file that cannot be read) becomes a 400 answer with its sentence."""
         from ..messages import user_error_types
 
-        return (*user_error_types(), OSError)
+        folder = work / kind / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        except WebError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        except (*user_error_types(), OSError) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise WebError(describe(exc)) from None
 
     @app.middleware("http")
     async def _limit(request: Request, call_next):
@@ -265,18 +275,10 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
 
     @app.post("/api/avatars")
     async def make_avatar(photo: UploadFile = File(...)) -> dict:
-        folder = work / "avatars" / uuid.uuid4().hex[:12]
-        folder.mkdir(parents=True)
-        try:
+        with upload_folder("avatars") as folder:
             path = await state.save_upload(photo, folder, "photo", PHOTO_SUFFIXES, "a photo")
             name = Path(photo.filename or "photo").name
             entry = await asyncio.to_thread(state.make_avatar, path, folder, name)
-        except WebError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        except user_errors() as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise user_error(exc) from None
         base = f"/api/avatars/{entry.id}"
         return {"id": entry.id, "crop": f"{base}/crop.png", "mask": f"{base}/mask.png",
                 "enhanced": bool(entry.avatar.enhanced)}
@@ -298,17 +300,9 @@ def create_app(model_dir: str | Path, *, max_upload_bytes: int = MAX_UPLOAD_BYTE
     async def animate(avatar: str = Form(...), driver: UploadFile = File(...), paste_back: bool = Form(False),
                       side_by_side: bool = Form(False), alpha: bool = Form(False)) -> dict:
         entry = state.get_avatar(avatar)
-        folder = work / "animations" / uuid.uuid4().hex[:12]
-        folder.mkdir(parents=True)
-        try:
+        with upload_folder("animations") as folder:
             path = await state.save_upload(driver, folder, "driver", VIDEO_SUFFIXES, "a video")
             job = state.start_animation(entry, path, paste_back, side_by_side, alpha)
-        except WebError:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        except user_errors() as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise user_error(exc) from None
         return {"id": job.id}
 
     @app.get("/api/animations/{job_id}")
