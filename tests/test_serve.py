@@ -94,6 +94,24 @@ def test_a_photo_without_a_face_is_one_sentence(client, tmp_path):
     assert r.status_code == 400 and "no face found in grey.png" in r.json()["error"]
 
 
+def test_refused_uploads_leave_no_folder_behind(tmp_path):
+    """A refused photo or video (refused by its name, by its content, or by its options) is answered with its
+    sentence and its upload folder is removed."""
+    work = tmp_path / "work"
+    app = create_app(ASSET, max_upload_bytes=2 * 2**20, work_dir=work)
+    ok, grey = cv2.imencode(".png", np.full((200, 200, 3), 128, np.uint8))
+    with TestClient(app) as c:
+        for name, data in (("notes.txt", b"hello"), ("broken.jpg", b"hello"), ("grey.png", grey.tobytes())):
+            assert c.post("/api/avatars", files={"photo": (name, data, "image/png")}).status_code == 400
+        with open(material("grace_hopper.jpg"), "rb") as f:
+            made = c.post("/api/avatars", files={"photo": ("grace_hopper.jpg", f, "image/jpeg")}).json()["id"]
+        for form, name in (({}, "d.txt"), ({"alpha": "true", "paste_back": "true"}, "d.mp4")):
+            r = c.post("/api/animations", data={"avatar": made, **form}, files={"driver": (name, b"xx", "video/mp4")})
+            assert r.status_code == 400 and r.json()["error"].endswith(".")
+        assert [f.name for f in (work / "avatars").iterdir()] == [made]
+        assert not list((work / "animations").iterdir())
+
+
 def test_an_animation_job_reports_progress_and_serves_the_video(client, avatar_id, tmp_path):
     driver = _short_driver(tmp_path / "driver.mp4")
     with open(driver, "rb") as f:
