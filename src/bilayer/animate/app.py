@@ -13,18 +13,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.avatar_options import AvatarOptions
+
 from .pipeline import AnimationReport
 
 
-@dataclass(frozen=True)
-class AnimateOptions:
-    """What ``bilayer animate`` takes, one field per option (``bilayer animate --help`` describes each)."""
+@dataclass(frozen=True, kw_only=True)
+class AnimateOptions(AvatarOptions):
+    """What ``bilayer animate`` takes, one field per option (``bilayer animate --help`` describes each); the
+    avatar's options are ``AvatarOptions``."""
 
     model: str
     driver: str
     out: str
-    source: str | None = None
-    avatar: str | None = None
     driver_keypoints: str | None = None
     motion: str = "relative"
     paste_back: bool = False
@@ -38,13 +39,6 @@ class AnimateOptions:
     smoothing: bool = True
     report: str | None = None
     progress: bool = True
-    source_keypoints: str | None = None
-    source_mask: str | None = None
-    source_is_crop: bool = False
-    landmarks: str = "mediapipe"
-    landmark_weights: str | None = None
-    segmentation: str = "mediapipe"
-    enhance: bool = True
 
 
 def _say(options: AnimateOptions, text: str) -> None:
@@ -61,9 +55,7 @@ def check(options: AnimateOptions) -> None:
 
     o = options
     plan = Outputs().model("--model", o.model)
-    for flag, value in (("--source", o.source), ("--avatar", o.avatar), ("--driver", o.driver),
-                        ("--driver-keypoints", o.driver_keypoints), ("--source-keypoints", o.source_keypoints),
-                        ("--source-mask", o.source_mask), ("--landmark-weights", o.landmark_weights)):
+    for flag, value in (*o.avatar_inputs(), ("--driver", o.driver), ("--driver-keypoints", o.driver_keypoints)):
         plan.input(flag, value)
     plan = plan.other("--out", o.out, folder=output_kind(o.out, o.alpha) == "frames")
     plan.file("--report", o.report, (".json",), "a JSON file").check()
@@ -79,7 +71,7 @@ def animate(options: AnimateOptions, *, on_frame=None) -> AnimationReport:
     returns the report (also written as JSON to ``options.report`` when given). ``on_frame(done, total)`` is
     called after every rendered frame (``pipeline.stream``)."""
     from ..models.bilayer import BilayerModel
-    from ..runtime.avatar import avatar_from, landmark_context
+    from ..runtime.avatar import landmark_context
     from .driver import open_driver
     from .pipeline import calibration_poses, render_workers, stream
 
@@ -89,9 +81,7 @@ def animate(options: AnimateOptions, *, on_frame=None) -> AnimationReport:
     with landmark_context(o.landmarks, o.landmark_weights) as landmarks, open_driver(
             o.driver, landmarks=landmarks, keypoints=o.driver_keypoints, smoothing=o.smoothing,
             max_frames=o.max_frames, faces=o.driver_faces) as driver:
-        avatar, photo = avatar_from(model, source=o.source, avatar=o.avatar, source_keypoints=o.source_keypoints,
-                                    source_mask=o.source_mask, source_is_crop=o.source_is_crop, landmarks=landmarks,
-                                    segmentation=o.segmentation, enhance=o.enhance)
+        avatar, photo = o.make_avatar(model, landmarks)
         backend = o.backend
         if backend == "auto":
             from ..runtime.backends import auto_backend

@@ -13,19 +13,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.avatar_options import AvatarOptions
+
 from .capture import LiveError
 from .session import LiveReport
 from .wire import MESSAGE_BYTES
 
 
-@dataclass(frozen=True)
-class LiveOptions:
-    """What ``bilayer live`` takes, one field per option (``bilayer live --help`` describes each)."""
+@dataclass(frozen=True, kw_only=True)
+class LiveOptions(AvatarOptions):
+    """What ``bilayer live`` takes, one field per option (``bilayer live --help`` describes each); the avatar's
+    options are ``AvatarOptions``."""
 
     model: str
     driver: str = "camera"
-    source: str | None = None
-    avatar: str | None = None
     out: str | None = None
     virtual_camera: bool = False
     web: str | None = None  # "[HOST:]PORT"
@@ -44,13 +45,6 @@ class LiveOptions:
     camera_fps: float | None = None
     report: str | None = None
     progress: bool = True
-    source_keypoints: str | None = None
-    source_mask: str | None = None
-    source_is_crop: bool = False
-    landmarks: str = "mediapipe"
-    landmark_weights: str | None = None
-    segmentation: str = "mediapipe"
-    enhance: bool = True
     smoothing: bool = True
 
 
@@ -83,8 +77,7 @@ def check(options: LiveOptions) -> None:
         _stream_urls(o.send, o.stream)
         check_stream_name(o.stream, "--stream")
     plan = Outputs().model("--model", o.model)
-    for flag, value in (("--source", o.source), ("--avatar", o.avatar), ("--source-keypoints", o.source_keypoints),
-                        ("--source-mask", o.source_mask), ("--landmark-weights", o.landmark_weights)):
+    for flag, value in o.avatar_inputs():
         plan.input(flag, value)
     if o.out:
         plan = plan.other("--out", o.out)
@@ -137,7 +130,7 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
     """Run a live session as ``options`` say; returns its report (also written to ``options.report``).
     ``on_start(session, web)`` is called once everything is ready, before the first frame (tests use it)."""
     from ..models.bilayer import BilayerModel
-    from ..runtime.avatar import avatar_from, landmark_context
+    from ..runtime.avatar import landmark_context
     from .capture import open_live_source
     from .outputs import FileOutput, FrameHub, VirtualCameraOutput
     from .session import LiveSession
@@ -153,9 +146,7 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
     try:
         model = BilayerModel.from_pretrained(o.model).eval()
         with landmark_context(o.landmarks, o.landmark_weights) as landmarks:
-            avatar, _photo = avatar_from(model, source=o.source, avatar=o.avatar, source_keypoints=o.source_keypoints,
-                                         source_mask=o.source_mask, source_is_crop=o.source_is_crop,
-                                         landmarks=landmarks, segmentation=o.segmentation, enhance=o.enhance)
+            avatar, _photo = o.make_avatar(model, landmarks)
             renders = bool(o.out or o.virtual_camera or o.web)  # a sender alone only tracks: the receiver renders
             renderer = None
             if renders:

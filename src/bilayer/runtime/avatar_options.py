@@ -1,0 +1,41 @@
+"""``AvatarOptions``: how an avatar is made, the options ``bilayer animate`` and ``bilayer live`` share (a photo with
+optional keypoints and mask, or a saved avatar; the landmark and segmentation back-ends; the texture enhancer).
+Light to import: the model code loads only when an avatar is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..models.bilayer import BilayerModel
+    from .avatar import Avatar
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvatarOptions:
+    source: str | None = None  # a photo
+    avatar: str | None = None  # or an .avatar file made by `bilayer avatar`
+    source_keypoints: str | None = None
+    source_mask: str | None = None
+    source_is_crop: bool = False
+    landmarks: str = "mediapipe"
+    landmark_weights: str | None = None
+    segmentation: str = "mediapipe"
+    enhance: bool = True
+
+    def avatar_inputs(self) -> tuple[tuple[str, str | None], ...]:
+        """(command-line flag, path) of every file these options read, for the input checks."""
+        return (("--source", self.source), ("--avatar", self.avatar), ("--source-keypoints", self.source_keypoints),
+                ("--source-mask", self.source_mask), ("--landmark-weights", self.landmark_weights))
+
+    def make_avatar(self, model: "BilayerModel", landmarks) -> tuple["Avatar", "np.ndarray | None"]:
+        """The avatar (loaded, or made now from the photo) and the photo (None for a saved avatar);
+        ``landmarks``: the back-end object from ``landmark_context(self.landmarks, self.landmark_weights)``."""
+        from .avatar import avatar_from
+
+        return avatar_from(model, source=self.source, avatar=self.avatar, source_keypoints=self.source_keypoints,
+                           source_mask=self.source_mask, source_is_crop=self.source_is_crop, landmarks=landmarks,
+                           segmentation=self.segmentation, enhance=self.enhance)
