@@ -2,7 +2,7 @@
 
     python benchmarks/learning.py [--config synth-quick] [--steps N] [--enhancer-steps M] [--data DIR]
                                   [--identities 1025] [--test-identities 25] [--frames 20] [--fps 5] [--cross-pairs 25]
-                                  [--ablation NAME=JSON ...] [--evaluate-only] [--out benchmarks/results/learning]
+                                  [--ablation NAME[=JSON] ...] [--evaluate-only] [--out benchmarks/results/learning]
 
 1. Data: SynthHeads at 128 px (``bilayer synth``: --identities people, the last --test-identities of them held out,
    2 videos each of --frames frames at --fps, with --cross-pairs cross-person ground-truth pairs among the held-out
@@ -11,8 +11,9 @@
 2. Training: the base model (``bilayer train base --config CONFIG``) for --steps iterations, then the texture
    enhancer (``bilayer train enhancer --init RUN/model``) for --enhancer-steps; each run resumes where it stopped.
    ``--ablation NAME=JSON`` also trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses":
-   {"adversarial": 0, "feature_matching": 0}}'``, or ``lf-only='{"model": {"texture_layer": false, "enhancer":
-   null}}'`` for a model without the texture layer), scored like the base model.
+   {"adversarial": 0, "feature_matching": 0}}'``), scored like the base model; ``--ablation gan``, ``no-gan`` and
+   ``lf-only`` name the paper's Table 1 ablations (``NAMED_ABLATIONS``: the adversarial terms with their warm-up
+   added, removed, and a model without the texture layer).
 3. Self-reenactment on every held-out video: the source is its first frame, the targets every 3rd later frame.
    Scored: the full model (base + enhancer), the base model, its LF layer alone, copying the source image and the
    mean training image, with PSNR, SSIM and LPIPS (VGG16), both images on black by the target's ground-truth mask.
@@ -59,17 +60,33 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+# The paper's Table 1 ablations, by name (``--ablation gan``), for a preset without adversarial terms: ``gan`` adds
+# them with the measured warm-up (off until iteration 2000, full weight at 4000, the discriminator at 5e-5);
+# ``no-gan`` removes them from a preset that has them; ``lf-only`` drops the texture layer.
+NAMED_ABLATIONS = {
+    "gan": {"losses": {"adversarial": 0.5, "feature_matching": 10.0}, "gan_start": 2000, "gan_ramp": 2000,
+            "discriminator_lr": 5e-5},
+    "no-gan": {"losses": {"adversarial": 0, "feature_matching": 0}},
+    "lf-only": {"model": {"texture_layer": False, "enhancer": None}},
+}
+
+
 def parse_ablations(parser: argparse.ArgumentParser, specs: list[str], out: Path) -> dict[str, tuple[Path, dict]]:
-    """--ablation NAME=JSON values → {NAME: (OUT/run-NAME, changes)}; a malformed one is a parser error."""
+    """--ablation NAME=JSON (or a NAME of ``NAMED_ABLATIONS``) values → {NAME: (OUT/run-NAME, changes)}; a
+    malformed one is a parser error."""
     ablations = {}
     for spec in specs:
-        name, _, changes = spec.partition("=")
+        name, sep, changes = spec.partition("=")
+        if not sep and name in NAMED_ABLATIONS:
+            ablations[name] = (out / f"run-{name}", NAMED_ABLATIONS[name])
+            continue
         try:
             value = json.loads(changes)
         except ValueError:
             value = None
         if not name or not isinstance(value, dict):
-            parser.error(f"--ablation {spec!r} is not NAME=JSON with a JSON object of config changes.")
+            parser.error(f"--ablation {spec!r} is not NAME=JSON with a JSON object of config changes, nor one of "
+                         f"{', '.join(NAMED_ABLATIONS)}.")
         ablations[name] = (out / f"run-{name}", value)
     return ablations
 
@@ -382,9 +399,10 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=5.0,
                         help="frame rate of the generated sequences (default 5: 20 frames span 4 s of head motion)")
     parser.add_argument("--cross-pairs", type=int, default=25, help="cross-person ground-truth pairs (default 25)")
-    parser.add_argument("--ablation", action="append", default=[], metavar="NAME=JSON",
+    parser.add_argument("--ablation", action="append", default=[], metavar="NAME[=JSON]",
                         help="also train a base model with these config changes, e.g. no-gan='{\"losses\": "
-                             "{\"adversarial\": 0, \"feature_matching\": 0}}'")
+                             "{\"adversarial\": 0, \"feature_matching\": 0}}', or one named: "
+                             + ", ".join(NAMED_ABLATIONS) + " (the paper's Table 1 ablations)")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs under --out as they are")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))

@@ -194,10 +194,13 @@ def test_learning_benchmark(tmp_path):
                     "--cross-pairs", "2"], check=True, capture_output=True)
     out = run_benchmark("learning.py", "--config", "tiny", "--steps", "1", "--enhancer-steps", "1", "--data", str(data),
                         "--ablation", 'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}',
-                        "--out", str(tmp_path / "out"))
+                        "--ablation", "lf-only", "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "learning.json").read_text())
     self_scores, cross = report["self_reenactment"], report["cross_reenactment"]
-    assert set(self_scores) == {"copy_source", "mean_train_image", "base", "base_lf_only", "no-gan", "full"}
+    assert set(self_scores) == {"copy_source", "mean_train_image", "base", "base_lf_only", "no-gan", "lf-only", "full"}
+    # a named ablation: the model without the texture layer, whose frames are its LF layer alone
+    assert report["ablations"]["lf-only"]["changes"] == {"model": {"texture_layer": False, "enhancer": None}}
+    assert json.loads((tmp_path / "out" / "config-lf-only.json").read_text())["model"]["texture_layer"] is False
     assert all(s["frames"] == 2 * 2 for s in self_scores.values())  # 2 people x targets 3 and 6
     assert set(cross) == {"copy_source", "base", "full"} and cross["full"]["frames"] == 2 * 6
     for table in (self_scores, cross):
@@ -219,6 +222,9 @@ def test_learning_benchmark(tmp_path):
                   "--out", str(tmp_path / "out"))
     again = json.loads((tmp_path / "out" / "learning.json").read_text())
     assert again["wall_seconds"] == report["wall_seconds"] and {"base", "enhancer"} <= set(report["wall_seconds"])
+    proc = subprocess.run([sys.executable, str(BENCH / "learning.py"), "--ablation", "sharper", "--evaluate-only"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "'sharper' is not NAME=JSON" in proc.stderr and "lf-only" in proc.stderr
 
 
 @pytest.mark.slow
