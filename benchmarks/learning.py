@@ -290,8 +290,11 @@ def ablation_summary(ablations: dict[str, tuple[Path, dict]], self_scores: dict)
     (positive PSNR and negative LPIPS: the ablation is better)."""
     out = {}
     for name, (run_dir, changes) in ablations.items():
+        # the weights in run_dir/model are those of the latest checkpoint (a run stopped early logged a few more)
+        checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
         logs = _jsonl(run_dir / "log.jsonl")
-        entry = {"changes": changes, "steps": logs[-1]["step"] if logs else 0}
+        steps = int(checkpoints[-1].name.split("-")[1]) if checkpoints else (logs[-1]["step"] if logs else 0)
+        entry = {"changes": changes, "steps": steps}
         if name in self_scores and "base" in self_scores:
             a, b = self_scores[name], self_scores["base"]
             entry["vs_base"] = {"psnr_db": round(a["psnr"] - b["psnr"], 3), "ssim": round(a["ssim"] - b["ssim"], 4),

@@ -253,7 +253,7 @@ def test_person_benchmark(tmp_path):
 
 def test_person_benchmark_refuses_a_malformed_ablation_before_writing(tmp_path):
     video = material("carphone_pristine.mp4")
-    for spec in ("no-gan", "no-gan={losses", 'x=[1]'):
+    for spec in ("sharper", "no-gan={losses", 'x=[1]'):
         proc = subprocess.run([sys.executable, str(BENCH / "person.py"), str(video), "--ablation", spec, "--out",
                                str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "is not NAME=JSON with a JSON object" in proc.stderr
