@@ -522,3 +522,28 @@ def test_animate_options_api_is_the_command(files, tmp_path, capsys):
     with pytest.raises(OutputError, match="--out"):  # the output onto an input
         animate(dataclasses.replace(options, driver=str(files["driver"]), out=str(files["driver"]), report=None))
     assert not (tmp_path / "never.mov").exists() and files["driver"].read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["animate", "live", "avatar"])
+def test_every_avatar_option_of_the_command_line_reaches_the_avatar(command):
+    """``AvatarOptions.fields_from`` maps each avatar option a command parses to its field, with the values given
+    (no field left at its default while its option was set)."""
+    import argparse
+
+    from bilayer.animate.cli import configure_animate
+    from bilayer.live.cli import configure_live
+    from bilayer.runtime.avatar_options import AvatarOptions
+    from bilayer.runtime.cli import configure_avatar
+
+    parser = argparse.ArgumentParser()
+    {"animate": configure_animate, "live": configure_live, "avatar": configure_avatar}[command](parser)
+    args = ["--model", "m", "--source", "p.jpg", "--source-keypoints", "k.npy", "--source-mask", "m.png",
+            "--source-is-crop", "--landmarks", "dlib", "--landmark-weights", "w", "--segmentation", "none",
+            "--no-enhance"]
+    args += {"animate": ["--driver", "d.mp4", "--out", "o.mp4"], "live": ["--out", "o.mp4"],
+             "avatar": ["--out", "o.avatar"]}[command]
+    options = AvatarOptions(**AvatarOptions.fields_from(parser.parse_args(args)))
+    expected = AvatarOptions(source="p.jpg", source_keypoints="k.npy", source_mask="m.png", source_is_crop=True,
+                             landmarks="dlib", landmark_weights="w", segmentation="none", enhance=False)
+    assert options == expected
+    assert dict(options.avatar_inputs())["--source-mask"] == "m.png"

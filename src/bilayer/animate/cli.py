@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.cli import add_avatar_options, add_model_option, positive_int as _positive_int
+from ..runtime.avatar_options import AvatarOptions
+from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from .app import AnimateOptions, animate
 
     report = animate(AnimateOptions(
-        model=args.model, driver=args.driver, out=args.out, source=args.source, avatar=args.avatar,
+        **AvatarOptions.fields_from(args), model=args.model, driver=args.driver, out=args.out,
         driver_keypoints=args.driver_keypoints, motion=args.motion, paste_back=args.paste_back, alpha=args.alpha,
         side_by_side=args.side_by_side, background=args.background, backend=args.backend, workers=args.workers,
         max_frames=args.max_frames, driver_faces=args.driver_faces, smoothing=not args.no_smoothing,
-        report=args.report, progress=not args.no_progress, source_keypoints=args.source_keypoints,
-        source_mask=args.source_mask, source_is_crop=args.source_is_crop, landmarks=args.landmarks,
-        landmark_weights=args.landmark_weights, segmentation=args.segmentation, enhance=not args.no_enhance,
+        report=args.report, progress=not args.no_progress,
     ))
     print(report.summary())
     return 0
@@ -47,11 +46,11 @@ def configure_animate(p: argparse.ArgumentParser) -> None:
                         "starts at once, about twice eager's speed where native, slower elsewhere; int8, x86 "
                         "only, ~45 dB against float32, is the fastest after 20–40 s of quantizing and compiling "
                         "on CPUs without native bfloat16; compile is float32 after a 15–25 s compilation)")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="frames rendered at once, each with 1/N of the CPU threads (default 2 with ≥ 2 threads: "
                         "faster than one frame on all threads while decoding and encoding share the cores)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many driver frames")
-    p.add_argument("--driver-faces", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--driver-faces", type=positive_int, default=1, metavar="N",
                    help="faces MediaPipe follows in the driver (default 1, the fastest: its face detector is skipped "
                         "while the face holds, and the face it keeps is its most confident one); give the number of "
                         "people for a driver with several, so that the largest face is the one followed")

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.cli import add_avatar_options, add_model_option, positive_int as _positive_int
+from ..runtime.avatar_options import AvatarOptions
+from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from .app import LiveOptions, live
 
     report = live(LiveOptions(
-        model=args.model, driver=args.driver, source=args.source, avatar=args.avatar, out=args.out,
-        virtual_camera=args.virtual_camera, web=args.web, send=args.send, stream=args.stream, loop=args.loop, driver_fps=args.driver_fps, seconds=args.seconds,
-        max_frames=args.max_frames, motion=args.motion, side_by_side=args.side_by_side, background=args.background,
-        backend=args.backend, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
-        report=args.report, progress=not args.no_progress, source_keypoints=args.source_keypoints,
-        source_mask=args.source_mask, source_is_crop=args.source_is_crop, landmarks=args.landmarks,
-        landmark_weights=args.landmark_weights, segmentation=args.segmentation, enhance=not args.no_enhance,
-        smoothing=not args.no_smoothing,
+        **AvatarOptions.fields_from(args), model=args.model, driver=args.driver, out=args.out,
+        virtual_camera=args.virtual_camera, web=args.web, send=args.send, stream=args.stream, loop=args.loop,
+        driver_fps=args.driver_fps, seconds=args.seconds, max_frames=args.max_frames, motion=args.motion,
+        side_by_side=args.side_by_side, background=args.background, backend=args.backend, fps=args.fps,
+        camera_size=args.camera_size, camera_fps=args.camera_fps, report=args.report,
+        progress=not args.no_progress, smoothing=not args.no_smoothing,
     ))
     print(report.summary())
     return 0
@@ -47,7 +46,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                         "at URL (http://HOST:PORT), whose page URL/receive?stream=NAME renders them")
     p.add_argument("--stream", default="live", metavar="NAME", help="the stream's name for --send (default live)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N rendered frames")
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N rendered frames")
     p.add_argument("--motion", choices=MOTION_MODES, default="relative",
                    help="relative (default): the photo's face moved like the driver's since its first tracked "
                         "frame (the page's recentre button resets it); absolute: the driver's keypoints")

@@ -26,6 +26,17 @@ class AvatarOptions:
     segmentation: str = "mediapipe"
     enhance: bool = True
 
+    @staticmethod
+    def fields_from(args) -> dict:
+        """These fields from parsed command-line options (``add_avatar_options``, --source, --avatar); a field
+        whose option a command lacks keeps its default."""
+        names = ("source", "avatar", "source_keypoints", "source_mask", "source_is_crop", "landmarks",
+                 "landmark_weights", "segmentation")
+        fields = {name: getattr(args, name) for name in names if hasattr(args, name)}
+        if hasattr(args, "no_enhance"):
+            fields["enhance"] = not args.no_enhance
+        return fields
+
     def avatar_inputs(self) -> tuple[tuple[str, str | None], ...]:
         """(command-line flag, path) of every file these options read, for the input checks."""
         return (("--source", self.source), ("--avatar", self.avatar), ("--source-keypoints", self.source_keypoints),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .avatar_options import AvatarOptions
+
 #: Landmark backends for a photo and a driving video (``--landmarks``).
 LANDMARKS = ("mediapipe", "face-alignment", "dlib")
 #: The suffix ``bilayer avatar --out`` requires.
@@ -31,9 +33,8 @@ def _plan(args: argparse.Namespace):
     from ..outputs import Outputs
 
     plan = Outputs().model("--model", args.model)
-    for option in ("source", "avatar", "driver", "driver_keypoints", "source_keypoints", "source_mask",
-                   "landmark_weights"):
-        plan.input("--" + option.replace("_", "-"), getattr(args, option, None))
+    for flag, value in AvatarOptions(**AvatarOptions.fields_from(args)).avatar_inputs():
+        plan.input(flag, value)
     return plan
 
 
@@ -51,12 +52,7 @@ def _landmarks(args: argparse.Namespace):
 
 def _avatar_for(args: argparse.Namespace, model, landmarks):
     """The avatar from --avatar (a saved file) or made now from --source (``landmarks``: from ``_landmarks``)."""
-    from .avatar import avatar_from
-
-    return avatar_from(model, source=getattr(args, "source", None), avatar=getattr(args, "avatar", None),
-                       source_keypoints=args.source_keypoints, source_mask=args.source_mask,
-                       source_is_crop=args.source_is_crop, landmarks=landmarks, segmentation=args.segmentation,
-                       enhance=not args.no_enhance)
+    return AvatarOptions(**AvatarOptions.fields_from(args)).make_avatar(model, landmarks)
 
 
 def positive_int(text: str) -> int:
