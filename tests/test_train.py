@@ -647,6 +647,45 @@ def test_gan_terms_start_late_and_ramp_up(synth_root, tmp_path, monkeypatch):
     assert {g["lr"] for g in groups} == {config.lr}
 
 
+def test_cosine_lr_decay_reaches_the_optimisers_and_survives_a_resume(synth_root, tmp_path):
+    """lr_decay "cosine": constant until lr_decay_start, then a half cosine to lr_decay_to × lr at the last iteration,
+    for the generator's and the discriminator's rates; a run resumed half-way follows the same curve (the base rates
+    come from the config, not from the checkpoint's decayed ones), and at a final rate of 0 the last update leaves
+    the generator's weights as they were."""
+    from bilayer.train.policy import lr_scale
+
+    cosine = TrainConfig(lr_decay="cosine", lr_decay_start=2, lr_decay_to=0.1)
+    assert [round(lr_scale(cosine, i, 7), 6) for i in range(7)] == [1, 1, 1, 0.868198, 0.55, 0.231802, 0.1]
+    assert {lr_scale(TrainConfig(), i, 7) for i in range(7)} == {1.0}
+    assert lr_scale(cosine, 5, 3) == 1.0  # a run that ends before the decay would start keeps its rate
+    for field, value in (("lr_decay", "linear"), ("lr_decay_start", -1), ("lr_decay_to", 1.5)):
+        with pytest.raises(Exception, match=f"{field} is"):
+            TrainConfig(**{field: value})
+
+    config = fast_config(log_every=1, checkpoint_every=1, lr_decay="cosine", lr_decay_start=1, lr_decay_to=0.0,
+                         losses=LossWeights(vggface=0.0, adversarial=0.1), discriminator_lr=1e-5)
+    run, expected = tmp_path / "run", [f * config.lr for f in (1, 1, 0.75, 0.25, 0)]
+    train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=5, progress=False)
+    lrs = {r["step"]: r["lr"] for r in read_log(run)}
+    assert [lrs[s] for s in range(1, 6)] == pytest.approx(expected, abs=1e-12)
+    for late in ckpt.list_checkpoints(run)[-2:]:  # as if stopped after the third iteration: resume from there
+        shutil.rmtree(late)
+    train("base", config, synth_root, run, perceptual=Perceptual(allow_random=True), steps=5, progress=False)
+    lrs = {r["step"]: r["lr"] for r in read_log(run)}  # the resumed run's records come last
+    assert [lrs[s] for s in range(1, 6)] == pytest.approx(expected, abs=1e-12)
+    fourth, last = ckpt.list_checkpoints(run)[-2:]
+    for name, lr in (("generator", 0.0), ("discriminator", 0.0)):
+        groups = json.loads((last / f"optim-{name}.json").read_text())["param_groups"]
+        assert {g["lr"] for g in groups} == {lr}
+    groups = json.loads((fourth / "optim-discriminator.json").read_text())["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.25e-5])
+    before, after = read_safetensors(fourth / "model.safetensors"), read_safetensors(last / "model.safetensors")
+    params = [k for k in before if k.endswith((".original", ".weight", ".bias"))]
+    assert len(params) > 50
+    moved = [k for k in params if not torch.equal(before[k], after[k])]
+    assert not moved, f"weights changed at a learning rate of 0: {moved[:3]}"
+
+
 def test_feature_matching_with_adversarial_0_uses_a_frozen_discriminator_from_init(synth_root, tmp_path, monkeypatch):
     """Feature matching without the adversarial term scores features with the trained D of --init, frozen: it runs
     in eval mode without trainable parameters, Adam never steps it, and every tensor (BN stats and SN vectors

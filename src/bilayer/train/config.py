@@ -41,6 +41,7 @@ def _expect(name: str, value: Any, ok: bool, expected: str) -> None:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class TrainConfig(JsonConfig):
     micro_batch: int = 0  # per-process batch per forward; 0 = batch_size / world size (no accumulation)
     lr: float = 2e-4
     discriminator_lr: float = 0.0  # the discriminator's Adam rate; 0 = lr (paper: both 2e-4)
+    # Both rates: constant ("none", the paper), or from iteration lr_decay_start on a cosine that ends at
+    # lr_decay_to × the rate at the run's last iteration ("cosine").
+    lr_decay: str = "none"
+    lr_decay_start: int = 0
+    lr_decay_to: float = 0.01
     # The adversarial and feature-matching terms: off before iteration gan_start (D is not run), then their weights
     # rise linearly to the full value over gan_ramp iterations (0: at once). Paper: 0 and 0.
     gan_start: int = 0
@@ -85,6 +91,8 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"sampling is {self.sampling!r}; expected 'random' or 'reference'.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision is {self.precision!r}; expected one of {', '.join(PRECISIONS)}.")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"lr_decay is {self.lr_decay!r}; expected one of {', '.join(LR_DECAYS)}.")
         if self.perceptual_layer_weights not in ("released", "paper"):
             raise ConfigError(
                 f"perceptual_layer_weights is {self.perceptual_layer_weights!r}; expected 'released' or 'paper'."
@@ -94,6 +102,7 @@ class TrainConfig(JsonConfig):
             "micro_batch": (0, None), "steps": (0, None), "perceptual_layers": (1, 5), "standing_stats_batches": (1, None),
             "eval_every": (0, None), "eval_batches": (1, None), "checkpoint_every": (1, None), "log_every": (1, None),
             "visual_every": (0, None), "max_nonfinite": (1, None), "gan_start": (0, None), "gan_ramp": (0, None),
+            "lr_decay_start": (0, None),
         }
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
@@ -102,6 +111,8 @@ class TrainConfig(JsonConfig):
         _expect("lr", self.lr, _is_number(self.lr) and self.lr > 0, "a positive number")
         _expect("discriminator_lr", self.discriminator_lr,
                 _is_number(self.discriminator_lr) and self.discriminator_lr >= 0, "a number ≥ 0 (0: the same as lr)")
+        _expect("lr_decay_to", self.lr_decay_to, _is_number(self.lr_decay_to) and 0 <= self.lr_decay_to <= 1,
+                "a number from 0 to 1 (the last iteration's rate as a fraction of lr)")
         losses, warp = self.losses, self.losses.warp
         weights = {**{f"losses.{name}": getattr(losses, name) for name in _LOSS_WEIGHTS},
                    **{f"losses.warp.{name}": getattr(warp, name) for name in ("initial", "decay", "floor")}}

@@ -44,7 +44,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchStream, video_repeats
 from .policy import (D_STEPS_KEY, DiscriminatorPolicy, PolicyError, Stage, check_feature_matching, d_steps,
-                     gan_scale, stage as stage_policy)
+                     gan_scale, lr_scale, stage as stage_policy)
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
@@ -264,6 +264,7 @@ def train(
         "discriminator": _adam(discriminator.parameters(), config, info.device, config.discriminator_lr or config.lr),
     }
     stepped = optimizers if train_d else {"generator": optimizers["generator"]}
+    base_lr = {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
     step_module = GeneratorStep(model, policy)
     gen_ddp = DDP(step_module) if info.enabled else step_module
     dis_ddp = DDP(discriminator) if info.enabled and train_d else discriminator
@@ -330,6 +331,10 @@ def train(
             named_sum: dict[str, float] = {}
             finite = True
             gan = gan_scale(config, step)  # 0 before gan_start: D is neither run nor updated
+            lr_factor = lr_scale(config, step, total_steps)
+            for name, opt in optimizers.items():  # set every step, so a resumed run follows the same schedule
+                for group in opt.param_groups:
+                    group["lr"] = base_lr[name] * lr_factor
             for micro_step in range(accumulate):
                 phases.lap("optimizer")
                 batch = next(stream).to(info.device)
@@ -389,8 +394,9 @@ def train(
             if info.is_main and log_due:
                 now = time.perf_counter()
                 record = {"step": step, **{k: round(v, 6) for k, v in named_sum.items()},
-                          "it_per_s": (step - tick_step) / max(now - tick, 1e-9), "lr": config.lr,
-                          **({"gan_scale": gan} if use_d else {}), "memory_mb": _memory_mb(info),
+                          "it_per_s": (step - tick_step) / max(now - tick, 1e-9),
+                          "lr": base_lr["generator"] * lr_factor, **({"gan_scale": gan} if use_d else {}),
+                          "memory_mb": _memory_mb(info),
                           **phases.pop(step - tick_step)}
                 tick, tick_step = now, step
                 with (run_dir / "log.jsonl").open("a") as f:

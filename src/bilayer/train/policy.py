@@ -9,10 +9,12 @@ the training loop reads, kept apart from it.
   (``gan_scale``: 0 before ``gan_start``, then a linear ramp). With the adversarial weight 0 and feature matching
   on, D must come trained from --init (``check_feature_matching``); how long a saved D has learned is kept in its
   file's metadata (``D_STEPS_KEY``).
+- ``lr_scale``: the learning-rate schedule's factor at each iteration (constant, or a cosine tail).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import BilayerConfig
@@ -65,6 +67,17 @@ def gan_scale(config: TrainConfig, iteration: int) -> float:
     if config.gan_ramp <= 0:
         return 1.0
     return min(1.0, (iteration - config.gan_start + 1) / config.gan_ramp)
+
+
+def lr_scale(config: TrainConfig, iteration: int, total: int) -> float:
+    """The factor on both learning rates at ``iteration`` (0-based) of a run of ``total`` iterations: 1 with
+    ``lr_decay`` "none" and before ``lr_decay_start``; then a half cosine from 1 that reaches ``lr_decay_to`` at
+    the last iteration. It depends on the iteration alone, so a resumed run continues the same curve."""
+    start = config.lr_decay_start
+    if config.lr_decay == "none" or iteration < start or total - 1 <= start:
+        return 1.0
+    progress = min(1.0, (iteration - start) / (total - 1 - start))
+    return config.lr_decay_to + (1.0 - config.lr_decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
