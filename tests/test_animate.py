@@ -547,3 +547,28 @@ def test_every_avatar_option_of_the_command_line_reaches_the_avatar(command):
                              landmarks="dlib", landmark_weights="w", segmentation="none", enhance=False)
     assert options == expected
     assert dict(options.avatar_inputs())["--source-mask"] == "m.png"
+
+
+@pytest.mark.parametrize("command", ["animate", "live"])
+def test_every_shared_option_of_a_driven_command_reaches_its_field(command):
+    """``DrivenOptions.fields_from`` maps the options bilayer animate and live share to their fields (each set to a
+    value other than its default), and the command's own options object keeps them."""
+    import argparse
+
+    from bilayer.animate.app import AnimateOptions
+    from bilayer.animate.cli import configure_animate
+    from bilayer.live.app import LiveOptions
+    from bilayer.live.cli import configure_live
+    from bilayer.runtime.avatar_options import DrivenOptions
+
+    parser = argparse.ArgumentParser()
+    {"animate": configure_animate, "live": configure_live}[command](parser)
+    args = ["--model", "m", "--source", "p.jpg", "--motion", "absolute", "--no-smoothing", "--side-by-side",
+            "--background", "white", "--backend", "eager", "--max-frames", "7", "--report", "r.json", "--no-progress",
+            "--driver", "d.mp4", "--out", "o.mp4"]
+    fields = DrivenOptions.fields_from(parser.parse_args(args))
+    expected = DrivenOptions(model="m", source="p.jpg", motion="absolute", smoothing=False, side_by_side=True,
+                             background="white", backend="eager", max_frames=7, report="r.json", progress=False)
+    assert DrivenOptions(**fields) == expected
+    own = {"animate": AnimateOptions(**fields, driver="d.mp4", out="o.mp4"), "live": LiveOptions(**fields)}[command]
+    assert all(getattr(own, f.name) == getattr(expected, f.name) for f in dataclasses.fields(DrivenOptions))

@@ -9,41 +9,26 @@ calibrated where it needs it (int8: on the driver's own poses next to the photo'
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime.avatar_options import AvatarOptions
+from ..runtime.avatar_options import DrivenOptions
 
 from .pipeline import AnimationReport
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnimateOptions(AvatarOptions):
+class AnimateOptions(DrivenOptions):
     """What ``bilayer animate`` takes, one field per option (``bilayer animate --help`` describes each); the
-    avatar's options are ``AvatarOptions``."""
+    avatar's options and those every driven command shares are ``DrivenOptions``."""
 
-    model: str
     driver: str
     out: str
     driver_keypoints: str | None = None
-    motion: str = "relative"
     paste_back: bool = False
     alpha: bool = False
-    side_by_side: bool = False
-    background: str = "black"
-    backend: str = "auto"
     workers: int | None = None
-    max_frames: int | None = None
     driver_faces: int = 1
-    smoothing: bool = True
-    report: str | None = None
-    progress: bool = True
-
-
-def _say(options: AnimateOptions, text: str) -> None:
-    if options.progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def check(options: AnimateOptions) -> None:
@@ -87,17 +72,17 @@ def animate(options: AnimateOptions, *, on_frame=None) -> AnimationReport:
             from ..runtime.backends import auto_backend
 
             backend, why = auto_backend(driver.frames_estimate, estimated=driver.num_frames is None)
-            _say(o, f"backend (auto) {why}")
+            o.say(f"backend (auto) {why}")
         extra = {}
         if backend == "int8":  # calibrated on the driver's own poses next to the photo's jittered ones
             poses = calibration_poses(avatar, driver, o.motion)
             extra["calibration"] = avatar.calibration(poses)
         with render_workers(o.workers) as workers:
             if backend == "int8":
-                _say(o, f"quantizing (calibrated on {len(poses)} driver poses and the photo's own) and compiling the "
+                o.say(f"quantizing (calibrated on {len(poses)} driver poses and the photo's own) and compiling the "
                         "int8 renderer (20–40 s on a first run, less from inductor's cache)…")
             elif backend == "compile":
-                _say(o, "compiling the compile renderer (15–25 s on a first run, less from inductor's cache)…")
+                o.say("compiling the compile renderer (15–25 s on a first run, less from inductor's cache)…")
             renderer = avatar.renderer(model, backend, **extra)
             renderer.warmup(1)
             report = stream(avatar, renderer, driver, o.out, motion=o.motion, photo=photo, paste=o.paste_back,

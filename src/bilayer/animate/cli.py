@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.avatar_options import AvatarOptions
+from ..runtime.avatar_options import DrivenOptions
 from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
@@ -12,11 +12,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
     from .app import AnimateOptions, animate
 
     report = animate(AnimateOptions(
-        **AvatarOptions.fields_from(args), model=args.model, driver=args.driver, out=args.out,
-        driver_keypoints=args.driver_keypoints, motion=args.motion, paste_back=args.paste_back, alpha=args.alpha,
-        side_by_side=args.side_by_side, background=args.background, backend=args.backend, workers=args.workers,
-        max_frames=args.max_frames, driver_faces=args.driver_faces, smoothing=not args.no_smoothing,
-        report=args.report, progress=not args.no_progress,
+        **DrivenOptions.fields_from(args), driver=args.driver, out=args.out, driver_keypoints=args.driver_keypoints,
+        paste_back=args.paste_back, alpha=args.alpha, workers=args.workers, driver_faces=args.driver_faces,
     ))
     print(report.summary())
     return 0

@@ -9,11 +9,10 @@ the renderer warmed up, and the session runs until the source ends, the time is 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime.avatar_options import AvatarOptions
+from ..runtime.avatar_options import DrivenOptions
 
 from .capture import LiveError
 from .session import LiveReport
@@ -21,11 +20,10 @@ from .wire import MESSAGE_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
-class LiveOptions(AvatarOptions):
+class LiveOptions(DrivenOptions):
     """What ``bilayer live`` takes, one field per option (``bilayer live --help`` describes each); the avatar's
-    options are ``AvatarOptions``."""
+    options and those every driven command shares are ``DrivenOptions``."""
 
-    model: str
     driver: str = "camera"
     out: str | None = None
     virtual_camera: bool = False
@@ -35,22 +33,9 @@ class LiveOptions(AvatarOptions):
     loop: bool = False
     driver_fps: float | None = None
     seconds: float | None = None
-    max_frames: int | None = None
-    motion: str = "relative"
-    side_by_side: bool = False
-    background: str = "black"
-    backend: str = "auto"
     fps: float | None = None  # of the file output; default: the source's rate, else 25
     camera_size: str | None = None
     camera_fps: float | None = None
-    report: str | None = None
-    progress: bool = True
-    smoothing: bool = True
-
-
-def _say(options: LiveOptions, text: str) -> None:
-    if options.progress:
-        print(text, file=sys.stderr, flush=True)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -152,9 +137,9 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
             if renders:
                 backend, why = choose_backend(o.backend)
                 if why:
-                    _say(o, f"backend (auto) {why}")
+                    o.say(f"backend (auto) {why}")
                 if backend in ("int8", "compile"):
-                    _say(o, f"preparing the {backend} renderer (20–40 s on a first run)…")
+                    o.say(f"preparing the {backend} renderer (20–40 s on a first run)…")
                 renderer = avatar.renderer(model, backend, device=render_device(backend))
                 renderer.warmup(1).warmup(1)  # the first calls set up kernels
             if o.send:
@@ -163,7 +148,7 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
                 graph = avatar_graph(avatar, model)
                 sender = KeypointSender(o.send, o.stream, graph, avatar.size)
                 outputs.append(sender)
-                _say(o, f"sent the avatar ({len(graph) / 2**20:.1f} MiB) once; now only keypoints, "
+                o.say(f"sent the avatar ({len(graph) / 2**20:.1f} MiB) once; now only keypoints, "
                         f"{MESSAGE_BYTES} bytes a frame; watch it at {sender.receive_url}")
             tracker = LiveTracker(landmarks, smoothing=o.smoothing)
             try:
@@ -185,9 +170,9 @@ def live(options: LiveOptions, *, on_start=None) -> LiveReport:
                         web = LiveWeb(hub, session.stats, session.recenter, host, port)
                     except OSError as exc:
                         raise LiveError(f"cannot serve the page on {host}:{port}: {exc.strerror or exc}.") from None
-                    _say(o, f"live page: {web.url}")
+                    o.say(f"live page: {web.url}")
                 session.outputs = outputs
-                _say(o, f"live from {source.kind} {source.name}; Ctrl-C stops")
+                o.say(f"live from {source.kind} {source.name}; Ctrl-C stops")
                 if on_start is not None:
                     on_start(session, web)
                 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.avatar_options import AvatarOptions
+from ..runtime.avatar_options import DrivenOptions
 from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
@@ -12,12 +12,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     from .app import LiveOptions, live
 
     report = live(LiveOptions(
-        **AvatarOptions.fields_from(args), model=args.model, driver=args.driver, out=args.out,
-        virtual_camera=args.virtual_camera, web=args.web, send=args.send, stream=args.stream, loop=args.loop,
-        driver_fps=args.driver_fps, seconds=args.seconds, max_frames=args.max_frames, motion=args.motion,
-        side_by_side=args.side_by_side, background=args.background, backend=args.backend, fps=args.fps,
-        camera_size=args.camera_size, camera_fps=args.camera_fps, report=args.report,
-        progress=not args.no_progress, smoothing=not args.no_smoothing,
+        **DrivenOptions.fields_from(args), driver=args.driver, out=args.out, virtual_camera=args.virtual_camera,
+        web=args.web, send=args.send, stream=args.stream, loop=args.loop, driver_fps=args.driver_fps,
+        seconds=args.seconds, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
     ))
     print(report.summary())
     return 0

@@ -1,9 +1,15 @@
-"""``AvatarOptions``: how an avatar is made, the options ``bilayer animate`` and ``bilayer live`` share (a photo with
-optional keypoints and mask, or a saved avatar; the landmark and segmentation back-ends; the texture enhancer).
-Light to import: the model code loads only when an avatar is made."""
+"""The options the commands share, one frozen dataclass each, filled from parsed command-line options by
+``fields_from(args)``. Light to import: the model code loads only when an avatar is made.
+
+- ``AvatarOptions``: how an avatar is made (a photo with optional keypoints and mask, or a saved avatar; the
+  landmark and segmentation back-ends; the texture enhancer) — ``bilayer animate``, ``live``, ``avatar``, ``export``.
+- ``DrivenOptions``: those plus what every command that drives an avatar takes (the model, how the driver's motion
+  is applied, the keypoint smoothing, the picture's layout and background, the per-frame engine, a frame limit, the
+  report and the progress messages) — the base of ``AnimateOptions`` and ``LiveOptions``."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,3 +56,33 @@ class AvatarOptions:
         return avatar_from(model, source=self.source, avatar=self.avatar, source_keypoints=self.source_keypoints,
                            source_mask=self.source_mask, source_is_crop=self.source_is_crop, landmarks=landmarks,
                            segmentation=self.segmentation, enhance=self.enhance)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrivenOptions(AvatarOptions):
+    model: str
+    motion: str = "relative"
+    smoothing: bool = True
+    side_by_side: bool = False
+    background: str = "black"
+    backend: str = "auto"
+    max_frames: int | None = None
+    report: str | None = None
+    progress: bool = True
+
+    @staticmethod
+    def fields_from(args) -> dict:
+        """These fields (the avatar's too) from parsed command-line options; one whose option a command lacks
+        keeps its default."""
+        fields = AvatarOptions.fields_from(args)
+        names = ("model", "motion", "side_by_side", "background", "backend", "max_frames", "report")
+        fields.update({name: getattr(args, name) for name in names if hasattr(args, name)})
+        for name in ("smoothing", "progress"):  # --no-smoothing, --no-progress
+            if hasattr(args, f"no_{name}"):
+                fields[name] = not getattr(args, f"no_{name}")
+        return fields
+
+    def say(self, text: str) -> None:
+        """A progress message on stderr, unless progress is off."""
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
