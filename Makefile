@@ -139,7 +139,8 @@ screenshots: $(STAMP) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
 
 # The learning proof: SynthHeads data, synth-quick base + enhancer (about 110 minutes on 2 cores), scored on unseen
 # people → benchmarks/results/learning/. LEARNING_ABLATIONS="lf-only gan" also trains the paper's Table 1
-# ablations (about 80 and 110 minutes more), each resumed where it stopped.
+# ablations (about 80 and 110 minutes more), each resumed where it stopped; "lr-decay longer" a cosine
+# learning-rate tail and its constant-rate control (about 17 minutes each: they start from the base run's end).
 LEARNING_ABLATIONS ?=
 bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning $(addprefix --ablation ,$(LEARNING_ABLATIONS))

@@ -194,10 +194,21 @@ def test_learning_benchmark(tmp_path):
                     "--cross-pairs", "2"], check=True, capture_output=True)
     out = run_benchmark("learning.py", "--config", "tiny", "--steps", "1", "--enhancer-steps", "1", "--data", str(data),
                         "--ablation", 'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}',
-                        "--ablation", "lf-only", "--out", str(tmp_path / "out"))
+                        "--ablation", "lf-only", "--ablation", 'tail={"steps": 3, "lr_decay": "cosine", "lr_decay_start": 1}',
+                        "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "learning.json").read_text())
     self_scores, cross = report["self_reenactment"], report["cross_reenactment"]
-    assert set(self_scores) == {"copy_source", "mean_train_image", "base", "base_lf_only", "no-gan", "lf-only", "full"}
+    assert set(self_scores) == {"copy_source", "mean_train_image", "base", "base_lf_only", "no-gan", "lf-only", "tail",
+                                "full"}
+    # an ablation that only runs on past the base model with a decaying rate starts from the base run's checkpoint
+    tail = report["ablations"]["tail"]
+    assert tail["steps"] == 3 and tail["started_from_base_at"] == 1
+    assert "started_from_base_at" not in report["ablations"]["lf-only"]
+    tail_log = [json.loads(line) for line in (tmp_path / "out" / "run-tail" / "log.jsonl").read_text().splitlines()]
+    base_log = [json.loads(line) for line in (tmp_path / "out" / "run-base" / "log.jsonl").read_text().splitlines()]
+    assert tail_log[0] == base_log[0] and [r["step"] for r in tail_log] == [1, 2, 3]
+    assert [r["lr"] for r in tail_log] == pytest.approx([2e-4 * f for f in (1, 1, 0.01)])
+    assert "starts from the base run's last checkpoint" in out
     # a named ablation: the model without the texture layer, whose frames are its LF layer alone
     assert report["ablations"]["lf-only"]["changes"] == {"model": {"texture_layer": False, "enhancer": None}}
     assert json.loads((tmp_path / "out" / "config-lf-only.json").read_text())["model"]["texture_layer"] is False
