@@ -137,10 +137,10 @@ bench-live: $(STAMP) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
 screenshots: $(STAMP) $(MATERIAL_STAMP) $(BROWSER_STAMP) $(ORT_WEB)/.complete
 	$(PY) tools/screenshots.py
 
-# The learning proof: SynthHeads data, synth-quick base + enhancer (about 110 minutes on 2 cores), scored on unseen
+# The learning proof: SynthHeads data, synth-quick base + enhancer (about 125 minutes on 2 cores), scored on unseen
 # people → benchmarks/results/learning/. LEARNING_ABLATIONS="lf-only gan" also trains the paper's Table 1
-# ablations (about 80 and 110 minutes more), each resumed where it stopped; "lr-decay longer" a cosine
-# learning-rate tail and its constant-rate control (about 17 minutes each: they start from the base run's end).
+# ablations (about 80 and 110 minutes more), each resumed where it stopped; "constant-lr no-tail" synth-quick
+# without its learning-rate tail, for all 12,000 iterations or the first 10,000 (about 100 and 80 minutes).
 LEARNING_ABLATIONS ?=
 bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning $(addprefix --ablation ,$(LEARNING_ABLATIONS))

@@ -13,8 +13,8 @@
    ``--ablation NAME=JSON`` also trains a base model with the config changed by JSON (e.g. ``no-gan='{"losses":
    {"adversarial": 0, "feature_matching": 0}}'``), scored like the base model; ``--ablation gan``, ``no-gan`` and
    ``lf-only`` name the paper's Table 1 ablations (``NAMED_ABLATIONS``: the adversarial terms with their warm-up
-   added, removed, and a model without the texture layer); ``lr-decay`` and ``longer`` extend the run by 2,000
-   iterations with the learning rate on a cosine to a hundredth, and at the constant rate.
+   added, removed, and a model without the texture layer); ``constant-lr`` and ``no-tail`` train synth-quick
+   without its learning-rate tail, for all its iterations and up to where the tail begins.
 3. Self-reenactment on every held-out video: the source is its first frame, the targets every 3rd later frame.
    Scored: the full model (base + enhancer), the base model, its LF layer alone, copying the source image and the
    mean training image, with PSNR, SSIM and LPIPS (VGG16), both images on black by the target's ground-truth mask.
@@ -65,15 +65,15 @@ def run(cmd: list[str]) -> None:
 # The paper's Table 1 ablations, by name (``--ablation gan``), for a preset without adversarial terms: ``gan`` adds
 # them with the measured warm-up (off until iteration 2000, full weight at 4000, the discriminator at 5e-5);
 # ``no-gan`` removes them from a preset that has them; ``lf-only`` drops the texture layer. Beyond the paper, for
-# synth-quick's 10,000 iterations: ``lr-decay`` adds 2,000 iterations on a cosine down to a hundredth of the rate,
-# ``longer`` the same 2,000 at the constant rate (the control: is it the decay or the extra iterations?).
+# synth-quick's cosine tail (its last 2,000 of 12,000 iterations): ``constant-lr`` keeps the rate constant to the
+# end, ``no-tail`` stops at 10,000 iterations at the constant rate (where the tail begins).
 NAMED_ABLATIONS = {
     "gan": {"losses": {"adversarial": 0.5, "feature_matching": 10.0}, "gan_start": 2000, "gan_ramp": 2000,
             "discriminator_lr": 5e-5},
     "no-gan": {"losses": {"adversarial": 0, "feature_matching": 0}},
     "lf-only": {"model": {"texture_layer": False, "enhancer": None}},
-    "lr-decay": {"steps": 12000, "lr_decay": "cosine", "lr_decay_start": 10000},
-    "longer": {"steps": 12000},
+    "constant-lr": {"lr_decay": "none"},
+    "no-tail": {"steps": 10000, "lr_decay": "none"},
 }
 
 
