@@ -362,27 +362,36 @@ def plot(run_dirs: dict[str, Path], out: Path) -> None:
     """Training losses per run and, where a run evaluated held-out data while training, held-out PSNR and LPIPS."""
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend switch
 
+    # one colour per run, one line style per loss; the enhancer's iterations follow the base model's on the axis
+    colours = {stage: f"C{i % 10}" for i, stage in enumerate(run_dirs)}
+    styles = dict(zip(LOSS_KEYS, ("-", "--", ":", "-.", (0, (1, 1)))))
+    base_logs = _jsonl(run_dirs["base"] / "log.jsonl") if "base" in run_dirs else []
+    base_end = base_logs[-1]["step"] if base_logs else 0
     losses, held_out, held_out_lpips = [], [], []
     for stage, run_dir in run_dirs.items():
+        offset = base_end if stage == "enhancer" else 0
         logs = _jsonl(run_dir / "log.jsonl")
         for key in LOSS_KEYS:
             rows = [r for r in logs if key in r]
             if any(r[key] for r in rows):
-                losses.append((f"{stage} {key}", [r["step"] for r in rows], [abs(r[key]) for r in rows]))
+                losses.append((f"{stage} {key}", stage, styles[key], [offset + r["step"] for r in rows],
+                               [abs(r[key]) for r in rows]))
         m = _jsonl(run_dir / "metrics.jsonl")
         if m:
-            held_out.append((f"{stage}", [r["step"] for r in m], [r["psnr"] for r in m]))
+            held_out.append((stage, stage, "-", [offset + r["step"] for r in m], [r["psnr"] for r in m]))
             rows = [r for r in m if "lpips" in r]  # runs before the evaluation scored LPIPS have none
             if rows:
-                held_out_lpips.append((f"{stage}", [r["step"] for r in rows], [r["lpips"] for r in rows]))
+                held_out_lpips.append((stage, stage, "-", [offset + r["step"] for r in rows],
+                                       [r["lpips"] for r in rows]))
+    xlabel = "iteration (the enhancer's after the base model's)" if base_end and "enhancer" in run_dirs else "iteration"
     panels = [("training losses", losses, "log", None)]
     panels += [("held-out PSNR (dB)", held_out, "linear", "o")] if held_out else []
     panels += [("held-out LPIPS (VGG16)", held_out_lpips, "linear", "o")] if held_out_lpips else []
     fig = Figure(figsize=(6 * len(panels), 4))
     for ax, (title, curves, yscale, marker) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        for label, steps, values in curves:
-            ax.plot(steps, values, label=label, marker=marker)
-        ax.set_xlabel("iteration")
+        for label, stage, style, steps, values in curves:
+            ax.plot(steps, values, label=label, marker=marker, color=colours[stage], linestyle=style, markersize=3)
+        ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.set_yscale(yscale)
         if curves:
