@@ -52,6 +52,7 @@ from bilayer.keypoints import normalize_keypoints
 from bilayer.nn.image import apply_mask
 from bilayer.animate.motion import MotionTransfer
 from bilayer.structures import collate
+from bilayer.train.checkpoint import checkpoint_step, latest_checkpoint
 
 LOSS_KEYS = ("G_L1", "G_VGG19", "G_FM", "G_ADV", "D_ADV")
 TARGET_EVERY = 3  # self-reenactment: every 3rd frame after the source
@@ -77,9 +78,11 @@ NAMED_ABLATIONS = {
 }
 
 
-def parse_ablations(parser: argparse.ArgumentParser, specs: list[str], out: Path) -> dict[str, tuple[Path, dict]]:
+def parse_ablations(parser: argparse.ArgumentParser, specs: list[str], out: Path, config: str,
+                    steps: int | None) -> dict[str, tuple[Path, dict]]:
     """--ablation NAME=JSON (or a NAME of ``NAMED_ABLATIONS``) values → {NAME: (OUT/run-NAME, changes)}; a
-    malformed one is a parser error."""
+    malformed one, or one whose changes make no valid training config from ``config``, is a parser error (before
+    anything trains)."""
     ablations = {}
     for spec in specs:
         name, sep, changes = spec.partition("=")
@@ -94,6 +97,13 @@ def parse_ablations(parser: argparse.ArgumentParser, specs: list[str], out: Path
             parser.error(f"--ablation {spec!r} is not NAME=JSON with a JSON object of config changes, nor one of "
                          f"{', '.join(NAMED_ABLATIONS)}.")
         ablations[name] = (out / f"run-{name}", value)
+    from bilayer.config import ConfigError
+
+    for name, (_, changes) in ablations.items():
+        try:
+            ablation_config(config, changes, steps)
+        except (ConfigError, TypeError, ValueError) as exc:
+            parser.error(f"--ablation {name}: {exc}")
     return ablations
 
 
@@ -106,16 +116,14 @@ def start_from_base(base_run: Path, run_dir: Path, base_config, ablation_config)
     every iteration the base run took, would repeat those iterations exactly: its new run folder starts as a copy
     of the base run at its last checkpoint (that checkpoint, the logs and the weights) and trains on from there.
     Returns whether it did; an existing run folder is never touched."""
-    from bilayer.train.checkpoint import latest_checkpoint
     from bilayer.train.policy import lr_scale
 
-    if run_dir.exists():
+    latest = latest_checkpoint(base_run)
+    base, changed = base_config.to_dict(), ablation_config.to_dict()
+    differs = {k for k, v in changed.items() if base[k] != v}
+    if run_dir.exists() or latest is None or not differs or differs - CONTINUING_FIELDS:
         return False
-    differs = {k for k, v in ablation_config.to_dict().items() if base_config.to_dict()[k] != v}
-    latest = latest_checkpoint(base_run) if (base_run / "checkpoints").is_dir() else None
-    if latest is None or not differs or differs - CONTINUING_FIELDS:
-        return False
-    done = int(latest.name.split("-")[1])
+    done = checkpoint_step(latest)
     if ablation_config.steps <= done or any(
             lr_scale(ablation_config, i, ablation_config.steps) != lr_scale(base_config, i, base_config.steps)
             for i in range(done)):
@@ -134,12 +142,27 @@ def start_from_base(base_run: Path, run_dir: Path, base_config, ablation_config)
     return True
 
 
+def ablation_config(config: str, changes: dict, steps: int | None):
+    """The training config of an ablation: the preset (or JSON file) ``config`` with ``changes`` merged in, one
+    level deep, and ``steps`` (--steps) unless the changes set their own; a ConfigError names a bad value."""
+    from bilayer.config import ConfigError
+    from bilayer.train.config import TrainConfig, train_config
+
+    changed = train_config(config).to_dict()
+    for key, value in changes.items():
+        section = isinstance(value, dict) and key in changed  # an unknown key is left to from_dict to name
+        if section and not isinstance(changed[key], dict):
+            raise ConfigError(f"{key} is not a section of the training config; give it a value, not an object.")
+        changed[key] = {**changed[key], **value} if section else value
+    if steps and "steps" not in changes:
+        changed["steps"] = steps
+    return TrainConfig.from_dict(changed)
+
+
 def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablations: dict[str, tuple[Path, dict]],
                  out: Path, steps: int | None, enhancer_steps: int) -> dict[str, float]:
     """Base model, enhancer, then a base model per ablation (its config written to OUT/config-NAME.json), each
     resumed where it stopped; returns the wall seconds of each."""
-    from bilayer.train.config import TrainConfig, train_config
-
     bilayer = [sys.executable, "-m", "bilayer"]
     step_args = ["--steps", str(steps)] if steps else []
     common = ["--data", str(data), "--no-progress"]
@@ -151,23 +174,16 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
     run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
                    config, "--steps", str(enhancer_steps)] + common)
     seconds["enhancer"] = time.perf_counter() - t
-    base_config = train_config(config)
-    base_config = base_config.replace(steps=steps) if steps else base_config
+    base_config = ablation_config(config, {}, steps)
     for name, (run_dir, changes) in ablations.items():
-        changed = train_config(config).to_dict()
-        for key, value in changes.items():
-            changed[key] = {**changed[key], **value} if isinstance(value, dict) else value
+        changed = ablation_config(config, changes, steps)
         config_file = out / f"config-{name}.json"
-        config_file.write_text(json.dumps(changed, indent=1))
-        own_steps = [] if "steps" in changes else step_args  # an ablation of another length keeps its own
-        ablation_config = TrainConfig.from_dict(changed)
-        if own_steps:
-            ablation_config = ablation_config.replace(steps=steps)
-        if start_from_base(base_run, run_dir, base_config, ablation_config):
+        config_file.write_text(changed.to_json() + "\n")
+        if start_from_base(base_run, run_dir, base_config, changed):
             print(f"ablation {name}: its first iterations are the base model's, so it starts from the base run's "
                   "last checkpoint", flush=True)
         t = time.perf_counter()
-        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + own_steps + common)
+        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + common)
         seconds[f"ablation {name}"] = time.perf_counter() - t
     return seconds
 
@@ -343,9 +359,9 @@ def ablation_summary(ablations: dict[str, tuple[Path, dict]], self_scores: dict)
     out = {}
     for name, (run_dir, changes) in ablations.items():
         # the weights in run_dir/model are those of the latest checkpoint (a run stopped early logged a few more)
-        checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+        latest = latest_checkpoint(run_dir)
         logs = _jsonl(run_dir / "log.jsonl")
-        steps = int(checkpoints[-1].name.split("-")[1]) if checkpoints else (logs[-1]["step"] if logs else 0)
+        steps = checkpoint_step(latest) if latest else (logs[-1]["step"] if logs else 0)
         entry = {"changes": changes, "steps": steps}
         started = previous_results(run_dir / "started_from.json")
         if started:  # trained on from the base run's checkpoint at this iteration (``start_from_base``)
@@ -469,13 +485,13 @@ def main() -> None:
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME[=JSON]",
                         help="also train a base model with these config changes, e.g. no-gan='{\"losses\": "
                              "{\"adversarial\": 0, \"feature_matching\": 0}}', or one named: "
-                             + ", ".join(NAMED_ABLATIONS) + " (the paper's Table 1 ablations; a cosine learning-rate tail and its "
-                             "control)")
+                             + ", ".join(NAMED_ABLATIONS) + " (gan, no-gan, lf-only: the paper's Table 1 ablations; "
+                             "constant-lr, no-tail: synth-quick without its learning-rate tail)")
     parser.add_argument("--evaluate-only", action="store_true", help="score the runs under --out as they are")
     parser.add_argument("--no-identity", action="store_true", help="skip the dlib identity similarity")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/learning"))
     args = parser.parse_args()
-    ablations = parse_ablations(parser, args.ablation, args.out)
+    ablations = parse_ablations(parser, args.ablation, args.out, args.config, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     bilayer = [sys.executable, "-m", "bilayer"]
     data = args.data or args.out / "synthheads"

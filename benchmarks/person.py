@@ -204,7 +204,7 @@ def main() -> None:
     if not args.video.is_file() and not args.evaluate_only:
         raise SystemExit(f"error: {args.video} is not a file; expected one person's talking-head video.")
     out = args.out or Path("benchmarks/results") / f"person-{args.video.stem}"
-    ablations = parse_ablations(parser, args.ablation, out)
+    ablations = parse_ablations(parser, args.ablation, out, args.config, args.steps)
     out.mkdir(parents=True, exist_ok=True)
     data = args.data or out / "data"
     base_run, enh_run = out / "run-base", out / "run-enhancer"

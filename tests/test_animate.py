@@ -550,25 +550,37 @@ def test_every_avatar_option_of_the_command_line_reaches_the_avatar(command):
 
 
 @pytest.mark.parametrize("command", ["animate", "live"])
-def test_every_shared_option_of_a_driven_command_reaches_its_field(command):
-    """``DrivenOptions.fields_from`` maps the options bilayer animate and live share to their fields (each set to a
-    value other than its default), and the command's own options object keeps them."""
+def test_every_option_of_a_driven_command_reaches_its_field(command):
+    """``fields_from`` fills every field of AnimateOptions / LiveOptions from the command's own options — the
+    avatar's, those the two commands share (``DrivenOptions``) and the command's own — each given a value other
+    than its default, so an option that stops reaching its field (or a field without an option) fails."""
     import argparse
 
     from bilayer.animate.app import AnimateOptions
     from bilayer.animate.cli import configure_animate
     from bilayer.live.app import LiveOptions
     from bilayer.live.cli import configure_live
-    from bilayer.runtime.avatar_options import DrivenOptions
 
+    shared = {"--model": "m", "--avatar": "a.avatar", "--source": "p.jpg", "--source-keypoints": "k.npy",
+              "--source-mask": "m.png", "--landmarks": "dlib", "--landmark-weights": "w", "--segmentation": "none",
+              "--motion": "absolute", "--background": "white", "--backend": "eager", "--max-frames": "7",
+              "--report": "r.json", "--out": "o.mp4"}
+    flags = ["--source-is-crop", "--no-enhance", "--no-smoothing", "--side-by-side", "--no-progress"]
+    own = {"animate": ({"--driver": "d.mp4", "--driver-keypoints": "dk.npy", "--workers": "3", "--driver-faces": "2"},
+                       ["--paste-back", "--alpha"]),
+           "live": ({"--driver": "camera:1", "--web": "8080", "--send": "http://h:1", "--stream": "s",
+                     "--driver-fps": "10", "--seconds": "5", "--fps": "20", "--camera-size": "640x480",
+                     "--camera-fps": "30"}, ["--virtual-camera", "--loop"])}[command]
+    cls, configure = {"animate": (AnimateOptions, configure_animate), "live": (LiveOptions, configure_live)}[command]
     parser = argparse.ArgumentParser()
-    {"animate": configure_animate, "live": configure_live}[command](parser)
-    args = ["--model", "m", "--source", "p.jpg", "--motion", "absolute", "--no-smoothing", "--side-by-side",
-            "--background", "white", "--backend", "eager", "--max-frames", "7", "--report", "r.json", "--no-progress",
-            "--driver", "d.mp4", "--out", "o.mp4"]
-    fields = DrivenOptions.fields_from(parser.parse_args(args))
-    expected = DrivenOptions(model="m", source="p.jpg", motion="absolute", smoothing=False, side_by_side=True,
-                             background="white", backend="eager", max_frames=7, report="r.json", progress=False)
-    assert DrivenOptions(**fields) == expected
-    own = {"animate": AnimateOptions(**fields, driver="d.mp4", out="o.mp4"), "live": LiveOptions(**fields)}[command]
-    assert all(getattr(own, f.name) == getattr(expected, f.name) for f in dataclasses.fields(DrivenOptions))
+    configure(parser)
+    values = {**shared, **own[0]}
+    args = [x for flag, value in values.items() for x in (flag, value)] + flags + own[1]
+    options = cls(**cls.fields_from(parser.parse_args(args)))
+    left = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+            and getattr(options, f.name) == f.default]
+    assert not left, f"fields left at their defaults although their options were given: {left}"
+    for flag, value in values.items():  # each value reaches the field of its option's name (numbers parsed)
+        got = getattr(options, flag[2:].replace("-", "_"))
+        assert got == type(got)(value), flag
+    assert (options.enhance, options.smoothing, options.progress, options.source_is_crop) == (False, False, False, True)

@@ -194,7 +194,8 @@ def test_learning_benchmark(tmp_path):
                     "--cross-pairs", "2"], check=True, capture_output=True)
     out = run_benchmark("learning.py", "--config", "tiny", "--steps", "1", "--enhancer-steps", "1", "--data", str(data),
                         "--ablation", 'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}',
-                        "--ablation", "lf-only", "--ablation", 'tail={"steps": 3, "lr_decay": "cosine", "lr_decay_start": 1}',
+                        "--ablation", "lf-only",
+                        "--ablation", 'tail={"steps": 3, "lr_decay": "cosine", "lr_decay_start": 1}',
                         "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "learning.json").read_text())
     self_scores, cross = report["self_reenactment"], report["cross_reenactment"]
@@ -238,6 +239,12 @@ def test_learning_benchmark(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "learning.py"), "--ablation", "sharper", "--evaluate-only"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "'sharper' is not NAME=JSON" in proc.stderr and "lf-only" in proc.stderr
+    for spec, why in (('bad={"lr_decay": "linear"}', "--ablation bad: lr_decay is 'linear'; expected one of"),
+                      ('bad={"lr": {"x": 1}}', "--ablation bad: lr is not a section of the training config")):
+        proc = subprocess.run([sys.executable, str(BENCH / "learning.py"), "--ablation", spec, "--evaluate-only",
+                               "--out", str(tmp_path / "never")], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and why in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow

@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the base model or the texture enhancer (torchrun for several processes)")
     p.add_argument("stage", choices=["base", "enhancer"])
-    p.add_argument("--config", default="synth-quick", help="a training preset (synth-quick, paper-base, paper-enhancer, tiny) or a .json file")
+    p.add_argument("--config", default="synth-quick",
+                   help="a training preset (synth-quick, person-quick, paper-base, paper-enhancer, tiny) or a .json file")
     p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with train/ and test/)")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run folder (checkpoints, logs, model/): new, empty, or a run bilayer wrote; spell it --run-dir under torchrun, whose own options make --run ambiguous")

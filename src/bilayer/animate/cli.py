@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.avatar_options import DrivenOptions
 from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from .app import AnimateOptions, animate
 
-    report = animate(AnimateOptions(
-        **DrivenOptions.fields_from(args), driver=args.driver, out=args.out, driver_keypoints=args.driver_keypoints,
-        paste_back=args.paste_back, alpha=args.alpha, workers=args.workers, driver_faces=args.driver_faces,
-    ))
+    report = animate(AnimateOptions(**AnimateOptions.fields_from(args)))
     print(report.summary())
     return 0
 

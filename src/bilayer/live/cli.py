@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.avatar_options import DrivenOptions
 from ..runtime.cli import add_avatar_options, add_model_option, positive_int
 
 
 def cmd_live(args: argparse.Namespace) -> int:
     from .app import LiveOptions, live
 
-    report = live(LiveOptions(
-        **DrivenOptions.fields_from(args), driver=args.driver, out=args.out, virtual_camera=args.virtual_camera,
-        web=args.web, send=args.send, stream=args.stream, loop=args.loop, driver_fps=args.driver_fps,
-        seconds=args.seconds, fps=args.fps, camera_size=args.camera_size, camera_fps=args.camera_fps,
-    ))
+    report = live(LiveOptions(**LiveOptions.fields_from(args)))
     print(report.summary())
     return 0
 

@@ -1,5 +1,6 @@
 """The options the commands share, one frozen dataclass each, filled from parsed command-line options by
-``fields_from(args)``. Light to import: the model code loads only when an avatar is made.
+``fields_from(args)`` (a subclass's own fields too). Light to import: the model code loads only when an avatar is
+made.
 
 - ``AvatarOptions``: how an avatar is made (a photo with optional keypoints and mask, or a saved avatar; the
   landmark and segmentation back-ends; the texture enhancer) — ``bilayer animate``, ``live``, ``avatar``, ``export``.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,15 +34,17 @@ class AvatarOptions:
     segmentation: str = "mediapipe"
     enhance: bool = True
 
-    @staticmethod
-    def fields_from(args) -> dict:
-        """These fields from parsed command-line options (``add_avatar_options``, --source, --avatar); a field
+    @classmethod
+    def fields_from(cls, args) -> dict:
+        """This class's fields from parsed command-line options: each field from the option of its name (--source →
+        ``source``), a field that is on by default from its --no-NAME option (--no-enhance → ``enhance``); a field
         whose option a command lacks keeps its default."""
-        names = ("source", "avatar", "source_keypoints", "source_mask", "source_is_crop", "landmarks",
-                 "landmark_weights", "segmentation")
-        fields = {name: getattr(args, name) for name in names if hasattr(args, name)}
-        if hasattr(args, "no_enhance"):
-            fields["enhance"] = not args.no_enhance
+        fields = {}
+        for f in dataclasses.fields(cls):
+            if hasattr(args, f.name):
+                fields[f.name] = getattr(args, f.name)
+            elif hasattr(args, f"no_{f.name}"):
+                fields[f.name] = not getattr(args, f"no_{f.name}")
         return fields
 
     def avatar_inputs(self) -> tuple[tuple[str, str | None], ...]:
@@ -69,18 +73,6 @@ class DrivenOptions(AvatarOptions):
     max_frames: int | None = None
     report: str | None = None
     progress: bool = True
-
-    @staticmethod
-    def fields_from(args) -> dict:
-        """These fields (the avatar's too) from parsed command-line options; one whose option a command lacks
-        keeps its default."""
-        fields = AvatarOptions.fields_from(args)
-        names = ("model", "motion", "side_by_side", "background", "backend", "max_frames", "report")
-        fields.update({name: getattr(args, name) for name in names if hasattr(args, name)})
-        for name in ("smoothing", "progress"):  # --no-smoothing, --no-progress
-            if hasattr(args, f"no_{name}"):
-                fields[name] = not getattr(args, f"no_{name}")
-        return fields
 
     def say(self, text: str) -> None:
         """A progress message on stderr, unless progress is off."""

@@ -177,6 +177,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The iteration a checkpoint folder (``step-NNNNNNN``) was written at."""
+    return int(_STEP_DIR.match(path.name).group(1))
+
+
 def _check_stage(path: Path, saved, stage: str) -> None:
     """A CheckpointError unless the checkpoint at ``path``, saved by the stage ``saved``, is resumed by ``stage``."""
     if not isinstance(saved, str):
