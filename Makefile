@@ -148,7 +148,7 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning $(addprefix --ablation ,$(LEARNING_ABLATIONS))
 
 # A person-specific model from one person's video (default: the 200 s franck clip of the test material; about
-# 70 minutes on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json
+# an hour on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json
 # and person_curve.png; person_grid.jpg stays local because it shows the person.
 PERSON_VIDEO ?= $(MATERIAL)/franck.mp4
 bench-person: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)

@@ -4,6 +4,7 @@ after SIGKILL (reference §4–5). Everything runs on CPU on a tiny SynthHeads d
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -684,6 +685,25 @@ def test_cosine_lr_decay_reaches_the_optimisers_and_survives_a_resume(synth_root
     assert len(params) > 50
     moved = [k for k in params if not torch.equal(before[k], after[k])]
     assert not moved, f"weights changed at a learning rate of 0: {moved[:3]}"
+
+
+def test_a_run_that_ends_before_the_lr_tail_says_so(synth_root, tmp_path, caplog):
+    """--steps below the preset's lr_decay_start keeps the rate constant (the tail is fixed in iterations, so a
+    resumed or extended run follows the same curve): the run says so once, and a run that reaches the tail does not."""
+    config = fast_config(lr_decay="cosine", lr_decay_start=3, lr_decay_to=0.1, log_every=1)
+    with caplog.at_level(logging.INFO, logger="bilayer.train"):
+        train("base", config, synth_root, tmp_path / "short", perceptual=Perceptual(allow_random=True), steps=2,
+              progress=False)
+    notes = [r.getMessage() for r in caplog.records if "learning-rate tail" in r.getMessage()]
+    assert notes == ["the learning-rate tail starts at iteration 3, after this run's last (2): the rate stays "
+                     "constant; set lr_decay_start in a --config file for a tail in a shorter run"]
+    assert {r["lr"] for r in read_log(tmp_path / "short")} == {config.lr}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bilayer.train"):
+        train("base", config, synth_root, tmp_path / "long", perceptual=Perceptual(allow_random=True), steps=5,
+              progress=False)
+    assert not [r for r in caplog.records if "learning-rate tail" in r.getMessage()]
+    assert read_log(tmp_path / "long")[-1]["lr"] == pytest.approx(0.1 * config.lr)
 
 
 def test_feature_matching_with_adversarial_0_uses_a_frozen_discriminator_from_init(synth_root, tmp_path, monkeypatch):

@@ -234,6 +234,10 @@ def train(
         log.info("the adversarial weight is 0: the discriminator from %s is frozen (eval mode, not updated) and "
                  "only scores features for feature matching", d_file)
 
+    if config.lr_decay != "none" and total_steps - 1 <= config.lr_decay_start:
+        log.info("the learning-rate tail starts at iteration %d, after this run's last (%d): the rate stays constant; "
+                 "set lr_decay_start in a --config file for a tail in a shorter run", config.lr_decay_start,
+                 total_steps)
     trained = policy.trained_networks(model.config)
     model.requires_grad_(False)
     for name in trained:
