@@ -3,6 +3,7 @@ after SIGKILL (reference §4–5). Everything runs on CPU on a tiny SynthHeads d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -1035,6 +1036,31 @@ def test_enhancer_discriminator_starts_from_the_base_run(enhancer_run, base_run)
     params = [k for k in base if not k.endswith((".u", ".v"))]
     worst = max((base[k] - enhanced[k]).abs().max().item() for k in params)
     assert worst < 1e-3, f"the enhancer's discriminator is not the base run's (max difference {worst:.3g})"
+
+
+def test_an_enhancer_other_than_the_base_runs_starts_fresh(base_run, synth_root, tmp_path, caplog):
+    """The enhancer stage takes its enhancer from the training config: one shaped differently from the (untrained)
+    enhancer saved with the base model starts from a new initialisation, says so, and is saved with its own shape,
+    every base tensor as it was."""
+    assert_ok(base_run[0])
+    base_dir = base_run[1] / "model"
+    tiny = TRAIN_PRESETS["tiny"]
+    wider = dataclasses.replace(tiny.model.enhancer, num_blocks=tiny.model.enhancer.num_blocks + 1, max_channels=32)
+    config = tiny.replace(model=tiny.model.replace(enhancer=wider), losses=LossWeights(vggface=0.0))
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="bilayer.train"):
+        train("enhancer", config, synth_root, run, init=str(base_dir), perceptual=Perceptual(allow_random=True),
+              steps=1, progress=False)
+    assert any("starts from a new initialisation" in r.getMessage() for r in caplog.records)
+    model = BilayerModel.from_pretrained(run / "model")
+    assert model.config.enhancer == wider
+    base = read_safetensors(base_dir / "model.safetensors")
+    saved = read_safetensors(run / "model" / "model.safetensors")
+    assert {k for k in base if not k.startswith("texture_enhancer.")} == {
+        k for k in saved if not k.startswith("texture_enhancer.")}
+    assert all(torch.equal(base[k], saved[k]) for k in base if not k.startswith("texture_enhancer."))
+    enh = [k for k in saved if k.startswith("texture_enhancer.")]
+    assert any(k not in base or base[k].shape != saved[k].shape for k in enh)
 
 
 # ============================================================================================ kill and resume

@@ -104,7 +104,12 @@ def _build_model(stage: str, config: TrainConfig, init: str | None) -> BilayerMo
             log.info("using the base model's config from %s", init)
         model_config = base.config.replace(enhancer=config.model.enhancer or base.config.enhancer)
         model = BilayerModel(model_config)
-        missing = model.load_state_dict(base.state_dict(), strict=False)
+        state = base.state_dict()
+        if model_config.enhancer != base.config.enhancer:  # another enhancer than the base run's: it starts fresh
+            log.info("the enhancer of the training config differs from the one in %s: it starts from a new "
+                     "initialisation", init)
+            state = {k: v for k, v in state.items() if not k.startswith("texture_enhancer.")}
+        missing = model.load_state_dict(state, strict=False)
         if any(not k.startswith("texture_enhancer.") for k in missing.missing_keys):
             raise TrainingError(f"{init} lacks tensors the enhancer stage needs, e.g. {missing.missing_keys[0]}.")
         return model
