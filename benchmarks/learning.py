@@ -346,6 +346,24 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+SCHEDULE_FIELDS = ("steps", "lr", "discriminator_lr", "lr_decay", "lr_decay_start", "lr_decay_to")
+
+
+def schedules(run_dirs: dict[str, Path]) -> dict[str, dict]:
+    """Each trained run's learning-rate schedule as its train_config.json recorded it, with the number of iterations
+    the run was asked for (run.json: --steps or the config's) — a preset's name alone does not say which recipe a
+    report measured once the preset changes; runs without a train_config.json are left out."""
+    out = {}
+    for name, run_dir in run_dirs.items():
+        path = run_dir / "train_config.json"
+        if path.is_file():
+            config = json.loads(path.read_text())
+            run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+            out[name] = {k: run.get(k, config[k]) if k == "steps" else config[k]
+                         for k in SCHEDULE_FIELDS if k in config}
+    return out
+
+
 def previous_results(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -523,6 +541,7 @@ def main() -> None:
         "config": args.config, "image_size": size, "data": str(data),
         "base_steps": _jsonl(base_run / "log.jsonl")[-1]["step"] if _jsonl(base_run / "log.jsonl") else None,
         "enhancer_steps": _jsonl(enh_run / "log.jsonl")[-1]["step"] if _jsonl(enh_run / "log.jsonl") else None,
+        "schedules": schedules({"base": base_run, "enhancer": enh_run} | {n: r for n, (r, _) in ablations.items()}),
         # stages not trained by this invocation keep the times an earlier one measured
         "wall_seconds": previous.get("wall_seconds", {}) | {k: round(v, 1) for k, v in seconds.items()},
         "threads": torch.get_num_threads(),

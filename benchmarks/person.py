@@ -35,8 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from learning import (Scorer, previous_results, load, parse_ablations, picture_grid, plot, run, to_uint8,  # noqa: E402
-                      train_stages)
+from learning import (Scorer, previous_results, load, parse_ablations, picture_grid, plot, run, schedules,  # noqa: E402
+                      to_uint8, train_stages)
 
 from bilayer.data.dataset import read_image, read_keypoints, read_mask  # noqa: E402
 from bilayer.keypoints import normalize_keypoints  # noqa: E402
@@ -232,6 +232,7 @@ def main() -> None:
         "video": str(args.video), "data": str(data), "config": args.config,
         "image_size": models["base"].config.image_size, "every": args.every,
         "steps": {k: v[-1]["step"] for k, v in logs.items() if v},
+        "schedules": schedules(runs),
         # stages not run by this invocation keep the times an earlier one measured
         "wall_seconds": previous_results(out / "person.json").get("wall_seconds", {})
                         | {k: round(v, 1) for k, v in seconds.items()},

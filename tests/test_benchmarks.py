@@ -209,6 +209,10 @@ def test_learning_benchmark(tmp_path):
     base_log = [json.loads(line) for line in (tmp_path / "out" / "run-base" / "log.jsonl").read_text().splitlines()]
     assert tail_log[0] == base_log[0] and [r["step"] for r in tail_log] == [1, 2, 3]
     assert [r["lr"] for r in tail_log] == pytest.approx([2e-4 * f for f in (1, 1, 0.01)])
+    assert report["schedules"]["tail"] == {"steps": 3, "lr": 2e-4, "discriminator_lr": 0.0, "lr_decay": "cosine",
+                                           "lr_decay_start": 1, "lr_decay_to": 0.01}
+    assert report["schedules"]["base"]["lr_decay"] == "none" and set(report["schedules"]) == {
+        "base", "enhancer", "no-gan", "lf-only", "tail"}
     assert "starts from the base run's last checkpoint" in out
     # a named ablation: the model without the texture layer, whose frames are its LF layer alone
     assert report["ablations"]["lf-only"]["changes"] == {"model": {"texture_layer": False, "enhancer": None}}
@@ -264,6 +268,9 @@ def test_person_benchmark(tmp_path):
     for s in scores.values():
         assert 0 < s["lpips"] < 1 and 0 < s["ssim"] <= 1 and np.isfinite(s["psnr"])
     assert report["steps"] == {"base": 1, "enhancer": 1, "no-gan": 1}
+    assert set(report["schedules"]) == {"base", "enhancer", "no-gan"}
+    assert report["schedules"]["base"] == {"steps": 1, "lr": 2e-4, "discriminator_lr": 0.0, "lr_decay": "none",
+                                           "lr_decay_start": 0, "lr_decay_to": 0.01}
     assert set(report["identity"]) >= {"real_frames_to_each_other", "base", "full", "no-gan"}
     assert any("copying the source" in label for label in report["targets"])
     assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()

@@ -847,6 +847,7 @@ def test_base_stage_cli_smoke(base_run):
     assert TrainConfig.load(run / "train_config.json") == config
     meta = json.loads((run / "run.json").read_text())
     assert meta["stage"] == "base" and meta["perceptual_init"] == "random" and meta["world_size"] == 1
+    assert meta["steps"] == 2  # the iterations asked for (--steps), which the learning-rate schedule uses
     # the final checkpoint and model/ hold the same weights
     final = read_safetensors(ckpt.latest_checkpoint(run) / "model.safetensors")
     for k, v in read_safetensors(run / "model" / "model.safetensors").items():

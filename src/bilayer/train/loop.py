@@ -310,6 +310,7 @@ def train(
         write_json_atomic(run_dir / "run.json", {
             "stage": stage, "data": str(data_root), "init": init, "perceptual_init": perceptual_init,
             "world_size": info.world_size, "micro_batch": micro, "accumulate": accumulate,
+            "steps": total_steps,  # the run's last iteration (--steps or the config's), which the lr schedule uses
         })
         if perceptual_init == "random":
             log.warning("perceptual networks use RANDOM weights (--perceptual-init random): fine for tests and "
