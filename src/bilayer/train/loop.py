@@ -44,7 +44,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchStream, video_repeats
 from .policy import (D_STEPS_KEY, DiscriminatorPolicy, PolicyError, Stage, check_feature_matching, d_steps,
-                     gan_scale, lr_scale, stage as stage_policy)
+                     gan_scale, lr_scale, lr_tail_in_run, stage as stage_policy)
 from .distributed import DistInfo, all_reduce_mean, setup, teardown
 from .standing_stats import compute_standing_stats, preserved_modes
 from .visuals import save_grid, visual_grid
@@ -239,7 +239,7 @@ def train(
         log.info("the adversarial weight is 0: the discriminator from %s is frozen (eval mode, not updated) and "
                  "only scores features for feature matching", d_file)
 
-    if config.lr_decay != "none" and total_steps - 1 <= config.lr_decay_start:
+    if config.lr_decay != "none" and not lr_tail_in_run(config, total_steps):
         log.info("the learning-rate tail starts at iteration %d, after this run's last (%d): the rate stays constant; "
                  "set lr_decay_start in a --config file for a tail in a shorter run", config.lr_decay_start,
                  total_steps)

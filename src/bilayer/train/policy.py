@@ -69,12 +69,18 @@ def gan_scale(config: TrainConfig, iteration: int) -> float:
     return min(1.0, (iteration - config.gan_start + 1) / config.gan_ramp)
 
 
+def lr_tail_in_run(config: TrainConfig, total: int) -> bool:
+    """Whether a run of ``total`` iterations reaches its learning-rate tail (``lr_decay`` set and ``lr_decay_start``
+    before its last iteration); otherwise its rate stays constant."""
+    return config.lr_decay != "none" and total - 1 > config.lr_decay_start
+
+
 def lr_scale(config: TrainConfig, iteration: int, total: int) -> float:
     """The factor on both learning rates at ``iteration`` (0-based) of a run of ``total`` iterations: 1 with
     ``lr_decay`` "none" and before ``lr_decay_start``; then a half cosine from 1 that reaches ``lr_decay_to`` at
     the last iteration. It depends on the iteration alone, so a resumed run continues the same curve."""
     start = config.lr_decay_start
-    if config.lr_decay == "none" or iteration < start or total - 1 <= start:
+    if not lr_tail_in_run(config, total) or iteration < start:
         return 1.0
     progress = min(1.0, (iteration - start) / (total - 1 - start))
     return config.lr_decay_to + (1.0 - config.lr_decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
