@@ -148,11 +148,13 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/learning.py --out benchmarks/results/learning $(addprefix --ablation ,$(LEARNING_ABLATIONS))
 
 # A person-specific model from one person's video (default: the 200 s franck clip of the test material; about
-# an hour on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json
-# and person_curve.png; person_grid.jpg stays local because it shows the person.
+# an hour on 2 cores), scored on the video's held-out last 20 %: benchmarks/results/person-NAME/person.json,
+# person_curve.png and person_identity.png; person_grid.jpg stays local because it shows the person.
+# PERSON_INIT=assets/synth-quick starts from the one-shot model's weights instead (into person-NAME-init/).
 PERSON_VIDEO ?= $(MATERIAL)/franck.mp4
+PERSON_INIT ?=
 bench-person: $(STAMP) $(WEIGHTS) $(MATERIAL_STAMP)
-	$(PY) benchmarks/person.py $(PERSON_VIDEO)
+	$(PY) benchmarks/person.py $(PERSON_VIDEO) $(if $(PERSON_INIT),--init $(PERSON_INIT))
 
 # 211 bad inputs and faults through the command line (a few minutes): benchmarks/results/hostile.json.
 bench-hostile: $(STAMP)

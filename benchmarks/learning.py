@@ -160,11 +160,12 @@ def ablation_config(config: str, changes: dict, steps: int | None):
 
 
 def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablations: dict[str, tuple[Path, dict]],
-                 out: Path, steps: int | None, enhancer_steps: int) -> dict[str, float]:
+                 out: Path, steps: int | None, enhancer_steps: int, init: Path | None = None) -> dict[str, float]:
     """Base model, enhancer, then a base model per ablation (its config written to OUT/config-NAME.json), each
-    resumed where it stopped; returns the wall seconds of each."""
+    resumed where it stopped; ``init`` (a model folder) starts the base model and the ablations from its weights.
+    Returns the wall seconds of each."""
     bilayer = [sys.executable, "-m", "bilayer"]
-    step_args = ["--steps", str(steps)] if steps else []
+    step_args = (["--steps", str(steps)] if steps else []) + (["--init", str(init)] if init else [])
     common = ["--data", str(data), "--no-progress"]
     seconds = {}
     t = time.perf_counter()
@@ -183,7 +184,8 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
             print(f"ablation {name}: its first iterations are the base model's, so it starts from the base run's "
                   "last checkpoint", flush=True)
         t = time.perf_counter()
-        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)] + common)
+        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)]
+            + (["--init", str(init)] if init else []) + common)
         seconds[f"ablation {name}"] = time.perf_counter() - t
     return seconds
 

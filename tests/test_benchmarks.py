@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import material
+from bilayer import preset
+
+from .conftest import build_model, material
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -84,7 +86,6 @@ def test_packing_benchmark(tmp_path):
             assert r["packed_ms"] > 0 and r["speedup"] == pytest.approx(r["plain_ms"] / r["packed_ms"])
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_keypoint_stream_benchmark(tmp_path):
     from .conftest import material
@@ -256,8 +257,9 @@ def test_person_benchmark(tmp_path):
     """The person-specific path end to end on a real 4-second clip: preprocess with a held-out tail, a tiny base
     and enhancer trained on one video, every score against the baselines, identity, targets and pictures."""
     video = material("carphone_pristine.mp4")
+    init = build_model(preset("tiny"), seed=3).save_pretrained(tmp_path / "init")  # --init: a warm start
     out = run_benchmark("person.py", str(video), "--config", "tiny", "--steps", "1", "--enhancer-steps", "1",
-                        "--every", "2", "--test-tail", "0.35", "--ablation",
+                        "--init", str(init), "--every", "2", "--test-tail", "0.35", "--ablation",
                         'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}', "--out", str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "person.json").read_text())
     scores = report["held_out"]
@@ -269,9 +271,17 @@ def test_person_benchmark(tmp_path):
         assert 0 < s["lpips"] < 1 and 0 < s["ssim"] <= 1 and np.isfinite(s["psnr"])
     assert report["steps"] == {"base": 1, "enhancer": 1, "no-gan": 1}
     assert set(report["schedules"]) == {"base", "enhancer", "no-gan"}
+    assert report["init"] == str(init)
     assert report["schedules"]["base"] == {"steps": 1, "lr": 2e-4, "discriminator_lr": 0.0, "lr_decay": "none",
                                            "lr_decay_start": 0, "lr_decay_to": 0.01}
-    assert set(report["identity"]) >= {"real_frames_to_each_other", "base", "full", "no-gan"}
+    ident = report["identity"]
+    assert set(ident) >= {"real_frames_to_each_other", "base", "full", "no-gan", "per_frame", "by_expression"}
+    scored = scores["full"]["frames"]
+    for name in ("real_frames_to_each_other", "full", "base", "copy_source", "mouth_opening"):
+        assert len(ident["per_frame"][name]) == scored, name
+    split = ident["by_expression"]
+    assert split["within"]["frames"] + split["beyond"]["frames"] == scored
+    assert (tmp_path / "out" / "person_identity.png").read_bytes()[:4] == b"\x89PNG"
     assert any("copying the source" in label for label in report["targets"])
     assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()
     assert (tmp_path / "out" / "person_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
@@ -286,3 +296,29 @@ def test_person_benchmark_refuses_a_malformed_ablation_before_writing(tmp_path):
         assert proc.returncode == 2 and "is not NAME=JSON with a JSON object" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_person_benchmark_refuses_an_init_that_is_not_a_model(tmp_path):
+    video = material("carphone_pristine.mp4")
+    proc = subprocess.run([sys.executable, str(BENCH / "person.py"), str(video), "--init", str(tmp_path), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and f"--init {tmp_path} holds no config.json" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_person_identity_split_by_mouth_opening():
+    """mouth_opening is the inner-lip gap over the eye-corner distance; by_expression averages each candidate over
+    the held-out frames within and beyond the training frames' 95th percentile."""
+    sys.path.insert(0, str(BENCH))
+    import person
+
+    kps = np.zeros((3, 68, 2), np.float32)
+    kps[:, 45, 0] = 50.0  # eye corners 50 px apart
+    kps[:, 66, 1] = [0.0, 5.0, 12.5]  # inner lips 0, 5 and 12.5 px apart
+    np.testing.assert_allclose(person.mouth_opening(kps), [0.0, 0.1, 0.25], atol=1e-6)
+    train = np.linspace(0.0, 0.2, 101)  # 95th percentile 0.19
+    split = person.by_expression({"full": [0.9, 0.95, 0.5, float("nan")], "real": [1.0, 1.0, 0.8, 0.7]},
+                                 np.array([0.0, 0.1, 0.25, 0.3]), train)
+    assert split["mouth_opening_limit"] == pytest.approx(0.19)
+    assert split["within"] == {"frames": 2, "full": pytest.approx(0.925), "real": pytest.approx(1.0)}
+    assert split["beyond"] == {"frames": 2, "full": pytest.approx(0.5), "real": pytest.approx(0.75)}

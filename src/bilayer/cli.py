@@ -186,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root (imgs/, keypoints/, segs/ with train/ and test/)")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run folder (checkpoints, logs, model/): new, empty, or a run bilayer wrote; spell it --run-dir under torchrun, whose own options make --run ambiguous")
-    p.add_argument("--steps", type=int, default=None, help="end after this many iterations in total")
+    p.add_argument("--steps", type=int, default=None,
+                   help="end after this many iterations in total (default: the --config's); the learning-rate tail "
+                        "runs from the config's lr_decay_start to this last iteration, and a run that ends at or "
+                        "before lr_decay_start keeps its rate constant")
     p.add_argument("--restart", action="store_true",
                    help="start over: remove the checkpoints, logs and model an earlier run left in --run (by default a "
                         "run folder with checkpoints is continued from its latest complete one)")
