@@ -163,18 +163,30 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
                  out: Path, steps: int | None, enhancer_steps: int, init: Path | None = None) -> dict[str, float]:
     """Base model, enhancer, then a base model per ablation (its config written to OUT/config-NAME.json), each
     resumed where it stopped; ``init`` (a model folder) starts the base model and the ablations from its weights.
-    Returns the wall seconds of each."""
+    Returns the wall seconds of each stage that trained (see ``timed``)."""
     bilayer = [sys.executable, "-m", "bilayer"]
     step_args = (["--steps", str(steps)] if steps else []) + (["--init", str(init)] if init else [])
     common = ["--data", str(data), "--no-progress"]
     seconds = {}
-    t = time.perf_counter()
-    run(bilayer + ["train", "base", "--run", str(base_run), "--config", config] + step_args + common)
-    seconds["base"] = time.perf_counter() - t
-    t = time.perf_counter()
-    run(bilayer + ["train", "enhancer", "--run", str(enh_run), "--init", str(base_run / "model"), "--config",
-                   config, "--steps", str(enhancer_steps)] + common)
-    seconds["enhancer"] = time.perf_counter() - t
+
+    def timed(key: str, run_dir: Path, cmd: list[str]) -> None:
+        """Run one stage; its seconds are kept when it trained: under ``key`` from iteration 0, under "KEY
+        (iterations A-B)" when it resumed at A; a run already complete adds nothing (its earlier time stands)."""
+        def done() -> int:
+            latest = latest_checkpoint(run_dir) if run_dir.exists() else None
+            return checkpoint_step(latest) if latest is not None else 0
+
+        before, t = done(), time.perf_counter()
+        run(cmd)
+        elapsed, after = time.perf_counter() - t, done()
+        if after > before:
+            seconds[key if before == 0 else f"{key} (iterations {before}-{after})"] = elapsed
+
+    timed("base", base_run,
+          bilayer + ["train", "base", "--run", str(base_run), "--config", config] + step_args + common)
+    timed("enhancer", enh_run, bilayer + ["train", "enhancer", "--run", str(enh_run), "--init",
+                                          str(base_run / "model"), "--config", config, "--steps",
+                                          str(enhancer_steps)] + common)
     base_config = ablation_config(config, {}, steps)
     for name, (run_dir, changes) in ablations.items():
         changed = ablation_config(config, changes, steps)
@@ -183,10 +195,9 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
         if start_from_base(base_run, run_dir, base_config, changed):
             print(f"ablation {name}: its first iterations are the base model's, so it starts from the base run's "
                   "last checkpoint", flush=True)
-        t = time.perf_counter()
-        run(bilayer + ["train", "base", "--run", str(run_dir), "--config", str(config_file)]
-            + (["--init", str(init)] if init else []) + common)
-        seconds[f"ablation {name}"] = time.perf_counter() - t
+        timed(f"ablation {name}", run_dir, bilayer + ["train", "base", "--run", str(run_dir), "--config",
+                                                      str(config_file)]
+              + (["--init", str(init)] if init else []) + common)
     return seconds
 
 

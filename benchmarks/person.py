@@ -99,8 +99,11 @@ def by_expression(per_frame: dict[str, list[float]], mouth: np.ndarray, train_mo
     limit = float(np.percentile(train_mouth, percentile))
     out = {"mouth_opening_limit": round(limit, 4), "percentile": percentile}
     for part, pick in (("within", mouth <= limit), ("beyond", mouth > limit)):
-        out[part] = {"frames": int(pick.sum())} | {
-            name: float(np.nanmean(np.asarray(v)[pick])) if pick.any() else None for name, v in per_frame.items()}
+        out[part] = {"frames": int(pick.sum())}
+        for name, values in per_frame.items():
+            chosen = np.asarray(values, np.float64)[pick]
+            chosen = chosen[np.isfinite(chosen)]  # frames where dlib found no face count in neither mean
+            out[part][name] = float(chosen.mean()) if chosen.size else None
     return out
 
 
@@ -184,14 +187,13 @@ def score(models: dict, data: Path, every: int, identity: bool, grid_rows: int =
                 per_frame[name] = [cosine(a, b) for a, b in zip(e, e_true)]
                 ident[name] = float(np.nanmean(per_frame[name]))
             ident["frames"] = int(np.isfinite(real).sum())
-            mouth = mouth_opening(target_kp)
-            ident["by_expression"] = by_expression(per_frame, mouth, mouth_opening(train[1]))
+            mouth, train_mouth = mouth_opening(target_kp), mouth_opening(train[1])
+            ident["by_expression"] = by_expression(per_frame, mouth, train_mouth)
             ident["per_frame"] = {name: [None if not np.isfinite(v) else round(float(v), 4) for v in values]
                                   for name, values in per_frame.items()}
             ident["per_frame"]["mouth_opening"] = [round(float(v), 4) for v in mouth]
-            ident["per_frame"]["training_mouth_opening"] = {
-                "p95": round(float(np.percentile(mouth_opening(train[1]), 95)), 4),
-                "max": round(float(mouth_opening(train[1]).max()), 4)}
+            ident["per_frame"]["training_mouth_opening"] = {"p95": ident["by_expression"]["mouth_opening_limit"],
+                                                            "max": round(float(train_mouth.max()), 4)}
 
     picks = np.linspace(0, len(target) - 1, grid_rows).round().astype(int)
     grid = []

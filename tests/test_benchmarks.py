@@ -286,6 +286,13 @@ def test_person_benchmark(tmp_path):
     assert (tmp_path / "out" / "data" / "imgs" / "test").is_dir()
     assert (tmp_path / "out" / "person_grid.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert "copy_source" in out
+    assert set(report["wall_seconds"]) == {"preprocess", "base", "enhancer", "ablation no-gan"}
+    # the same command again: every stage is complete, so no stage is re-timed (a no-op once replaced the times)
+    run_benchmark("person.py", str(video), "--config", "tiny", "--steps", "1", "--enhancer-steps", "1", "--init",
+                  str(init), "--every", "2", "--test-tail", "0.35", "--no-identity", "--ablation",
+                  'no-gan={"losses": {"adversarial": 0, "feature_matching": 0}}', "--out", str(tmp_path / "out"))
+    again = json.loads((tmp_path / "out" / "person.json").read_text())
+    assert again["wall_seconds"] == report["wall_seconds"]
 
 
 def test_person_benchmark_refuses_a_malformed_ablation_before_writing(tmp_path):
