@@ -164,29 +164,15 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
     """Base model, enhancer, then a base model per ablation (its config written to OUT/config-NAME.json), each
     resumed where it stopped; ``init`` (a model folder) starts the base model and the ablations from its weights.
     Returns the wall seconds of each stage that trained (see ``timed``)."""
-    bilayer = [sys.executable, "-m", "bilayer"]
-    step_args = (["--steps", str(steps)] if steps else []) + (["--init", str(init)] if init else [])
+    train = [sys.executable, "-m", "bilayer", "train"]
+    init_args = ["--init", str(init)] if init else []
     common = ["--data", str(data), "--no-progress"]
-    seconds = {}
-
-    def timed(key: str, run_dir: Path, cmd: list[str]) -> None:
-        """Run one stage; its seconds are kept when it trained: under ``key`` from iteration 0, under "KEY
-        (iterations A-B)" when it resumed at A; a run already complete adds nothing (its earlier time stands)."""
-        def done() -> int:
-            latest = latest_checkpoint(run_dir) if run_dir.exists() else None
-            return checkpoint_step(latest) if latest is not None else 0
-
-        before, t = done(), time.perf_counter()
-        run(cmd)
-        elapsed, after = time.perf_counter() - t, done()
-        if after > before:
-            seconds[key if before == 0 else f"{key} (iterations {before}-{after})"] = elapsed
-
-    timed("base", base_run,
-          bilayer + ["train", "base", "--run", str(base_run), "--config", config] + step_args + common)
-    timed("enhancer", enh_run, bilayer + ["train", "enhancer", "--run", str(enh_run), "--init",
-                                          str(base_run / "model"), "--config", config, "--steps",
-                                          str(enhancer_steps)] + common)
+    seconds: dict[str, float] = {}
+    timed_stage(seconds, "base", base_run, train + ["base", "--run", str(base_run), "--config", config]
+                + (["--steps", str(steps)] if steps else []) + init_args + common)
+    timed_stage(seconds, "enhancer", enh_run, train + ["enhancer", "--run", str(enh_run), "--init",
+                                                       str(base_run / "model"), "--config", config, "--steps",
+                                                       str(enhancer_steps)] + common)
     base_config = ablation_config(config, {}, steps)
     for name, (run_dir, changes) in ablations.items():
         changed = ablation_config(config, changes, steps)
@@ -195,10 +181,26 @@ def train_stages(config: str, data: Path, base_run: Path, enh_run: Path, ablatio
         if start_from_base(base_run, run_dir, base_config, changed):
             print(f"ablation {name}: its first iterations are the base model's, so it starts from the base run's "
                   "last checkpoint", flush=True)
-        timed(f"ablation {name}", run_dir, bilayer + ["train", "base", "--run", str(run_dir), "--config",
-                                                      str(config_file)]
-              + (["--init", str(init)] if init else []) + common)
+        timed_stage(seconds, f"ablation {name}", run_dir,
+                    train + ["base", "--run", str(run_dir), "--config", str(config_file)] + init_args + common)
     return seconds
+
+
+def checkpointed_step(run_dir: Path) -> int:
+    """The iteration of the run's latest complete checkpoint; 0 when it has none (or the folder does not exist)."""
+    latest = latest_checkpoint(run_dir)
+    return checkpoint_step(latest) if latest is not None else 0
+
+
+def timed_stage(seconds: dict[str, float], key: str, run_dir: Path, cmd: list[str]) -> None:
+    """Run one training stage and keep its wall seconds in ``seconds`` when it trained: under ``key`` from
+    iteration 0, under "KEY (iterations A-B)" when it resumed at A; a run already complete adds nothing, so the
+    time an earlier invocation measured stands."""
+    before, t = checkpointed_step(run_dir), time.perf_counter()
+    run(cmd)
+    elapsed, after = time.perf_counter() - t, checkpointed_step(run_dir)
+    if after > before:
+        seconds[key if before == 0 else f"{key} (iterations {before}-{after})"] = elapsed
 
 
 class Scorer:
@@ -390,9 +392,8 @@ def ablation_summary(ablations: dict[str, tuple[Path, dict]], self_scores: dict)
     out = {}
     for name, (run_dir, changes) in ablations.items():
         # the weights in run_dir/model are those of the latest checkpoint (a run stopped early logged a few more)
-        latest = latest_checkpoint(run_dir)
         logs = _jsonl(run_dir / "log.jsonl")
-        steps = checkpoint_step(latest) if latest else (logs[-1]["step"] if logs else 0)
+        steps = checkpointed_step(run_dir) or (logs[-1]["step"] if logs else 0)
         entry = {"changes": changes, "steps": steps}
         started = previous_results(run_dir / "started_from.json")
         if started:  # trained on from the base run's checkpoint at this iteration (``start_from_base``)

@@ -3,6 +3,7 @@ these check the scripts, not the machine's speed, which no test asserts)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,13 @@ from bilayer import preset
 from .conftest import build_model, material
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench_module(name: str):
+    """A benchmark script imported as a module (the scripts import each other by name from benchmarks/)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
 
 
 def run_benchmark(script: str, *args: str) -> str:
@@ -316,9 +324,7 @@ def test_person_benchmark_refuses_an_init_that_is_not_a_model(tmp_path):
 def test_person_identity_split_by_mouth_opening():
     """mouth_opening is the inner-lip gap over the eye-corner distance; by_expression averages each candidate over
     the held-out frames within and beyond the training frames' 95th percentile."""
-    sys.path.insert(0, str(BENCH))
-    import person
-
+    person = bench_module("person")
     kps = np.zeros((3, 68, 2), np.float32)
     kps[:, 45, 0] = 50.0  # eye corners 50 px apart
     kps[:, 66, 1] = [0.0, 5.0, 12.5]  # inner lips 0, 5 and 12.5 px apart
@@ -329,3 +335,25 @@ def test_person_identity_split_by_mouth_opening():
     assert split["mouth_opening_limit"] == pytest.approx(0.19)
     assert split["within"] == {"frames": 2, "full": pytest.approx(0.925), "real": pytest.approx(1.0)}
     assert split["beyond"] == {"frames": 2, "full": pytest.approx(0.5), "real": pytest.approx(0.75)}
+
+
+def test_timed_stage_times_only_the_iterations_a_stage_trained(tmp_path):
+    """A stage from iteration 0 is timed under its name, a resumed one under its iteration span, and one already
+    complete (its command trains nothing) adds no time: the time measured earlier stands."""
+    learning = bench_module("learning")
+    run_dir = tmp_path / "run"
+    assert learning.checkpointed_step(run_dir) == 0  # no folder yet
+
+    def checkpoint_at(step: int) -> list[str]:  # a real process that leaves a complete checkpoint, as training does
+        folder = run_dir / "checkpoints" / f"step-{step:07d}"
+        return [sys.executable, "-c", f"import pathlib; p = pathlib.Path({str(folder)!r}); "
+                "p.mkdir(parents=True); (p / 'state.json').write_text('{}')"]
+
+    seconds: dict[str, float] = {}
+    learning.timed_stage(seconds, "base", run_dir, checkpoint_at(3))
+    assert set(seconds) == {"base"} and seconds["base"] > 0 and learning.checkpointed_step(run_dir) == 3
+    learning.timed_stage(seconds, "base", run_dir, checkpoint_at(5))
+    assert set(seconds) == {"base", "base (iterations 3-5)"}
+    before = dict(seconds)
+    learning.timed_stage(seconds, "base", run_dir, [sys.executable, "-c", "pass"])
+    assert seconds == before
